@@ -1,0 +1,45 @@
+# sandboxd — see README.md.
+SHELL := /bin/bash
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X github.com/sandboxd/sandboxd/ctl.Version=$(VERSION)
+PREFIX   ?= /usr/local
+# Static binaries: sandboxd-init runs inside sandboxes that have no libc of ours.
+export CGO_ENABLED = 0
+
+.PHONY: all build test unit integration bench run install deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/sandboxd ./cmd/sandboxctl ./cmd/sandboxd-init
+
+# deps installs what sandboxd and its tests need and the machine lacks.
+deps:
+	@./.ci/deps
+
+# test runs every test: unit tests, then integration tests against a private
+# containerd that the tests start and stop themselves (root needed).
+test: deps unit integration
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+integration: build
+	$(GO) test -count=1 -tags integration -timeout 30m -v ./cmd/sandboxd/
+
+bench: deps build
+	$(GO) test -count=1 -tags integration -run '^$$' -bench . -benchtime 40x ./cmd/sandboxd/
+
+# run starts sandboxd in the foreground, as root.
+run: deps build
+	./bin/sandboxd
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/sandboxd
+	install -m 0755 bin/sandboxd bin/sandboxctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 bin/sandboxd-init $(DESTDIR)$(PREFIX)/lib/sandboxd/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+
+	"github.com/sandboxd/sandboxd/daemon"
+	sbxruntime "github.com/sandboxd/sandboxd/runtime"
+)
+
+// containerdRuntime adapts the containerd runtime to the interface that the
+// daemon declares; it is the only place the two meet.
+type containerdRuntime struct {
+	c       *sbxruntime.Client
+	address string
+	managed bool
+}
+
+func (r *containerdRuntime) Create(ctx context.Context, cfg daemon.SandboxConfig) (daemon.Sandbox, error) {
+	sb, err := r.c.Create(ctx, sbxruntime.SandboxConfig{
+		ID:     cfg.ID,
+		Kind:   cfg.Kind,
+		Files:  cfg.Files,
+		Env:    cfg.Env,
+		Limits: sbxruntime.Limits(cfg.Limits),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sandbox{sb}, nil
+}
+
+func (r *containerdRuntime) Info(ctx context.Context) daemon.RuntimeInfo {
+	info := daemon.RuntimeInfo{Address: r.address, Managed: r.managed, CgroupVersion: r.c.CgroupVersion()}
+	if v, err := r.c.Version(ctx); err == nil {
+		info.Version, info.Serving = v, true
+	}
+	return info
+}
+
+type sandbox struct{ sb *sbxruntime.Sandbox }
+
+func (s sandbox) Exec(ctx context.Context, p daemon.Process) (daemon.ExitResult, error) {
+	res, err := s.sb.Exec(ctx, sbxruntime.Process(p))
+	return daemon.ExitResult(res), err
+}
+
+func (s sandbox) Stats(ctx context.Context) (daemon.Stats, error) {
+	st, err := s.sb.Stats(ctx)
+	return daemon.Stats{CPUNanos: st.CPUNanos, MemoryPeakBytes: st.MemoryPeakBytes}, err
+}
+
+func (s sandbox) Delete(ctx context.Context) error { return s.sb.Delete(ctx) }

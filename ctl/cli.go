@@ -1,0 +1,419 @@
+package ctl
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// Version is sandboxctl's version, set at build time.
+var Version = "dev"
+
+// Exit statuses of execute beyond the program's own, as docker run and
+// coreutils timeout have them.
+const (
+	ExitTimedOut = 124
+	ExitFailed   = 125 // sandboxctl or the daemon failed
+	ExitKilled   = 137
+	exitUsage    = 2
+)
+
+type globals struct {
+	socket  string
+	format  string
+	verbose bool
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.socket, "socket", g.socket, "sandboxd's socket (env SANDBOXD_SOCKET)")
+	fs.StringVar(&g.format, "o", g.format, "output format: text or json")
+	fs.StringVar(&g.format, "output-format", g.format, "output format: text or json")
+	fs.BoolVar(&g.verbose, "v", g.verbose, "verbose: say more on stderr")
+	fs.BoolVar(&g.verbose, "verbose", g.verbose, "verbose: say more on stderr")
+}
+
+type cli struct {
+	globals
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+type runFunc func(c *cli, ctx context.Context, args []string) int
+
+// noFlags is for commands with only the global flags.
+func noFlags(f runFunc) func(*flag.FlagSet) runFunc {
+	return func(*flag.FlagSet) runFunc { return f }
+}
+
+type command struct {
+	name, args, help string
+	flags            func(*flag.FlagSet) runFunc
+}
+
+var commands = []command{
+	{"execute", "-l LANG -c CODE|FILE|- [flags] [ARGS...]", "run code in a fresh sandbox", executeFlags},
+	{"languages", "", "list the languages the daemon offers", noFlags((*cli).languages)},
+	{"info", "", "show the daemon's version, containerd and limits", noFlags((*cli).info)},
+	{"version", "", "print sandboxctl's and the daemon's versions", noFlags((*cli).version)},
+}
+
+// Run runs sandboxctl with args (without the program name) and returns the
+// exit status.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c := &cli{stdin: stdin, stdout: stdout, stderr: stderr}
+	c.socket = os.Getenv("SANDBOXD_SOCKET")
+	if c.socket == "" {
+		c.socket = api.DefaultSocket
+	}
+	c.format = "text"
+	top := flag.NewFlagSet("sandboxctl", flag.ContinueOnError)
+	top.SetOutput(stderr)
+	c.register(top)
+	top.Usage = func() { c.usage(top) }
+	if err := top.Parse(args); err != nil {
+		return flagExit(err)
+	}
+	if top.NArg() == 0 {
+		c.usage(top)
+		return exitUsage
+	}
+	name := top.Arg(0)
+	if name == "help" {
+		c.usage(top)
+		return 0
+	}
+	i := slices.IndexFunc(commands, func(cmd command) bool { return cmd.name == name })
+	if i < 0 {
+		fmt.Fprintf(stderr, "sandboxctl: unknown command %q\n", name)
+		c.usage(top)
+		return exitUsage
+	}
+	cmd := commands[i]
+	fs := flag.NewFlagSet("sandboxctl "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c.register(fs)
+	runCmd := cmd.flags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: sandboxctl %s %s\n\n%s\n\nflags:\n", name, cmd.args, cmd.help)
+		fs.PrintDefaults()
+	}
+	failed := exitUsage
+	if name == "execute" {
+		failed = ExitFailed
+	}
+	if err := fs.Parse(top.Args()[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return failed
+	}
+	if c.format != "text" && c.format != "json" {
+		fmt.Fprintf(stderr, "sandboxctl: -o %q: want text or json\n", c.format)
+		return failed
+	}
+	return runCmd(c, ctx, fs.Args())
+}
+
+func flagExit(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return exitUsage
+}
+
+func (c *cli) usage(fs *flag.FlagSet) {
+	fmt.Fprintf(c.stderr, "usage: sandboxctl [--socket PATH] [-o text|json] [-v] <command> [flags] [args]\n\ncommands:\n")
+	tw := tabwriter.NewWriter(c.stderr, 2, 8, 2, ' ', 0)
+	for _, cmd := range commands {
+		fmt.Fprintf(tw, "  %s\t%s\n", cmd.name, cmd.help)
+	}
+	tw.Flush()
+	fmt.Fprintf(c.stderr, "\nglobal flags (before or after the command):\n")
+	fs.PrintDefaults()
+}
+
+// fail reports an error the way the output format wants, and returns code.
+func (c *cli) fail(err error, code int) int {
+	if c.format == "json" {
+		e, ok := err.(*api.Error)
+		if !ok {
+			e = &api.Error{Code: api.CodeInvalidArgument, Message: err.Error()}
+		}
+		c.printJSON(e)
+	} else {
+		fmt.Fprintln(c.stderr, "sandboxctl:", err)
+	}
+	return code
+}
+
+func (c *cli) printJSON(v any) {
+	enc := json.NewEncoder(c.stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+type execOptions struct {
+	language, code, input, inputFile, memory string
+	timeout                                  float64
+	env                                      envFlag
+}
+
+type envFlag map[string]string
+
+func (e envFlag) String() string { return "" }
+func (e envFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("%q is not KEY=VALUE", s)
+	}
+	e[k] = v
+	return nil
+}
+
+func executeFlags(fs *flag.FlagSet) runFunc {
+	o := &execOptions{env: envFlag{}}
+	for _, n := range []string{"l", "language"} {
+		fs.StringVar(&o.language, n, "", "language (see sandboxctl languages); may be left out when -c names a file")
+	}
+	for _, n := range []string{"c", "code"} {
+		fs.StringVar(&o.code, n, "", "code inline, a file holding it, or - for standard input")
+	}
+	for _, n := range []string{"t", "timeout"} {
+		fs.Float64Var(&o.timeout, n, 0, "timeout in seconds (default: the daemon's)")
+	}
+	fs.StringVar(&o.memory, "memory", "", "memory limit, such as 512m or 1g (default: the daemon's)")
+	for _, n := range []string{"i", "input"} {
+		fs.StringVar(&o.input, n, "", "the program's standard input, or - to pass on sandboxctl's")
+	}
+	fs.StringVar(&o.inputFile, "input-file", "", "file to use as the program's standard input")
+	fs.Var(o.env, "env", "KEY=VALUE for the program's environment (repeatable)")
+	return func(c *cli, ctx context.Context, args []string) int { return c.execute(ctx, o, args) }
+}
+
+func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
+	client := NewClient(c.socket)
+	req := &api.ExecuteRequest{Language: o.language, Args: args, Env: o.env}
+	if len(o.env) == 0 {
+		req.Env = nil
+	}
+	if len(req.Args) == 0 {
+		req.Args = nil
+	}
+	if o.code == "" {
+		return c.fail(errors.New("no code: pass -c CODE, -c FILE or -c -"), ExitFailed)
+	}
+	if o.code == "-" && o.input == "-" {
+		return c.fail(errors.New("-c - and -i - both want standard input"), ExitFailed)
+	}
+	switch {
+	case o.code == "-":
+		b, err := io.ReadAll(c.stdin)
+		if err != nil {
+			return c.fail(fmt.Errorf("read code from stdin: %w", err), ExitFailed)
+		}
+		req.Code = string(b)
+	case isFile(o.code):
+		b, err := os.ReadFile(o.code)
+		if err != nil {
+			return c.fail(err, ExitFailed)
+		}
+		req.Code = string(b)
+		if req.Language == "" {
+			lang, err := c.languageOf(ctx, client, o.code)
+			if err != nil {
+				return c.fail(err, ExitFailed)
+			}
+			req.Language = lang
+		}
+	default:
+		req.Code = o.code
+	}
+	if req.Language == "" {
+		return c.fail(errors.New("no language: pass -l LANG (see sandboxctl languages)"), ExitFailed)
+	}
+	switch {
+	case o.input != "" && o.inputFile != "":
+		return c.fail(errors.New("-i and --input-file are exclusive"), ExitFailed)
+	case o.input == "-":
+		b, err := io.ReadAll(c.stdin)
+		if err != nil {
+			return c.fail(fmt.Errorf("read input: %w", err), ExitFailed)
+		}
+		req.Stdin = string(b)
+	case o.inputFile != "":
+		b, err := os.ReadFile(o.inputFile)
+		if err != nil {
+			return c.fail(err, ExitFailed)
+		}
+		req.Stdin = string(b)
+	default:
+		req.Stdin = o.input
+	}
+	if o.timeout < 0 {
+		return c.fail(fmt.Errorf("-t %v: the timeout must be positive", o.timeout), ExitFailed)
+	}
+	req.TimeoutMS = int64(o.timeout * 1000)
+	if o.memory != "" {
+		n, err := ParseSize(o.memory)
+		if err != nil {
+			return c.fail(fmt.Errorf("--memory: %w", err), ExitFailed)
+		}
+		req.MemoryBytes = n
+	}
+	res, err := client.Execute(ctx, req)
+	if err != nil {
+		return c.fail(err, ExitFailed)
+	}
+	if c.verbose && client.ServerVersion != "" && client.ServerVersion != Version {
+		fmt.Fprintf(c.stderr, "sandboxctl: warning: sandboxctl is %s but sandboxd is %s\n", Version, client.ServerVersion)
+	}
+	if c.format == "json" {
+		c.printJSON(res)
+	} else {
+		if err := writeStream(c.stdout, res.Stdout, res.StdoutEncoding); err != nil {
+			return c.fail(fmt.Errorf("stdout: %w", err), ExitFailed)
+		}
+		if err := writeStream(c.stderr, res.Stderr, res.StderrEncoding); err != nil {
+			return c.fail(fmt.Errorf("stderr: %w", err), ExitFailed)
+		}
+		if res.StdoutTruncated || res.StderrTruncated {
+			fmt.Fprintln(c.stderr, "sandboxctl: output truncated at the daemon's cap")
+		}
+	}
+	if c.verbose {
+		fmt.Fprintf(c.stderr, "id=%s status=%s exit_code=%d duration=%dms cpu=%dms memory_peak=%d\n",
+			res.ID, res.Status, res.ExitCode, res.DurationMS, res.Usage.CPUMS, res.Usage.MemoryPeakBytes)
+	}
+	return ExitCode(res)
+}
+
+// ExitCode is sandboxctl execute's exit status for a result.
+func ExitCode(res *api.ExecuteResult) int {
+	switch res.Status {
+	case api.StatusTimedOut:
+		return ExitTimedOut
+	case api.StatusOOMKilled:
+		return ExitKilled
+	}
+	return res.ExitCode
+}
+
+func writeStream(w io.Writer, data, encoding string) error {
+	b := []byte(data)
+	if encoding == api.EncodingBase64 {
+		var err error
+		if b, err = base64.StdEncoding.DecodeString(data); err != nil {
+			return err
+		}
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+func isFile(p string) bool {
+	if strings.ContainsAny(p, "\n\x00") {
+		return false
+	}
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// languageOf picks the language whose extensions include the file's.
+func (c *cli) languageOf(ctx context.Context, client *Client, file string) (string, error) {
+	ext := strings.ToLower(filepath.Ext(file))
+	langs, err := client.Languages(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range langs {
+		if slices.Contains(l.Extensions, ext) {
+			return l.Name, nil
+		}
+	}
+	return "", fmt.Errorf("no language for %q files: pass -l LANG (see sandboxctl languages)", ext)
+}
+
+// ParseSize parses a byte count such as 512m, 1g, 64MiB or 1048576.
+func ParseSize(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	if err != nil || n <= 0 || n*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("%q is not a size such as 512m or 1g", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+func (c *cli) languages(ctx context.Context, _ []string) int {
+	langs, err := NewClient(c.socket).Languages(ctx)
+	if err != nil {
+		return c.fail(err, 1)
+	}
+	if c.format == "json" {
+		c.printJSON(api.LanguagesResponse{Languages: langs})
+		return 0
+	}
+	tw := tabwriter.NewWriter(c.stdout, 2, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tVERSION\tALIASES\tEXTENSIONS")
+	for _, l := range langs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Name, l.Version, strings.Join(l.Aliases, ","), strings.Join(l.Extensions, ","))
+	}
+	tw.Flush()
+	return 0
+}
+
+func (c *cli) info(ctx context.Context, _ []string) int {
+	info, err := NewClient(c.socket).Info(ctx)
+	if err != nil {
+		return c.fail(err, 1)
+	}
+	if c.format == "json" {
+		c.printJSON(info)
+		return 0
+	}
+	l := info.Limits
+	tw := tabwriter.NewWriter(c.stdout, 2, 8, 2, ' ', 0)
+	managed := ""
+	if info.ContainerdManaged {
+		managed = " (managed by sandboxd)"
+	}
+	fmt.Fprintf(tw, "version:\t%s\nuptime:\t%ds\ncontainerd:\t%s %s%s\ncgroup version:\t%d\nrunning:\t%d (max %d)\nqueued:\t%d (max %d)\n",
+		info.Version, info.UptimeSeconds, info.ContainerdAddress, info.ContainerdVersion, managed,
+		info.CgroupVersion, info.Running, l.MaxConcurrent, info.Queued, l.MaxQueued)
+	fmt.Fprintf(tw, "timeout:\t%dms (max %dms)\nmemory:\t%d (max %d)\ncpus:\t%g\npids:\t%d\ntmpfs:\t%d\noutput cap:\t%d per stream\n",
+		l.TimeoutMS, l.MaxTimeoutMS, l.MemoryBytes, l.MaxMemoryBytes, l.CPUs, l.Pids, l.TmpfsBytes, l.OutputBytes)
+	tw.Flush()
+	return 0
+}
+
+func (c *cli) version(ctx context.Context, _ []string) int {
+	fmt.Fprintf(c.stdout, "sandboxctl %s\n", Version)
+	info, err := NewClient(c.socket).Info(ctx)
+	if err != nil {
+		fmt.Fprintf(c.stdout, "sandboxd   unreachable (%v)\n", err)
+		return 1
+	}
+	fmt.Fprintf(c.stdout, "sandboxd   %s\n", info.Version)
+	return 0
+}

@@ -1,0 +1,128 @@
+// Package ctl is sandboxd's client library and the commands of sandboxctl.
+// It imports only the API's wire types, never the daemon.
+//
+//	c := ctl.NewClient(api.DefaultSocket)
+//	res, err := c.Execute(ctx, &api.ExecuteRequest{Language: "python", Code: "print(1)"})
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// Client talks to sandboxd over its Unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+	// ServerVersion is the daemon's version from the last response.
+	ServerVersion string
+}
+
+// NewClient returns a Client for the daemon at socket.
+func NewClient(socket string) *Client {
+	return &Client{
+		socket: socket,
+		http: &http.Client{Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", socket)
+			},
+		}},
+	}
+}
+
+// Execute runs code and returns its result.
+func (c *Client) Execute(ctx context.Context, req *api.ExecuteRequest) (*api.ExecuteResult, error) {
+	var res api.ExecuteResult
+	return &res, c.do(ctx, http.MethodPost, "/v1/execute", req, &res)
+}
+
+// Languages lists the languages the daemon offers.
+func (c *Client) Languages(ctx context.Context) ([]api.Language, error) {
+	var res api.LanguagesResponse
+	return res.Languages, c.do(ctx, http.MethodGet, "/v1/languages", nil, &res)
+}
+
+// Info describes the daemon.
+func (c *Client) Info(ctx context.Context) (*api.Info, error) {
+	var res api.Info
+	return &res, c.do(ctx, http.MethodGet, "/v1/info", nil, &res)
+}
+
+// maxErrorBody bounds how much of an error response is read.
+const maxErrorBody = 1 << 20
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://sandboxd"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &api.Error{Code: api.CodeUnavailable, Status: 0,
+			Message: fmt.Sprintf("cannot reach sandboxd at %s: %v (is it running, and may you use its socket?)", c.socket, unwrapURLError(err))}
+	}
+	defer resp.Body.Close()
+	c.ServerVersion = resp.Header.Get(api.VersionHeader)
+	if resp.StatusCode >= 400 {
+		return decodeError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode response of %s: %w", path, err)
+	}
+	return nil
+}
+
+// decodeError rebuilds the daemon's error; a plain-text body (from a proxy,
+// or ServeMux itself) is kept as the message.
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	var e api.Error
+	if json.Unmarshal(b, &e) != nil || e.Message == "" {
+		e.Message = strings.TrimSpace(string(b))
+		if e.Message == "" {
+			e.Message = resp.Status
+		}
+	}
+	if e.Code == "" {
+		e.Code = api.CodeOfStatus(resp.StatusCode)
+	}
+	e.Status = resp.StatusCode
+	return &e
+}
+
+func unwrapURLError(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		inner := u.Unwrap()
+		if inner == nil {
+			return err
+		}
+		if _, ok := inner.(*net.OpError); ok {
+			return inner
+		}
+		err = inner
+	}
+}

@@ -1,0 +1,186 @@
+// Package api holds the wire types of sandboxd's HTTP API: requests,
+// responses, error codes and the mapping of codes to HTTP statuses.
+//
+// It imports only the standard library, so that clients (such as ctl) can use
+// it without pulling in the daemon.
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// VersionHeader carries the daemon's version on every response.
+const VersionHeader = "Sandboxd-Version"
+
+// DefaultSocket is where sandboxd listens unless told otherwise.
+const DefaultSocket = "/run/sandboxd/sandboxd.sock"
+
+// Status of an execution.
+const (
+	StatusOK           = "ok"
+	StatusFailed       = "failed"
+	StatusSignaled     = "signaled"
+	StatusTimedOut     = "timed_out"
+	StatusOOMKilled    = "oom_killed"
+	StatusCompileError = "compile_error"
+)
+
+// EncodingBase64 marks an output stream that is not valid UTF-8.
+const EncodingBase64 = "base64"
+
+// ExecuteRequest is the body of POST /v1/execute.
+type ExecuteRequest struct {
+	Language    string            `json:"language"`
+	Code        string            `json:"code"`
+	Stdin       string            `json:"stdin,omitempty"`
+	TimeoutMS   int64             `json:"timeout_ms,omitempty"`
+	MemoryBytes int64             `json:"memory_bytes,omitempty"`
+	Args        []string          `json:"args,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+}
+
+// Usage is what an execution consumed, as the kernel's cgroup counted it.
+type Usage struct {
+	CPUMS           int64 `json:"cpu_ms"`
+	MemoryPeakBytes int64 `json:"memory_peak_bytes"`
+}
+
+// ExecuteResult is the answer to POST /v1/execute, whatever the program did.
+type ExecuteResult struct {
+	ID              string `json:"id"`
+	Language        string `json:"language"`
+	Status          string `json:"status"`
+	ExitCode        int    `json:"exit_code"`
+	Signal          string `json:"signal,omitempty"`
+	Stdout          string `json:"stdout"`
+	Stderr          string `json:"stderr"`
+	StdoutEncoding  string `json:"stdout_encoding,omitempty"`
+	StderrEncoding  string `json:"stderr_encoding,omitempty"`
+	StdoutTruncated bool   `json:"stdout_truncated"`
+	StderrTruncated bool   `json:"stderr_truncated"`
+	TimedOut        bool   `json:"timed_out"`
+	OOMKilled       bool   `json:"oom_killed"`
+	DurationMS      int64  `json:"duration_ms"`
+	Usage           Usage  `json:"usage"`
+}
+
+// Language is one entry of GET /v1/languages.
+type Language struct {
+	Name       string   `json:"name"`
+	Aliases    []string `json:"aliases,omitempty"`
+	Extensions []string `json:"extensions,omitempty"`
+	Version    string   `json:"version"`
+	FileName   string   `json:"file_name"`
+	Compiled   bool     `json:"compiled"`
+}
+
+// LanguagesResponse is the answer to GET /v1/languages.
+type LanguagesResponse struct {
+	Languages []Language `json:"languages"`
+}
+
+// Limits are the defaults and maxima the daemon applies.
+type Limits struct {
+	TimeoutMS      int64   `json:"timeout_ms"`
+	MaxTimeoutMS   int64   `json:"max_timeout_ms"`
+	MemoryBytes    int64   `json:"memory_bytes"`
+	MaxMemoryBytes int64   `json:"max_memory_bytes"`
+	CPUs           float64 `json:"cpus"`
+	Pids           int64   `json:"pids"`
+	TmpfsBytes     int64   `json:"tmpfs_bytes"`
+	OutputBytes    int64   `json:"output_bytes"`
+	MaxCodeBytes   int64   `json:"max_code_bytes"`
+	MaxStdinBytes  int64   `json:"max_stdin_bytes"`
+	MaxConcurrent  int     `json:"max_concurrent"`
+	MaxQueued      int     `json:"max_queued"`
+}
+
+// Info is the answer to GET /v1/info.
+type Info struct {
+	Version           string `json:"version"`
+	StartedAt         string `json:"started_at"`
+	UptimeSeconds     int64  `json:"uptime_seconds"`
+	ContainerdAddress string `json:"containerd_address"`
+	ContainerdVersion string `json:"containerd_version"`
+	ContainerdManaged bool   `json:"containerd_managed"`
+	CgroupVersion     int    `json:"cgroup_version"`
+	Running           int    `json:"running"`
+	Queued            int    `json:"queued"`
+	Limits            Limits `json:"limits"`
+}
+
+// Health is the answer to GET /v1/health.
+type Health struct {
+	Status     string `json:"status"` // "ok" or "unavailable"
+	Containerd string `json:"containerd"`
+}
+
+// Error codes carried in Error.Code.
+const (
+	CodeInvalidArgument   = "invalid_argument"
+	CodeNotFound          = "not_found"
+	CodePermissionDenied  = "permission_denied"
+	CodeResourceExhausted = "resource_exhausted"
+	CodeUnavailable       = "unavailable"
+	CodeInternal          = "internal"
+)
+
+// Error is the body of every failed request, and an error in Go.
+type Error struct {
+	Message string `json:"error"`
+	Code    string `json:"code"`
+	// Status is the HTTP status the error came with; it is not sent.
+	Status int `json:"-"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf returns an *Error with the given code.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Status: StatusOf(code)}
+}
+
+// StatusOf returns the HTTP status for an error code.
+func StatusOf(code string) int {
+	switch code {
+	case CodeInvalidArgument:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodePermissionDenied:
+		return http.StatusForbidden
+	case CodeResourceExhausted:
+		return http.StatusTooManyRequests
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// CodeOfStatus guesses an error code from an HTTP status, for bodies that
+// carry none (ServeMux's own 404 and 405, proxies).
+func CodeOfStatus(status int) string {
+	switch {
+	case status == http.StatusNotFound:
+		return CodeNotFound
+	case status == http.StatusForbidden || status == http.StatusUnauthorized:
+		return CodePermissionDenied
+	case status == http.StatusTooManyRequests:
+		return CodeResourceExhausted
+	case status == http.StatusServiceUnavailable:
+		return CodeUnavailable
+	case status >= 400 && status < 500:
+		return CodeInvalidArgument
+	default:
+		return CodeInternal
+	}
+}
+
+// IsCode reports whether err is an *Error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}

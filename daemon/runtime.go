@@ -1,0 +1,77 @@
+package daemon
+
+import (
+	"context"
+	"io"
+)
+
+// Runtime is what the daemon needs of a container runtime. cmd/sandboxd
+// wires in the containerd one; tests use a fake.
+type Runtime interface {
+	// Create creates and starts a sandbox.
+	Create(ctx context.Context, cfg SandboxConfig) (Sandbox, error)
+	// Info describes the runtime; Serving is false when it does not answer.
+	Info(ctx context.Context) RuntimeInfo
+}
+
+// Sandbox is one started sandbox.
+type Sandbox interface {
+	// Exec runs a process and waits for it and all of its output. When ctx
+	// ends first, everything in the sandbox is killed and the result says
+	// Killed.
+	Exec(ctx context.Context, p Process) (ExitResult, error)
+	// Stats reads the sandbox's kernel counters.
+	Stats(ctx context.Context) (Stats, error)
+	// Delete destroys the sandbox and all in it, even when ctx is done.
+	Delete(ctx context.Context) error
+}
+
+// SandboxConfig describes a sandbox to create.
+type SandboxConfig struct {
+	ID     string
+	Kind   string            // what the sandbox is for: "execute"
+	Files  map[string][]byte // placed read-only in /sandbox
+	Env    []string
+	Limits SandboxLimits
+}
+
+// SandboxLimits are enforced by the kernel on the whole sandbox.
+type SandboxLimits struct {
+	MemoryBytes   int64
+	CPUs          float64
+	Pids          int64
+	TmpfsBytes    int64
+	NoFile        uint64
+	FileSizeBytes uint64
+}
+
+// Process is a program to run in a sandbox.
+type Process struct {
+	Args   []string
+	Env    []string
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// ExitResult is how a process ended.
+type ExitResult struct {
+	ExitCode  int
+	Killed    bool
+	OOMKilled bool
+}
+
+// Stats are a sandbox's kernel counters.
+type Stats struct {
+	CPUNanos        uint64
+	MemoryPeakBytes uint64
+}
+
+// RuntimeInfo describes the runtime.
+type RuntimeInfo struct {
+	Address       string
+	Version       string
+	Managed       bool
+	CgroupVersion int
+	Serving       bool
+}

@@ -1,0 +1,319 @@
+// Package daemon is sandboxd's API server: it validates requests, runs them
+// in sandboxes through the Runtime it is given, and answers in the wire
+// types of package api.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// Limits are the daemon's defaults and maxima.
+type Limits struct {
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	DefaultMemory  int64
+	MaxMemory      int64
+	CPUs           float64
+	Pids           int64
+	TmpfsBytes     int64
+	OutputBytes    int64 // per stream
+	MaxCodeBytes   int64
+	MaxStdinBytes  int64
+	MaxConcurrent  int
+	MaxQueued      int
+}
+
+// DefaultLimits returns the built-in limits for a host with cpus CPUs.
+func DefaultLimits(cpus int) Limits {
+	return Limits{
+		DefaultTimeout: 30 * time.Second,
+		MaxTimeout:     300 * time.Second,
+		DefaultMemory:  256 << 20,
+		MaxMemory:      4 << 30,
+		CPUs:           1,
+		Pids:           128,
+		TmpfsBytes:     64 << 20,
+		OutputBytes:    1 << 20,
+		MaxCodeBytes:   1 << 20,
+		MaxStdinBytes:  1 << 20,
+		MaxConcurrent:  2 * cpus,
+		MaxQueued:      8 * cpus,
+	}
+}
+
+// Config configures a Server. All fields are required.
+type Config struct {
+	Runtime   Runtime
+	Languages []Language
+	Limits    Limits
+	Version   string
+	Logger    *slog.Logger
+}
+
+// Server serves the API.
+type Server struct {
+	rt      Runtime
+	langs   []Language
+	lim     Limits
+	version string
+	log     *slog.Logger
+	slots   *slots
+	started time.Time
+	mux     *http.ServeMux
+	wg      sync.WaitGroup
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	s := &Server{
+		rt:      cfg.Runtime,
+		langs:   cfg.Languages,
+		lim:     cfg.Limits,
+		version: cfg.Version,
+		log:     cfg.Logger,
+		slots:   newSlots(cfg.Limits.MaxConcurrent, cfg.Limits.MaxQueued),
+		started: time.Now(),
+		mux:     http.NewServeMux(),
+	}
+	s.mux.HandleFunc("POST /v1/execute", s.handle(s.serveExecute))
+	s.mux.HandleFunc("GET /v1/health", s.handle(s.serveHealth))
+	s.mux.HandleFunc("GET /v1/info", s.handle(s.serveInfo))
+	s.mux.HandleFunc("GET /v1/languages", s.handle(s.serveLanguages))
+	s.mux.HandleFunc("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound)
+	}))
+	return s
+}
+
+func (s *Server) limits() Limits { return s.lim }
+
+// Wait waits for the executions under way to end and be cleaned up.
+func (s *Server) Wait() { s.wg.Wait() }
+
+// ServeHTTP refuses browser requests, stamps the version, and routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set(api.VersionHeader, s.version)
+	// A web page can make a browser send requests to a local socket through
+	// a proxy; no legitimate caller of this API sends Origin.
+	if r.Header.Get("Origin") != "" {
+		s.writeError(w, r, fmt.Errorf("requests from browsers are refused: %w", errdefs.ErrPermissionDenied))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// Caller is the peer of a request, from the socket's credentials.
+type Caller struct {
+	UID, GID uint32
+	PID      int32
+	Known    bool
+}
+
+type callerKey struct{}
+
+// ConnContext records the peer's credentials (SO_PEERCRED); use it as
+// http.Server.ConnContext.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil || cred == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, callerKey{}, Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, Known: true})
+}
+
+func callerOf(ctx context.Context) Caller {
+	c, _ := ctx.Value(callerKey{}).(Caller)
+	return c
+}
+
+// handle adapts a handler that returns an error; errors are mapped to a
+// status in one place.
+func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			if r.Context().Err() != nil {
+				s.log.Debug("client left", "route", r.Pattern)
+				return
+			}
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := toAPIError(err)
+	if e.Status >= 500 {
+		s.log.Error("request failed", "route", r.Pattern, "status", e.Status, "err", err)
+	} else {
+		s.log.Debug("request refused", "route", r.Pattern, "status", e.Status, "err", err)
+	}
+	writeJSON(w, e.Status, e)
+}
+
+// toAPIError classifies err by its errdefs class.
+func toAPIError(err error) *api.Error {
+	var e *api.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	var tooBig *http.MaxBytesError
+	code := api.CodeInternal
+	switch {
+	case errors.As(err, &tooBig):
+		return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit)}
+	case errdefs.IsInvalidArgument(err):
+		code = api.CodeInvalidArgument
+	case errdefs.IsNotFound(err):
+		code = api.CodeNotFound
+	case errdefs.IsPermissionDenied(err):
+		code = api.CodePermissionDenied
+	case errdefs.IsResourceExhausted(err):
+		code = api.CodeResourceExhausted
+	case errdefs.IsUnavailable(err):
+		code = api.CodeUnavailable
+	}
+	return &api.Error{Code: code, Message: err.Error(), Status: api.StatusOf(code)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// readJSON decodes a request body strictly: JSON content type, bounded
+// size, no unknown fields, nothing after the object.
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
+				Message: fmt.Sprintf("content type %q is not application/json", ct)}
+		}
+	} else {
+		return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
+			Message: "content type is missing; send application/json"}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return err
+		}
+		return invalid("request body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return err
+		}
+		return invalid("request body: data after the JSON object")
+	}
+	return nil
+}
+
+// bodyLimit is what a request may weigh: code and stdin at their maxima,
+// JSON-escaped (up to 6 bytes a byte), and room for the rest.
+func (s *Server) bodyLimit() int64 {
+	return 6*(s.lim.MaxCodeBytes+s.lim.MaxStdinBytes) + maxArgsBytes*6 + maxEnvBytes*6 + 64<<10
+}
+
+func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
+	s.wg.Add(1)
+	defer s.wg.Done()
+	var req api.ExecuteRequest
+	if err := readJSON(w, r, s.bodyLimit(), &req); err != nil {
+		return err
+	}
+	res, err := s.execute(r.Context(), &req, callerOf(r.Context()))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) error {
+	if !s.rt.Info(r.Context()).Serving {
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Containerd: "not answering"})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Containerd: "serving"})
+	return nil
+}
+
+func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
+	ri := s.rt.Info(r.Context())
+	running, queued := s.slots.counts()
+	l := s.lim
+	writeJSON(w, http.StatusOK, api.Info{
+		Version:           s.version,
+		StartedAt:         s.started.UTC().Format(time.RFC3339),
+		UptimeSeconds:     int64(time.Since(s.started).Seconds()),
+		ContainerdAddress: ri.Address,
+		ContainerdVersion: ri.Version,
+		ContainerdManaged: ri.Managed,
+		CgroupVersion:     ri.CgroupVersion,
+		Running:           running,
+		Queued:            queued,
+		Limits: api.Limits{
+			TimeoutMS:      l.DefaultTimeout.Milliseconds(),
+			MaxTimeoutMS:   l.MaxTimeout.Milliseconds(),
+			MemoryBytes:    l.DefaultMemory,
+			MaxMemoryBytes: l.MaxMemory,
+			CPUs:           l.CPUs,
+			Pids:           l.Pids,
+			TmpfsBytes:     l.TmpfsBytes,
+			OutputBytes:    l.OutputBytes,
+			MaxCodeBytes:   l.MaxCodeBytes,
+			MaxStdinBytes:  l.MaxStdinBytes,
+			MaxConcurrent:  l.MaxConcurrent,
+			MaxQueued:      l.MaxQueued,
+		},
+	})
+	return nil
+}
+
+func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
+	resp := api.LanguagesResponse{Languages: make([]api.Language, 0, len(s.langs))}
+	for _, l := range s.langs {
+		resp.Languages = append(resp.Languages, api.Language{
+			Name:       l.Name,
+			Aliases:    l.Aliases,
+			Extensions: l.Extensions,
+			Version:    l.Version,
+			FileName:   l.FileName,
+			Compiled:   len(l.Compile) > 0,
+		})
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}

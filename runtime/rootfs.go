@@ -1,0 +1,128 @@
+package runtime
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// RootFS is where a sandbox's root filesystem comes from. The host's
+// runtimes are one source; OCI images are another.
+type RootFS interface {
+	// Prepare readies the root once, at start-up. It returns the directory
+	// to use as the read-only root and the mounts that complete it.
+	Prepare() (root string, mounts []specs.Mount, err error)
+}
+
+// HostRootFS is a root made of the host's /usr, read-only, and an /etc of
+// our own: the sandbox sees the host's language runtimes and nothing else of
+// the host.
+type HostRootFS struct {
+	// Dir is where the root directory is built; it is rebuilt at each start.
+	Dir string
+	// ExtraPaths are more host paths to mount read-only at the same place,
+	// such as a runtime's configuration under /etc. They must hold no secret.
+	ExtraPaths []string
+	// Init is the host path of sandboxd-init, copied in as InitPath.
+	Init string
+	// UID and GID are the sandbox user's.
+	UID, GID uint32
+}
+
+// InitPath is where sandboxd-init is inside every sandbox.
+const InitPath = "/.sandboxd/init"
+
+// hostTopDirs are the host's top-level entries that hold programs and
+// libraries: mirrored as links on merged-/usr systems, mounted otherwise.
+var hostTopDirs = []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"}
+
+// Prepare implements RootFS.
+func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
+	root := filepath.Join(h.Dir, "rootfs")
+	if err := os.RemoveAll(root); err != nil {
+		return "", nil, fmt.Errorf("rootfs: %w", err)
+	}
+	for _, d := range []string{"usr", "proc", "dev", "sys", "tmp", "etc", "workspace", "sandbox"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return "", nil, fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	// runc gives a tmpfs the mode of the directory it covers.
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o777|os.ModeSticky); err != nil {
+		return "", nil, fmt.Errorf("rootfs: %w", err)
+	}
+	ro := []string{"rbind", "ro", "nosuid", "nodev"}
+	mounts := []specs.Mount{{Destination: "/usr", Type: "bind", Source: "/usr", Options: ro}}
+	for _, name := range hostTopDirs {
+		host := "/" + name
+		fi, err := os.Lstat(host)
+		switch {
+		case err != nil:
+			continue
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(host)
+			if err != nil {
+				return "", nil, fmt.Errorf("rootfs: %w", err)
+			}
+			if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
+				return "", nil, fmt.Errorf("rootfs: %w", err)
+			}
+		case fi.IsDir():
+			if err := os.Mkdir(filepath.Join(root, name), 0o755); err != nil {
+				return "", nil, fmt.Errorf("rootfs: %w", err)
+			}
+			mounts = append(mounts, specs.Mount{Destination: host, Type: "bind", Source: host, Options: ro})
+		}
+	}
+	for _, p := range h.ExtraPaths {
+		fi, err := os.Stat(p)
+		if err != nil || !filepath.IsAbs(p) || strings.HasPrefix(p, "/usr/") {
+			continue
+		}
+		dst := filepath.Join(root, p)
+		if fi.IsDir() {
+			err = os.MkdirAll(dst, 0o755)
+		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			err = os.WriteFile(dst, nil, 0o644)
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("rootfs: %w", err)
+		}
+		mounts = append(mounts, specs.Mount{Destination: p, Type: "bind", Source: p, Options: ro})
+	}
+	if err := copyFile(h.Init, filepath.Join(root, InitPath), 0o555); err != nil {
+		return "", nil, fmt.Errorf("rootfs: init: %w", err)
+	}
+	for name, content := range etcFiles(h.UID, h.GID) {
+		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(content), 0o644); err != nil {
+			return "", nil, fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	return root, mounts, nil
+}
+
+// etcFiles is the whole of a sandbox's /etc: enough for programs that look
+// up their user or resolve localhost, and nothing of the host's.
+func etcFiles(uid, gid uint32) map[string]string {
+	return map[string]string{
+		"passwd":        fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:%d:%d:sandbox:/workspace:/bin/sh\n", uid, gid),
+		"group":         fmt.Sprintf("root:x:0:\nsandbox:x:%d:\n", gid),
+		"hosts":         "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		"nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+		"hostname":      "sandbox\n",
+	}
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, mode)
+}

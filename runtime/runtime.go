@@ -1,0 +1,507 @@
+// Package runtime runs sandboxes on containerd: it builds their OCI specs by
+// hand, creates and starts their containers, runs processes in them and
+// destroys them.
+//
+// Every object it creates lives in its own containerd namespace and carries
+// the label LabelManaged, so that Cleanup can find what a crashed daemon
+// left behind.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	eventtypes "github.com/containerd/containerd/api/events"
+)
+
+// Labels put on every container sandboxd creates.
+const (
+	LabelManaged = "io.sandboxd.managed"
+	LabelKind    = "io.sandboxd.kind"
+)
+
+// cleanupTimeout bounds each teardown, which runs on a context of its own
+// because the caller's may already be cancelled.
+const cleanupTimeout = 15 * time.Second
+
+// ioDrainTimeout bounds the wait for a process's output after it exited.
+// Once the sandbox's PID 1 is gone every writer is too, so this is only
+// reached when something is badly wrong.
+const ioDrainTimeout = 10 * time.Second
+
+// Config configures a Client. All fields are required unless noted.
+type Config struct {
+	Address   string // containerd's socket
+	Namespace string // containerd namespace of everything we create
+	StateDir  string // per-sandbox files and FIFOs live below it
+	Root      RootFS
+	InitArgs  []string // PID 1 of every sandbox: waits, never exits by itself
+	UID, GID  uint32   // the sandbox user
+	Logger    *slog.Logger
+	// Runtime is the containerd runtime (shim) name; optional.
+	Runtime string
+}
+
+// Client creates sandboxes on containerd.
+type Client struct {
+	cfg        Config
+	client     *containerd.Client
+	log        *slog.Logger
+	root       string
+	rootMounts []specs.Mount
+	cgroupV2   bool
+	swapLimit  bool
+	cgroupNS   bool
+	oom        *oomWatch
+	execSeq    atomic.Uint64
+}
+
+// New connects to containerd and prepares the root filesystem.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Runtime == "" {
+		cfg.Runtime = "io.containerd.runc.v2"
+	}
+	c, err := containerd.New(cfg.Address, containerd.WithDefaultNamespace(cfg.Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("containerd at %s: %w", cfg.Address, err)
+	}
+	root, mounts, err := cfg.Root.Prepare()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	for _, d := range []string{filesDir(cfg.StateDir), fifoDir(cfg.StateDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	mode := cgroups.Mode()
+	rc := &Client{
+		cfg:        cfg,
+		client:     c,
+		log:        cfg.Logger,
+		root:       root,
+		rootMounts: mounts,
+		cgroupV2:   mode == cgroups.Unified,
+		cgroupNS:   hasCgroupNS(),
+	}
+	_, memswErr := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+	rc.swapLimit = rc.cgroupV2 || memswErr == nil
+	rc.oom = watchOOM(ctx, c, cfg.Namespace, cfg.Logger)
+	return rc, nil
+}
+
+// Close stops watching containerd and closes the connection.
+func (c *Client) Close() error {
+	c.oom.stop()
+	return c.client.Close()
+}
+
+// CgroupVersion is 2 on a unified hierarchy, 1 otherwise.
+func (c *Client) CgroupVersion() int {
+	if c.cgroupV2 {
+		return 2
+	}
+	return 1
+}
+
+// Version returns containerd's version.
+func (c *Client) Version(ctx context.Context) (string, error) {
+	v, err := c.client.Version(c.ctx(ctx))
+	if err != nil {
+		return "", err
+	}
+	return v.Version, nil
+}
+
+// Serving reports whether containerd answers.
+func (c *Client) Serving(ctx context.Context) bool {
+	ok, err := c.client.IsServing(c.ctx(ctx))
+	return err == nil && ok
+}
+
+func (c *Client) ctx(ctx context.Context) context.Context {
+	return namespaces.WithNamespace(ctx, c.cfg.Namespace)
+}
+
+func filesDir(state string) string { return filepath.Join(state, "sandboxes") }
+func fifoDir(state string) string  { return filepath.Join(state, "fifo") }
+
+// Cleanup deletes every container, task and snapshot with our label, and
+// the per-sandbox files: what an earlier daemon that died left behind.
+// Call it only when no sandbox of this Client is in use.
+func (c *Client) Cleanup(ctx context.Context) (int, error) {
+	ctx = c.ctx(ctx)
+	ctrs, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
+	if err != nil {
+		return 0, fmt.Errorf("list containers: %w", err)
+	}
+	var errs []error
+	for _, ctr := range ctrs {
+		if err := deleteContainer(ctx, ctr); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range []string{filesDir(c.cfg.StateDir), fifoDir(c.cfg.StateDir)} {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			if err := os.RemoveAll(filepath.Join(d, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return len(ctrs), errors.Join(errs...)
+}
+
+// deleteContainer kills and deletes a container's task, then the container
+// and its snapshot; what is already gone is not an error.
+func deleteContainer(ctx context.Context, ctr containerd.Container) error {
+	task, err := ctr.Task(ctx, nil)
+	if err == nil {
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
+		}
+	} else if !errdefs.IsNotFound(err) {
+		return fmt.Errorf("task %s: %w", ctr.ID(), err)
+	}
+	if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("delete container %s: %w", ctr.ID(), err)
+	}
+	return nil
+}
+
+// SandboxConfig describes one sandbox.
+type SandboxConfig struct {
+	ID     string
+	Kind   string            // label value, such as "execute"
+	Files  map[string][]byte // placed read-only under SandboxDir
+	Env    []string          // the base environment of its processes
+	Limits Limits
+}
+
+// Sandbox is a started container whose PID 1 waits; programs run in it as
+// exec'd processes.
+type Sandbox struct {
+	c        *Client
+	id       string
+	dir      string
+	ctr      containerd.Container
+	task     containerd.Task
+	exitC    <-chan containerd.ExitStatus
+	procSpec specs.Process
+	oomC     <-chan struct{}
+	once     sync.Once
+}
+
+// ID returns the sandbox's (and its container's) id.
+func (s *Sandbox) ID() string { return s.id }
+
+// Create creates and starts a sandbox. On error nothing is left behind.
+func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, retErr error) {
+	ctx = c.ctx(ctx)
+	dir := filepath.Join(filesDir(c.cfg.StateDir), cfg.ID)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	s := &Sandbox{c: c, id: cfg.ID, dir: dir}
+	defer func() {
+		if retErr != nil {
+			s.Delete(ctx)
+		}
+	}()
+	for name, content := range cfg.Files {
+		if name != filepath.Base(name) || name == "." || name == ".." {
+			return nil, fmt.Errorf("sandbox file %q: %w", name, errdefs.ErrInvalidArgument)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+		}
+	}
+	spec := SpecConfig{
+		ID:         cfg.ID,
+		RootPath:   c.root,
+		RootMounts: c.rootMounts,
+		FilesDir:   dir,
+		InitArgs:   c.cfg.InitArgs,
+		UID:        c.cfg.UID,
+		GID:        c.cfg.GID,
+		Env:        cfg.Env,
+		Limits:     cfg.Limits,
+		SwapLimit:  c.swapLimit,
+		CgroupNS:   c.cgroupNS,
+	}
+	ctr, err := c.client.NewContainer(ctx, cfg.ID,
+		containerd.WithNewSpec(SpecOpts(spec)...),
+		containerd.WithRuntime(c.cfg.Runtime, nil),
+		containerd.WithContainerLabels(map[string]string{LabelManaged: "true", LabelKind: cfg.Kind}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.ID, err)
+	}
+	s.ctr = ctr
+	s.oomC = c.oom.register(cfg.ID)
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return nil, fmt.Errorf("create task %s: %w", cfg.ID, err)
+	}
+	s.task = task
+	if s.exitC, err = task.Wait(context.WithoutCancel(ctx)); err != nil {
+		return nil, fmt.Errorf("wait task %s: %w", cfg.ID, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start task %s: %w", cfg.ID, err)
+	}
+	sp, err := ctr.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("spec %s: %w", cfg.ID, err)
+	}
+	s.procSpec = *sp.Process
+	return s, nil
+}
+
+// Process is one program to run in a sandbox.
+type Process struct {
+	Args   []string
+	Env    []string // added to the sandbox's base environment
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// ExitResult is how a process ended.
+type ExitResult struct {
+	ExitCode  int
+	Killed    bool // killed because ctx ended
+	OOMKilled bool // the kernel's OOM killer struck in the sandbox
+}
+
+// Exec runs p in the sandbox and waits for it and for all of its output.
+// When ctx ends first, everything in the sandbox is killed (the sandbox is
+// then spent) and the result says Killed; the output written until then is
+// kept.
+func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
+	cctx := s.c.ctx(context.WithoutCancel(ctx))
+	execID := "p" + strconv.FormatUint(s.c.execSeq.Add(1), 10)
+	ps := s.procSpec
+	ps.Args = p.Args
+	ps.Env = append(append([]string(nil), ps.Env...), p.Env...)
+	stdin := p.Stdin
+	if stdin == nil {
+		stdin = eofReader{}
+	}
+	proc, err := s.task.Exec(cctx, execID, &ps, cio.NewCreator(
+		cio.WithStreams(stdin, p.Stdout, p.Stderr),
+		cio.WithFIFODir(fifoDir(s.c.cfg.StateDir)),
+	))
+	if err != nil {
+		return ExitResult{}, fmt.Errorf("exec in %s: %w", s.id, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(cctx, cleanupTimeout)
+		defer cancel()
+		if _, err := proc.Delete(dctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			s.c.log.Warn("delete process", "container_id", s.id, "err", err)
+		}
+	}()
+	statusC, err := proc.Wait(cctx)
+	if err != nil {
+		return ExitResult{}, fmt.Errorf("wait in %s: %w", s.id, err)
+	}
+	if err := proc.Start(cctx); err != nil {
+		return ExitResult{}, fmt.Errorf("start in %s: %w", s.id, err)
+	}
+	var res ExitResult
+	var status containerd.ExitStatus
+	select {
+	case status = <-statusC:
+	case <-ctx.Done():
+		res.Killed = true
+		// Killing PID 1 ends the sandbox's PID namespace: the kernel kills
+		// every process in it, double-forked daemons too.
+		s.kill(cctx)
+		select {
+		case status = <-statusC:
+		case <-time.After(cleanupTimeout):
+			return res, fmt.Errorf("process in %s outlived its sandbox: %w", s.id, errdefs.ErrUnknown)
+		}
+	}
+	// Drain the output before the process is deleted: deleting closes the
+	// FIFOs and would drop what is still in flight.
+	drained := make(chan struct{})
+	go func() { proc.IO().Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(ioDrainTimeout):
+		s.c.log.Warn("output not drained in time", "container_id", s.id)
+	}
+	res.ExitCode = int(status.ExitCode())
+	if !res.Killed && res.ExitCode == 128+int(syscall.SIGKILL) {
+		res.OOMKilled = s.oomKilled()
+	}
+	return res, nil
+}
+
+// oomKilled reports whether the OOM killer struck in this sandbox. The
+// kernel counts OOM kills in the cgroup; containerd also sends an event,
+// which may come a moment after the exit.
+func (s *Sandbox) oomKilled() bool {
+	if st, err := s.Stats(context.Background()); err == nil && st.OOMKills > 0 {
+		return true
+	}
+	select {
+	case <-s.oomC:
+		return true
+	case <-time.After(500 * time.Millisecond):
+		return false
+	}
+}
+
+// Stats is what a sandbox's cgroup has counted so far.
+type Stats struct {
+	CPUNanos        uint64
+	MemoryPeakBytes uint64
+	OOMKills        uint64
+}
+
+// Stats reads the sandbox's cgroup counters.
+func (s *Sandbox) Stats(ctx context.Context) (Stats, error) {
+	m, err := s.task.Metrics(s.c.ctx(ctx))
+	if err != nil {
+		return Stats{}, err
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return Stats{}, err
+	}
+	var st Stats
+	switch m := v.(type) {
+	case *cgroup1stats.Metrics:
+		st.CPUNanos = m.GetCPU().GetUsage().GetTotal()
+		st.MemoryPeakBytes = m.GetMemory().GetUsage().GetMax()
+		st.OOMKills = m.GetMemoryOomControl().GetOomKill()
+	case *cgroup2stats.Metrics:
+		st.CPUNanos = m.GetCPU().GetUsageUsec() * 1000
+		st.MemoryPeakBytes = m.GetMemory().GetMaxUsage()
+		st.OOMKills = m.GetMemoryEvents().GetOomKill()
+	default:
+		return Stats{}, fmt.Errorf("metrics of type %T: %w", v, errdefs.ErrNotImplemented)
+	}
+	return st, nil
+}
+
+func (s *Sandbox) kill(ctx context.Context) {
+	if err := s.task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		s.c.log.Warn("kill sandbox", "container_id", s.id, "err", err)
+	}
+}
+
+// Delete kills everything in the sandbox and removes its container, task
+// and files. It runs on a context of its own, so that a cancelled request
+// still cleans up; it is safe to call more than once.
+func (s *Sandbox) Delete(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
+		defer cancel()
+		if s.ctr != nil {
+			err = deleteContainer(dctx, s.ctr)
+			s.c.oom.unregister(s.id)
+		}
+		if rmErr := os.RemoveAll(s.dir); rmErr != nil {
+			err = errors.Join(err, rmErr)
+		}
+	})
+	return err
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// oomWatch turns containerd's OOM events into per-sandbox signals.
+type oomWatch struct {
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	chans  map[string]chan struct{}
+}
+
+func watchOOM(ctx context.Context, c *containerd.Client, ns string, log *slog.Logger) *oomWatch {
+	ctx, cancel := context.WithCancel(namespaces.WithNamespace(context.WithoutCancel(ctx), ns))
+	w := &oomWatch{cancel: cancel, chans: map[string]chan struct{}{}}
+	go func() {
+		for ctx.Err() == nil {
+			envC, errC := c.Subscribe(ctx, `topic=="/tasks/oom"`, fmt.Sprintf("namespace==%s", ns))
+			w.consume(ctx, envC, errC, log)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second): // containerd went away; resubscribe
+			}
+		}
+	}()
+	return w
+}
+
+func (w *oomWatch) consume(ctx context.Context, envC <-chan *events.Envelope, errC <-chan error, log *slog.Logger) {
+	for {
+		select {
+		case env := <-envC:
+			v, err := typeurl.UnmarshalAny(env.Event)
+			if err != nil {
+				continue
+			}
+			if e, ok := v.(*eventtypes.TaskOOM); ok {
+				w.mu.Lock()
+				if ch, ok := w.chans[e.ContainerID]; ok {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
+				}
+				w.mu.Unlock()
+			}
+		case err := <-errC:
+			if ctx.Err() == nil {
+				log.Warn("containerd events", "err", err)
+			}
+			return
+		}
+	}
+}
+
+func (w *oomWatch) register(id string) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	w.chans[id] = ch
+	w.mu.Unlock()
+	return ch
+}
+
+func (w *oomWatch) unregister(id string) {
+	w.mu.Lock()
+	delete(w.chans, id)
+	w.mu.Unlock()
+}
+
+func (w *oomWatch) stop() { w.cancel() }
