@@ -12,7 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -63,7 +62,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 			return nil, ctx.Err()
 		}
 		if !s.rt.Info(ctx).Serving {
-			return nil, fmt.Errorf("containerd does not answer: %v: %w", err, errdefs.ErrUnavailable)
+			return nil, api.Errorf(api.CodeUnavailable, "containerd does not answer: %v", err)
 		}
 		return nil, fmt.Errorf("create sandbox: %w", err)
 	}
@@ -90,7 +89,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	}
 	if err == nil && compiled {
 		args := append(append([]string(nil), lang.Run...), req.Args...)
-		exit, err = sb.Exec(runCtx, Process{Args: args, Stdin: strings.NewReader(req.Stdin), Stdout: stdout, Stderr: stderr})
+		exit, err = sb.Exec(runCtx, Process{Args: args, Stdin: strings.NewReader(req.Stdin), Stdout: stdout, Stderr: stderr, Last: true})
 	}
 	res.DurationMS = time.Since(start).Milliseconds()
 	if err != nil {
@@ -199,49 +198,48 @@ func (c *cappedBuffer) Truncated() bool {
 	return c.total > c.limit
 }
 
-// slots bounds the executions that run at once, and those that wait.
+// slots bounds the executions that run at once, and those that wait. It
+// counts both in one number taken under a lock, so that a request never
+// sees a full queue that is only a waiter on its way to a free slot.
 type slots struct {
-	run    chan struct{}
-	mu     sync.Mutex
-	queued int
-	max    int
+	run      chan struct{}
+	max      int // running and queued
+	mu       sync.Mutex
+	inflight int
 }
 
 func newSlots(running, queued int) *slots {
-	return &slots{run: make(chan struct{}, running), max: queued}
+	return &slots{run: make(chan struct{}, running), max: running + queued}
 }
 
-var errBusy = fmt.Errorf("too many executions running and queued; try again later: %w", errdefs.ErrResourceExhausted)
+var errBusy = api.Errorf(api.CodeResourceExhausted, "too many executions running and queued; try again later")
 
 func (q *slots) acquire(ctx context.Context) (func(), error) {
-	release := func() { <-q.run }
-	select {
-	case q.run <- struct{}{}:
-		return release, nil
-	default:
-	}
 	q.mu.Lock()
-	if q.queued >= q.max {
+	if q.inflight >= q.max {
 		q.mu.Unlock()
 		return nil, errBusy
 	}
-	q.queued++
+	q.inflight++
 	q.mu.Unlock()
-	defer func() {
-		q.mu.Lock()
-		q.queued--
-		q.mu.Unlock()
-	}()
 	select {
 	case q.run <- struct{}{}:
-		return release, nil
+		return func() { <-q.run; q.leave() }, nil
 	case <-ctx.Done():
+		q.leave()
 		return nil, ctx.Err()
 	}
+}
+
+func (q *slots) leave() {
+	q.mu.Lock()
+	q.inflight--
+	q.mu.Unlock()
 }
 
 func (q *slots) counts() (running, queued int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.run), q.queued
+	running = len(q.run)
+	return running, max(q.inflight-running, 0)
 }

@@ -52,6 +52,9 @@ type Process struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// Last says the sandbox ends with this process: what the process leaves
+	// running is killed when it exits.
+	Last bool
 }
 
 // ExitResult is how a process ended.

@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,12 +91,29 @@ func New(cfg Config) *Server {
 		started: time.Now(),
 		mux:     http.NewServeMux(),
 	}
-	s.mux.HandleFunc("POST /v1/execute", s.handle(s.serveExecute))
-	s.mux.HandleFunc("GET /v1/health", s.handle(s.serveHealth))
-	s.mux.HandleFunc("GET /v1/info", s.handle(s.serveInfo))
-	s.mux.HandleFunc("GET /v1/languages", s.handle(s.serveLanguages))
+	routes := []struct {
+		method, path string
+		h            func(http.ResponseWriter, *http.Request) error
+	}{
+		{"POST", "/v1/execute", s.serveExecute},
+		{"GET", "/v1/health", s.serveHealth},
+		{"GET", "/v1/info", s.serveInfo},
+		{"GET", "/v1/languages", s.serveLanguages},
+	}
+	allow := map[string][]string{}
+	for _, rt := range routes {
+		s.mux.HandleFunc(rt.method+" "+rt.path, s.handle(rt.h))
+		allow[rt.path] = append(allow[rt.path], rt.method)
+	}
+	// The catch-all answers in JSON what ServeMux would in plain text; it
+	// also takes wrong methods, which ServeMux no longer sees once "/" exists.
 	s.mux.HandleFunc("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		return fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound)
+		if methods, ok := allow[r.URL.Path]; ok {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusMethodNotAllowed,
+				Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", "))}
+		}
+		return api.Errorf(api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path)
 	}))
 	return s
 }
@@ -111,7 +129,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A web page can make a browser send requests to a local socket through
 	// a proxy; no legitimate caller of this API sends Origin.
 	if r.Header.Get("Origin") != "" {
-		s.writeError(w, r, fmt.Errorf("requests from browsers are refused: %w", errdefs.ErrPermissionDenied))
+		s.writeError(w, r, api.Errorf(api.CodePermissionDenied, "requests from browsers are refused"))
 		return
 	}
 	s.mux.ServeHTTP(w, r)

@@ -1,13 +1,10 @@
 package daemon
 
 import (
-	"fmt"
 	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/containerd/errdefs"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
@@ -24,7 +21,7 @@ const (
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func invalid(format string, args ...any) error {
-	return fmt.Errorf(format+": %w", append(args, errdefs.ErrInvalidArgument)...)
+	return api.Errorf(api.CodeInvalidArgument, format, args...)
 }
 
 // validate checks a request against the limits and returns its language,

@@ -288,6 +288,9 @@ type Process struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// Last says the sandbox ends with this process: what it leaves running
+	// is killed when it exits, rather than holding its output open.
+	Last bool
 }
 
 // ExitResult is how a process ended.
@@ -307,9 +310,9 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	ps := s.procSpec
 	ps.Args = p.Args
 	ps.Env = append(append([]string(nil), ps.Env...), p.Env...)
-	stdin := p.Stdin
-	if stdin == nil {
-		stdin = eofReader{}
+	stdin := &eofNotifier{r: p.Stdin, eof: make(chan struct{})}
+	if stdin.r == nil {
+		stdin.r = eofReader{}
 	}
 	proc, err := s.task.Exec(cctx, execID, &ps, cio.NewCreator(
 		cio.WithStreams(stdin, p.Stdout, p.Stderr),
@@ -332,10 +335,26 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	if err := proc.Start(cctx); err != nil {
 		return ExitResult{}, fmt.Errorf("start in %s: %w", s.id, err)
 	}
+	exited := make(chan struct{})
+	defer close(exited)
+	go func() {
+		// The shim holds the stdin FIFO open until told: tell it once all
+		// the input is written, so that the program sees EOF.
+		select {
+		case <-stdin.eof:
+			if err := proc.CloseIO(cctx, containerd.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
+				s.c.log.Warn("close stdin", "container_id", s.id, "err", err)
+			}
+		case <-exited:
+		}
+	}()
 	var res ExitResult
 	var status containerd.ExitStatus
 	select {
 	case status = <-statusC:
+		if p.Last {
+			s.kill(cctx)
+		}
 	case <-ctx.Done():
 		res.Killed = true
 		// Killing PID 1 ends the sandbox's PID namespace: the kernel kills
@@ -434,6 +453,21 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 		}
 	})
 	return err
+}
+
+// eofNotifier closes eof when its reader is done.
+type eofNotifier struct {
+	r    io.Reader
+	eof  chan struct{}
+	once sync.Once
+}
+
+func (e *eofNotifier) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.once.Do(func() { close(e.eof) })
+	}
+	return n, err
 }
 
 type eofReader struct{}

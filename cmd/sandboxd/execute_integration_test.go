@@ -1,0 +1,496 @@
+//go:build integration
+
+package main_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// hello is a program printing "hello" in each language sandboxd may offer.
+var hello = map[string]string{
+	"python":     `print("hello")`,
+	"javascript": `console.log("hello")`,
+	"typescript": `console.log("hello")`,
+	"bash":       `echo hello`,
+	"sh":         `echo hello`,
+	"ruby":       `puts "hello"`,
+	"perl":       `print "hello\n";`,
+	"php":        `<?php echo "hello\n";`,
+	"lua":        `print("hello")`,
+	"c":          "#include <stdio.h>\nint main(void){puts(\"hello\");return 0;}",
+	"cpp":        "#include <iostream>\nint main(){std::cout<<\"hello\\n\";}",
+	"go":         "package main\nimport \"fmt\"\nfunc main(){fmt.Println(\"hello\")}",
+	"rust":       `fn main(){println!("hello");}`,
+	"java":       `class Main { public static void main(String[] a) { System.out.println("hello"); } }`,
+}
+
+func TestHelloEachLanguage(t *testing.T) {
+	stdout, _, code := sandboxctl(t, "", "languages", "-o", "json")
+	if code != 0 {
+		t.Fatalf("languages: exit %d", code)
+	}
+	var langs api.LanguagesResponse
+	if err := json.Unmarshal([]byte(stdout), &langs); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, l := range langs.Languages {
+		names[l.Name] = true
+	}
+	// The test machine installs these; the rest are tested when present.
+	for _, want := range []string{"python", "javascript", "bash", "sh", "c", "cpp", "perl"} {
+		if !names[want] {
+			t.Errorf("language %s is not offered; offered: %v", want, names)
+		}
+	}
+	for _, l := range langs.Languages {
+		t.Run(l.Name, func(t *testing.T) {
+			code, ok := hello[l.Name]
+			if !ok {
+				t.Fatalf("no hello program for %s", l.Name)
+			}
+			args := []string{"execute", "-l", l.Name, "-c", code}
+			if l.Name == "go" || l.Name == "rust" || l.Name == "java" {
+				// Their toolchains need more than the defaults.
+				args = append(args, "--memory", "1g", "-t", "180")
+			}
+			out, errOut, exit := sandboxctl(t, "", args...)
+			if exit != 0 || out != "hello\n" {
+				t.Fatalf("%s: exit %d, stdout %q, stderr %q", l.Name, exit, out, errOut)
+			}
+		})
+	}
+}
+
+func TestExecuteFromFileInfersLanguage(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "prog.py")
+	os.WriteFile(f, []byte("import sys\nprint('args', sys.argv[1:])\n"), 0o644)
+	out, errOut, code := sandboxctl(t, "", "execute", "-c", f, "a", "b c")
+	if code != 0 || out != "args ['a', 'b c']\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestStdinRoundTrip(t *testing.T) {
+	const prog = "import sys\ndata = sys.stdin.read()\nsys.stdout.write(data[::-1])"
+	out, _, code := sandboxctl(t, "", "execute", "-l", "py", "-c", prog, "-i", "abc\n")
+	if code != 0 || out != "\ncba" {
+		t.Fatalf("-i: exit %d, stdout %q", code, out)
+	}
+	out, _, code = sandboxctl(t, "piped input", "execute", "-l", "python", "-c", prog, "-i", "-")
+	if code != 0 || out != "tupni depip" {
+		t.Fatalf("-i -: exit %d, stdout %q", code, out)
+	}
+	f := filepath.Join(t.TempDir(), "in")
+	os.WriteFile(f, []byte("from file"), 0o644)
+	out, _, code = sandboxctl(t, "", "execute", "-l", "python", "-c", prog, "--input-file", f)
+	if code != 0 || out != "elif morf" {
+		t.Fatalf("--input-file: exit %d, stdout %q", code, out)
+	}
+	// Code from standard input.
+	out, _, code = sandboxctl(t, "print(6*7)", "execute", "-l", "python", "-c", "-")
+	if code != 0 || out != "42\n" {
+		t.Fatalf("-c -: exit %d, stdout %q", code, out)
+	}
+}
+
+func TestExitCodesAndStreams(t *testing.T) {
+	out, errOut, code := sandboxctl(t, "", "execute", "-l", "bash", "-c", "echo out; echo err >&2; exit 7")
+	if code != 7 || out != "out\n" || errOut != "err\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	res := execute(t, api.ExecuteRequest{Language: "python", Code: "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"})
+	if res.Status != api.StatusSignaled || res.Signal != "SIGSEGV" {
+		t.Fatalf("self-signaled: status %q signal %q", res.Status, res.Signal)
+	}
+	stdout, _, code := sandboxctl(t, "", "-o", "json", "execute", "-l", "bash", "-c", "exit 3")
+	var r api.ExecuteResult
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil || code != 3 || r.Status != api.StatusFailed || r.ExitCode != 3 {
+		t.Fatalf("json: exit %d, %v, %q", code, err, stdout)
+	}
+	_, errOut, code = sandboxctl(t, "", "execute", "-l", "bash", "-c", "true", "-v")
+	if code != 0 || !strings.Contains(errOut, "status=ok") {
+		t.Fatalf("-v: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestCompileError(t *testing.T) {
+	res := execute(t, api.ExecuteRequest{Language: "c", Code: "int main(void) { return nope; }"})
+	if res.Status != api.StatusCompileError || res.ExitCode == 0 || !strings.Contains(res.Stderr, "nope") {
+		t.Fatalf("status %q exit %d stderr %q", res.Status, res.ExitCode, res.Stderr)
+	}
+}
+
+// pgrep reports whether a process whose command line contains s runs on
+// the host.
+func pgrep(s string) bool {
+	return exec.Command("pgrep", "-f", s).Run() == nil
+}
+
+func TestTimeoutKillsEverything(t *testing.T) {
+	// A double-forked, session-leading sleeper must die with the run.
+	prog := "(setsid sleep 4242 &) ; (sleep 4243 &) ; nohup sleep 4244 >/dev/null 2>&1 & echo started; sleep 4245"
+	start := time.Now()
+	out, errOut, code := sandboxctl(t, "", "execute", "-l", "bash", "-c", prog, "-t", "1")
+	if code != 124 || out != "started\n" {
+		t.Fatalf("exit %d (want 124), stdout %q, stderr %q", code, out, errOut)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("a 1s timeout took %v", d)
+	}
+	for _, s := range []string{"sleep 4242", "sleep 4243", "sleep 4244", "sleep 4245"} {
+		if pgrep(s) {
+			t.Errorf("%q outlived its execution", s)
+		}
+	}
+	res := execute(t, api.ExecuteRequest{Language: "bash", Code: "sleep 10", TimeoutMS: 500})
+	if !res.TimedOut || res.Status != api.StatusTimedOut {
+		t.Fatalf("API: %+v", res)
+	}
+}
+
+func TestProcessesDieWithNormalExit(t *testing.T) {
+	res := execute(t, api.ExecuteRequest{Language: "bash", Code: "(setsid sleep 4246 &); echo done"})
+	if res.Status != api.StatusOK || res.Stdout != "done\n" {
+		t.Fatalf("%+v", res)
+	}
+	if pgrep("sleep 4246") {
+		t.Error("a daemonized child outlived its execution")
+	}
+}
+
+func TestMemoryBomb(t *testing.T) {
+	out, _, code := sandboxctl(t, "", "-o", "json", "execute", "-l", "python", "--memory", "64m",
+		"-c", "x = []\nwhile True: x.append(bytearray(8 << 20))")
+	var res api.ExecuteResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatal(err, out)
+	}
+	if code != 137 || !res.OOMKilled || res.Status != api.StatusOOMKilled {
+		t.Fatalf("exit %d, result %+v", code, res)
+	}
+	if res.Usage.MemoryPeakBytes > 64<<20 {
+		t.Errorf("memory peak %d is over the 64 MiB limit", res.Usage.MemoryPeakBytes)
+	}
+	// The daemon goes on serving.
+	if r := execute(t, api.ExecuteRequest{Language: "python", Code: "print('alive')"}); r.Stdout != "alive\n" {
+		t.Fatalf("after the bomb: %+v", r)
+	}
+}
+
+func TestForkBombContained(t *testing.T) {
+	res := execute(t, api.ExecuteRequest{Language: "bash", Code: "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived", TimeoutMS: 8000})
+	if res.Status == api.StatusOK && !strings.Contains(res.Stdout, "survived") {
+		t.Fatalf("%+v", res)
+	}
+	// The pids limit held: the host still forks and the daemon still runs.
+	if r := execute(t, api.ExecuteRequest{Language: "bash", Code: "echo fine"}); r.Stdout != "fine\n" {
+		t.Fatalf("after the fork bomb: %+v", r)
+	}
+	res = execute(t, api.ExecuteRequest{Language: "python", Code: `
+import os
+n = 0
+try:
+    while True:
+        if os.fork() == 0:
+            import time; time.sleep(30)
+        n += 1
+except OSError as e:
+    print("stopped at", n, e.errno)
+`, TimeoutMS: 20000})
+	var n, errno int
+	if _, err := fmt.Sscanf(res.Stdout, "stopped at %d %d", &n, &errno); err != nil || n >= 128 {
+		t.Fatalf("fork count: %q %q", res.Stdout, res.Stderr)
+	}
+}
+
+func TestOutputCap(t *testing.T) {
+	res := execute(t, api.ExecuteRequest{Language: "python", Code: "import sys\nsys.stdout.write('x' * (3 << 20))\nsys.stderr.write('e' * 10)"})
+	if !res.StdoutTruncated || len(res.Stdout) != 1<<20 || strings.Trim(res.Stdout, "x") != "" {
+		t.Fatalf("stdout: truncated %v, %d bytes", res.StdoutTruncated, len(res.Stdout))
+	}
+	if res.StderrTruncated || res.Stderr != "eeeeeeeeee" || res.Status != api.StatusOK {
+		t.Fatalf("stderr: %+v", res.Stderr)
+	}
+}
+
+func TestInvalidUTF8(t *testing.T) {
+	want := []byte{0xff, 0xfe, 0x00, 'a', 0xc3, 0x28, '\n'}
+	prog := "import sys\nsys.stdout.buffer.write(bytes([0xff, 0xfe, 0x00, 0x61, 0xc3, 0x28, 0x0a]))"
+	res := execute(t, api.ExecuteRequest{Language: "python", Code: prog})
+	got, err := base64.StdEncoding.DecodeString(res.Stdout)
+	if res.StdoutEncoding != api.EncodingBase64 || err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("encoding %q, stdout %q", res.StdoutEncoding, res.Stdout)
+	}
+	out, _, code := sandboxctl(t, "", "execute", "-l", "python", "-c", prog)
+	if code != 0 || out != string(want) {
+		t.Fatalf("CLI: exit %d, stdout %q", code, out)
+	}
+}
+
+func TestNoNetwork(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	res := execute(t, api.ExecuteRequest{Language: "python", Code: fmt.Sprintf(`
+import os, socket
+print(sorted(os.listdir("/sys/class/net")))
+for host in ["127.0.0.1", "10.0.0.1", "1.1.1.1"]:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((host, %d))
+        print("connected", host)
+    except OSError as e:
+        print("refused", host)
+`, port)})
+	if res.Stdout != "['lo']\nrefused 127.0.0.1\nrefused 10.0.0.1\nrefused 1.1.1.1\n" {
+		t.Fatalf("stdout %q stderr %q", res.Stdout, res.Stderr)
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	res := execute(t, api.ExecuteRequest{Language: "bash", Code: "grep -E '^(Uid|Gid|CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; id -u"})
+	for _, want := range []string{"Uid:\t65534\t65534\t65534\t65534", "Gid:\t65534\t65534\t65534\t65534",
+		"CapEff:\t0000000000000000", "CapPrm:\t0000000000000000", "CapBnd:\t0000000000000000",
+		"NoNewPrivs:\t1", "Seccomp:\t2", "\n65534\n"} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("missing %q in:\n%s", want, res.Stdout)
+		}
+	}
+	// Syscalls the profile removes are refused.
+	res = execute(t, api.ExecuteRequest{Language: "python", Code: `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+for name, nr in [("ptrace", 101), ("unshare", 272), ("keyctl", 250), ("bpf", 321), ("io_uring_setup", 425)]:
+    r = libc.syscall(nr, 0, 0, 0, 0)
+    print(name, r, ctypes.get_errno() != 0)
+`})
+	for _, line := range strings.Split(strings.TrimSpace(res.Stdout), "\n") {
+		if !strings.HasSuffix(line, "-1 True") {
+			t.Errorf("allowed: %q", line)
+		}
+	}
+}
+
+func TestNoHostSecrets(t *testing.T) {
+	res := execute(t, api.ExecuteRequest{Language: "bash", Code: `
+ls /etc | tr '\n' ' '; echo
+test -e /etc/shadow && echo "shadow visible"
+find / -xdev -type s 2>/dev/null | head
+find / -type s -path '*containerd*' 2>/dev/null | head
+test -e /run && echo "run exists"
+test -e /root && echo "root exists"
+test -e /var/lib/sandboxd && echo "state visible"
+env | sort | tr '\n' ' '
+`, Env: map[string]string{"MINE": "1"}})
+	first, rest, _ := strings.Cut(res.Stdout, "\n")
+	// Java's configuration directory is mounted when Java is present.
+	var kept []string
+	for _, f := range strings.Fields(first) {
+		if !strings.HasPrefix(f, "java-") {
+			kept = append(kept, f)
+		}
+	}
+	first = strings.Join(kept, " ") + " "
+	if first != "group hostname hosts nsswitch.conf passwd " {
+		t.Errorf("/etc holds %q", first)
+	}
+	for _, bad := range []string{"shadow visible", ".sock", "run exists", "root exists", "state visible", "SANDBOXD", "INVOCATION_ID"} {
+		if strings.Contains(rest, bad) {
+			t.Errorf("found %q in:\n%s", bad, rest)
+		}
+	}
+	if !strings.Contains(rest, "MINE=1") || !strings.Contains(rest, "HOME=/workspace") {
+		t.Errorf("environment: %s", rest)
+	}
+}
+
+func TestReadOnlyRootAndTmpfs(t *testing.T) {
+	res := execute(t, api.ExecuteRequest{Language: "bash", Code: `
+for f in /x /usr/x /etc/x /sandbox/x /bin/x; do touch $f 2>/dev/null && echo "wrote $f"; done
+touch /tmp/x && echo tmp ok
+touch /workspace/x && echo workspace ok
+pwd
+`})
+	if res.Stdout != "tmp ok\nworkspace ok\n/workspace\n" {
+		t.Fatalf("stdout %q", res.Stdout)
+	}
+	// /tmp holds 64 MiB at most, whatever the writer does.
+	res = execute(t, api.ExecuteRequest{Language: "python", Code: `
+import errno
+for i in range(4):
+    try:
+        with open(f"/tmp/f{i}", "wb") as f:
+            f.write(b"x" * (30 << 20))
+        print("wrote", i)
+    except OSError as e:
+        print("full", errno.errorcode[e.errno])
+        break
+`, MemoryBytes: 512 << 20})
+	if res.Stdout != "wrote 0\nwrote 1\nfull ENOSPC\n" {
+		t.Fatalf("stdout %q stderr %q", res.Stdout, res.Stderr)
+	}
+}
+
+func TestManySequentialRuns(t *testing.T) {
+	for i := range 500 {
+		res := execute(t, api.ExecuteRequest{Language: "bash", Code: `printf 'run %s\n' "$1"; printf 'err %s' "$1" >&2`, Args: []string{fmt.Sprint(i)}})
+		if res.Stdout != fmt.Sprintf("run %d\n", i) || res.Stderr != fmt.Sprintf("err %d", i) || res.Status != api.StatusOK {
+			t.Fatalf("run %d: %+v", i, res)
+		}
+	}
+}
+
+func TestConcurrentRuns(t *testing.T) {
+	const clients, total = 8, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, total)
+	next := make(chan int, total)
+	for i := range total {
+		next <- i
+	}
+	close(next)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				b, _ := json.Marshal(api.ExecuteRequest{Language: "python", Code: "import sys\nprint('out', sys.argv[1] * 1000)\nprint('err', sys.argv[1], file=sys.stderr)", Args: []string{fmt.Sprint(i)}})
+				status, body := request(socket, "POST", "/v1/execute", string(b), nil)
+				var res api.ExecuteResult
+				json.Unmarshal(body, &res)
+				want := "out " + strings.Repeat(fmt.Sprint(i), 1000) + "\n"
+				if status != 200 || res.Stdout != want || res.Stderr != fmt.Sprintf("err %d\n", i) {
+					errs <- fmt.Errorf("run %d: status %d, stdout %d bytes, stderr %q", i, status, len(res.Stdout), res.Stderr)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	var wg sync.WaitGroup
+	statuses := make(chan int, maxConcurrent+maxQueued+4)
+	body, _ := json.Marshal(api.ExecuteRequest{Language: "bash", Code: "sleep 3"})
+	for range maxConcurrent + maxQueued {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			status, _ := request(socket, "POST", "/v1/execute", string(body), nil)
+			statuses <- status
+		}()
+	}
+	time.Sleep(1500 * time.Millisecond) // all are running or queued
+	status, resp := request(socket, "POST", "/v1/execute", string(body), nil)
+	var e api.Error
+	json.Unmarshal(resp, &e)
+	if status != 429 || e.Code != api.CodeResourceExhausted {
+		t.Errorf("over capacity: status %d, %s", status, resp)
+	}
+	_, errOut, code := sandboxctl(t, "", "execute", "-l", "bash", "-c", "true")
+	if code != 125 || !strings.Contains(errOut, "too many executions") {
+		t.Errorf("CLI over capacity: exit %d, stderr %q", code, errOut)
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != 200 {
+			t.Errorf("a queued request got %d", s)
+		}
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, path, body string
+		header                   map[string]string
+		status                   int
+		code                     string
+	}{
+		{"unknown language", "POST", "/v1/execute", `{"language":"cobol","code":"x"}`, nil, 400, api.CodeInvalidArgument},
+		{"invalid JSON", "POST", "/v1/execute", `{"language":`, nil, 400, api.CodeInvalidArgument},
+		{"unknown field", "POST", "/v1/execute", `{"language":"python","code":"1","rm":"-rf"}`, nil, 400, api.CodeInvalidArgument},
+		{"trailing data", "POST", "/v1/execute", `{"language":"python","code":"1"} {}`, nil, 400, api.CodeInvalidArgument},
+		{"absurd timeout", "POST", "/v1/execute", `{"language":"python","code":"1","timeout_ms":99999999999}`, nil, 400, api.CodeInvalidArgument},
+		{"absurd memory", "POST", "/v1/execute", `{"language":"python","code":"1","memory_bytes":1125899906842624}`, nil, 400, api.CodeInvalidArgument},
+		{"bad env name", "POST", "/v1/execute", `{"language":"python","code":"1","env":{"A=B":"c"}}`, nil, 400, api.CodeInvalidArgument},
+		{"oversized body", "POST", "/v1/execute", `{"language":"python","code":"` + strings.Repeat("x", 64<<20) + `"}`, nil, 413, api.CodeInvalidArgument},
+		{"wrong content type", "POST", "/v1/execute", `{}`, map[string]string{"Content-Type": "text/plain"}, 415, api.CodeInvalidArgument},
+		{"browser origin", "GET", "/v1/info", "", map[string]string{"Origin": "http://evil.example"}, 403, api.CodePermissionDenied},
+		{"unknown route", "GET", "/v1/nope", "", nil, 404, api.CodeNotFound},
+		{"wrong method", "GET", "/v1/execute", "", nil, 405, api.CodeInvalidArgument},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := request(socket, tc.method, tc.path, tc.body, tc.header)
+			var e api.Error
+			if err := json.Unmarshal(body, &e); err != nil || e.Code != tc.code || e.Message == "" {
+				t.Errorf("body %q (%v)", body, err)
+			}
+			if status != tc.status {
+				t.Errorf("status %d, want %d: %s", status, tc.status, body)
+			}
+		})
+	}
+	_, errOut, code := sandboxctl(t, "", "execute", "-l", "cobol", "-c", "x")
+	if code != 125 || !strings.Contains(errOut, "unknown language") || !strings.Contains(errOut, "python") {
+		t.Errorf("CLI: exit %d, stderr %q", code, errOut)
+	}
+	out, _, code := sandboxctl(t, "", "execute", "-o", "json", "-l", "cobol", "-c", "x")
+	var e api.Error
+	if err := json.Unmarshal([]byte(out), &e); err != nil || code != 125 || e.Code != api.CodeInvalidArgument {
+		t.Errorf("CLI json: exit %d, stdout %q", code, out)
+	}
+	// The daemon still serves.
+	if r := execute(t, api.ExecuteRequest{Language: "bash", Code: "echo ok"}); r.Stdout != "ok\n" {
+		t.Fatalf("after bad requests: %+v", r)
+	}
+}
+
+func TestInfoHealthVersion(t *testing.T) {
+	out, _, code := sandboxctl(t, "", "info", "-o", "json")
+	var info api.Info
+	if err := json.Unmarshal([]byte(out), &info); err != nil || code != 0 {
+		t.Fatalf("info: exit %d: %q", code, out)
+	}
+	if info.ContainerdAddress != containerdAddr || info.ContainerdVersion == "" || info.CgroupVersion == 0 || info.Limits.MaxConcurrent != maxConcurrent {
+		t.Errorf("info: %+v", info)
+	}
+	out, _, code = sandboxctl(t, "", "info")
+	if code != 0 || !strings.Contains(out, "containerd:") {
+		t.Errorf("info text: %q", out)
+	}
+	status, body := request(socket, "GET", "/v1/health", "", nil)
+	if status != 200 || !strings.Contains(string(body), `"ok"`) {
+		t.Errorf("health: %d %s", status, body)
+	}
+	out, _, code = sandboxctl(t, "", "version")
+	if code != 0 || !strings.Contains(out, "sandboxctl") || !strings.Contains(out, "sandboxd") {
+		t.Errorf("version: %q", out)
+	}
+	out, _, code = sandboxctl(t, "", "languages")
+	if code != 0 || !strings.Contains(out, "python") || !strings.HasPrefix(out, "NAME") {
+		t.Errorf("languages: %q", out)
+	}
+}

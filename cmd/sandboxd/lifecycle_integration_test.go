@@ -1,0 +1,150 @@
+//go:build integration
+
+package main_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+func TestNotRootExitsAtOnce(t *testing.T) {
+	cmd := exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", filepath.Join(t.TempDir(), "s.sock"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "must run as root") {
+		t.Fatalf("err %v, output %q", err, out)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("took %v to refuse", time.Since(start))
+	}
+}
+
+func TestContainerdUnreachable(t *testing.T) {
+	dir := t.TempDir()
+	out, err := exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", filepath.Join(dir, "s.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--containerd", filepath.Join(dir, "nothing.sock")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "nothing.sock") {
+		t.Fatalf("err %v, output %q", err, out)
+	}
+}
+
+func TestSocketInUse(t *testing.T) {
+	out, err := exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", socket,
+		"--state-dir", filepath.Join(t.TempDir(), "state"), "--containerd", containerdAddr).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another sandboxd") {
+		t.Fatalf("err %v, output %q", err, out)
+	}
+	fi, err := os.Stat(socket)
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket: %v %v", fi.Mode(), err)
+	}
+}
+
+// TestManagedContainerdAndCrashRecovery runs a daemon with its own managed
+// containerd, kills it in the middle of an execution, and checks that the
+// next start removes what the crash left and that a clean stop leaves
+// nothing running.
+func TestManagedContainerdAndCrashRecovery(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "sbxm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock, state := filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
+	d, err := startDaemon(sock, state, "--containerd", "managed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := request(sock, "GET", "/v1/info", "", nil)
+	var info api.Info
+	json.Unmarshal(body, &info)
+	if status != 200 || !info.ContainerdManaged || !strings.HasPrefix(info.ContainerdAddress, state) {
+		t.Fatalf("info: %d %s", status, body)
+	}
+	go request(sock, "POST", "/v1/execute", `{"language":"bash","code":"sleep 4250"}`, nil)
+	deadline := time.Now().Add(20 * time.Second)
+	for !pgrep("sleep 4250") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the execution did not start:\n%s", d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A crash: no clean-up at all.
+	d.cmd.Process.Kill()
+	<-d.done
+	if !pgrep("sleep 4250") {
+		t.Log("the sandbox died with the daemon; nothing for the restart to clean up")
+	}
+
+	d, err = startDaemon(sock, state, "--containerd", "managed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pgrep("sleep 4250") {
+		t.Errorf("the sandbox of the crashed daemon still runs")
+	}
+	entries, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
+	if len(entries) != 0 {
+		t.Errorf("files of the crashed daemon's sandboxes remain: %v", entries)
+	}
+	status, body = request(sock, "POST", "/v1/execute", `{"language":"python","code":"print('after crash')"}`, nil)
+	if status != 200 || !strings.Contains(string(body), `"after crash\n"`) {
+		t.Fatalf("after restart: %d %s", status, body)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, d.log)
+	}
+	if out, err := exec.Command("pgrep", "-f", filepath.Join(state, "containerd")).Output(); err == nil {
+		t.Errorf("managed containerd still runs after sandboxd stopped: %s", out)
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Log("socket file left after a clean stop")
+	}
+}
+
+// TestGracefulShutdown stops a daemon while an execution runs: the
+// execution finishes within the grace period and its client gets the
+// result.
+func TestGracefulShutdown(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "sbxg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "s.sock")
+	// Its own namespace of containerd objects is not needed: nothing else
+	// runs during this test, and it cleans up only at its start and stop.
+	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--containerd", containerdAddr, "--shutdown-grace", "20s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type reply struct {
+		status int
+		body   []byte
+	}
+	replies := make(chan reply, 1)
+	go func() {
+		s, b := request(sock, "POST", "/v1/execute", `{"language":"bash","code":"sleep 2; echo finished"}`, nil)
+		replies <- reply{s, b}
+	}()
+	time.Sleep(time.Second)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	r := <-replies
+	if r.status != 200 || !strings.Contains(string(r.body), `"finished\n"`) {
+		t.Fatalf("execution during shutdown: %d %s", r.status, r.body)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("sandboxd did not exit after SIGTERM")
+	}
+}

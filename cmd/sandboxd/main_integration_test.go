@@ -1,0 +1,263 @@
+//go:build integration
+
+// Integration tests: the real sandboxd and sandboxctl binaries, a private
+// containerd started here, and real containers. Run as root with
+// `make integration` (or `go test -tags integration ./cmd/sandboxd/`).
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// The suite's shared daemon. Its queue is small so that 429 can be reached.
+const (
+	maxConcurrent = 4
+	maxQueued     = 4
+)
+
+var (
+	binDir         string // sandboxd, sandboxctl, sandboxd-init
+	containerdAddr string
+	socket         string
+	daemonLog      *bytes.Buffer
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "FAIL: integration tests need root (they start containerd and containers)")
+		return 1
+	}
+	// Short paths: Unix socket paths are limited to 108 bytes.
+	dir, err := os.MkdirTemp("/tmp", "sbxit")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// Let the unprivileged user of TestNotRootExitsAtOnce reach the binary.
+	os.Chmod(dir, 0o755)
+	binDir = filepath.Join(dir, "bin")
+	build := exec.Command("go", "build", "-o", binDir+"/", "../../cmd/sandboxd", "../../cmd/sandboxctl", "../../cmd/sandboxd-init")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: build: %v\n%s", err, out)
+		return 1
+	}
+	stopContainerd, err := startContainerd(filepath.Join(dir, "ctd"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	defer stopContainerd()
+
+	socket = filepath.Join(dir, "sandboxd.sock")
+	d, err := startDaemon(socket, filepath.Join(dir, "state"), "--containerd", containerdAddr,
+		"--max-concurrent", fmt.Sprint(maxConcurrent), "--max-queued", fmt.Sprint(maxQueued))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	daemonLog = d.log
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "--- sandboxd log:\n%s\n", d.log)
+	}
+	if err := d.stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: sandboxd did not stop cleanly:", err)
+		code = 1
+	}
+	// Every sandbox the suite ran must be gone from containerd.
+	if n, err := countContainers(containerdAddr); err != nil || n != 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d containers left in containerd after the suite (err %v)\n", n, err)
+		code = 1
+	}
+	return code
+}
+
+// startContainerd starts a private containerd under dir, as containerd's
+// own integration tests do.
+func startContainerd(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	containerdAddr = filepath.Join(dir, "c.sock")
+	config := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "state"), containerdAddr, containerdAddr+".ttrpc")
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		logf.Close()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := containerd.New(containerdAddr, containerd.WithTimeout(time.Second))
+		if err == nil {
+			ok, err := c.IsServing(context.Background())
+			c.Close()
+			if err == nil && ok {
+				return stop, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			log, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("containerd did not serve within 30s:\n%s", log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func countContainers(addr string) (int, error) {
+	c, err := containerd.New(addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	ctrs, err := c.Containers(namespaces.WithNamespace(context.Background(), "sandboxd"))
+	return len(ctrs), err
+}
+
+type daemonProc struct {
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan error
+}
+
+func startDaemon(sock, state string, args ...string) (*daemonProc, error) {
+	d := &daemonProc{log: &bytes.Buffer{}, done: make(chan error, 1)}
+	d.cmd = exec.Command(filepath.Join(binDir, "sandboxd"), append([]string{"--socket", sock, "--state-dir", state}, args...)...)
+	pr, pw := io.Pipe()
+	d.cmd.Stdout, d.cmd.Stderr = pw, pw
+	logged := make(chan struct{})
+	go func() {
+		io.Copy(lockedWriter{d.log}, pr)
+		close(logged)
+	}()
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { err := d.cmd.Wait(); pw.Close(); <-logged; d.done <- err }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if status, _ := request(sock, "GET", "/v1/health", "", nil); status == 200 {
+			return d, nil
+		}
+		select {
+		case err := <-d.done:
+			return nil, fmt.Errorf("sandboxd exited at start: %v\n%s", err, d.log)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			d.cmd.Process.Kill()
+			return nil, fmt.Errorf("sandboxd did not serve within 60s\n%s", d.log)
+		}
+	}
+}
+
+func (d *daemonProc) stop() error {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		return err
+	case <-time.After(60 * time.Second):
+		d.cmd.Process.Kill()
+		return fmt.Errorf("still running 60s after SIGTERM")
+	}
+}
+
+type lockedWriter struct{ b *bytes.Buffer }
+
+var logMu = make(chan struct{}, 1)
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	logMu <- struct{}{}
+	defer func() { <-logMu }()
+	return w.b.Write(p)
+}
+
+// request sends one API request to the daemon at sock.
+func request(sock, method, path, body string, header map[string]string) (int, []byte) {
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}, Timeout: 5 * time.Minute}
+	req, _ := http.NewRequest(method, "http://sandboxd"+path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// execute runs a request through the API and decodes the result.
+func execute(t *testing.T, req api.ExecuteRequest) *api.ExecuteResult {
+	t.Helper()
+	b, _ := json.Marshal(req)
+	status, body := request(socket, "POST", "/v1/execute", string(b), nil)
+	if status != 200 {
+		t.Fatalf("execute: status %d: %s", status, body)
+	}
+	var res api.ExecuteResult
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatalf("execute: %v: %s", err, body)
+	}
+	return &res
+}
+
+// sandboxctl runs the CLI against the suite's daemon.
+func sandboxctl(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), args...)
+	cmd.Env = append(os.Environ(), "SANDBOXD_SOCKET="+socket)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), errb.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("sandboxctl: %v", err)
+	}
+	return out.String(), errb.String(), 0
+}

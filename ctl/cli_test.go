@@ -1,0 +1,141 @@
+package ctl_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sandboxd/sandboxd/ctl"
+	"github.com/sandboxd/sandboxd/daemon"
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// echoRuntime's sandboxes print their code and stdin, and exit with the
+// code's length, or as the code says.
+type echoRuntime struct{}
+
+func (echoRuntime) Create(_ context.Context, cfg daemon.SandboxConfig) (daemon.Sandbox, error) {
+	return echoSandbox{cfg}, nil
+}
+func (echoRuntime) Info(context.Context) daemon.RuntimeInfo {
+	return daemon.RuntimeInfo{Address: "/fake", Version: "1.7", CgroupVersion: 2, Serving: true}
+}
+
+type echoSandbox struct{ cfg daemon.SandboxConfig }
+
+func (s echoSandbox) Exec(_ context.Context, p daemon.Process) (daemon.ExitResult, error) {
+	code := string(s.cfg.Files["main.py"])
+	in, _ := io.ReadAll(p.Stdin)
+	switch code {
+	case "timeout":
+		return daemon.ExitResult{ExitCode: 137, Killed: true}, nil
+	case "oom":
+		return daemon.ExitResult{ExitCode: 137, OOMKilled: true}, nil
+	case "binary":
+		p.Stdout.Write([]byte{0xff, 0x00, 0xfe})
+		return daemon.ExitResult{}, nil
+	}
+	p.Stdout.Write([]byte("code=" + code + " stdin=" + string(in) + " args=" + strings.Join(p.Args[2:], ",")))
+	p.Stderr.Write([]byte("to stderr"))
+	return daemon.ExitResult{ExitCode: len(code) % 256}, nil
+}
+func (echoSandbox) Stats(context.Context) (daemon.Stats, error) { return daemon.Stats{}, nil }
+func (echoSandbox) Delete(context.Context) error                { return nil }
+
+func startServer(t *testing.T) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := daemon.New(daemon.Config{
+		Runtime: echoRuntime{},
+		Languages: []daemon.Language{{LanguageSpec: daemon.LanguageSpec{Name: "python", Extensions: []string{".py"},
+			FileName: "main.py", Run: []string{"/usr/bin/python3", "/sandbox/main.py"}}, Version: "3.11"}},
+		Limits:  daemon.DefaultLimits(1),
+		Version: ctl.Version,
+		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	hs := &http.Server{Handler: srv}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return sock
+}
+
+func run(t *testing.T, sock, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := ctl.Run(context.Background(), append([]string{"--socket", sock}, args...), strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestExecute(t *testing.T) {
+	sock := startServer(t)
+	out, errOut, code := run(t, sock, "", "execute", "-l", "python", "-c", "hello", "-i", "in", "a", "b")
+	if out != "code=hello stdin=in args=a,b" || errOut != "to stderr" || code != 5 {
+		t.Errorf("stdout %q, stderr %q, exit %d", out, errOut, code)
+	}
+	// Global flags after the command, code and input from stdin.
+	out, _, code = run(t, sock, "from stdin", "execute", "-l", "python", "-o", "json", "-c", "-")
+	var res api.ExecuteResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Stdout != "code=from stdin stdin= args=" || code != 10 {
+		t.Errorf("json: %q exit %d", out, code)
+	}
+	f := filepath.Join(t.TempDir(), "x.py")
+	os.WriteFile(f, []byte("file"), 0o644)
+	if out, _, _ := run(t, sock, "", "execute", "-c", f); out != "code=file stdin= args=" {
+		t.Errorf("from file: %q", out)
+	}
+	if out, _, _ := run(t, sock, "", "execute", "-l", "python", "-c", "binary"); out != "\xff\x00\xfe" {
+		t.Errorf("binary: %q", out)
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	sock := startServer(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"execute", "-l", "python", "-c", "timeout"}, ctl.ExitTimedOut},
+		{[]string{"execute", "-l", "python", "-c", "oom"}, ctl.ExitKilled},
+		{[]string{"execute", "-l", "cobol", "-c", "x"}, ctl.ExitFailed},
+		{[]string{"execute", "-l", "python"}, ctl.ExitFailed},
+		{[]string{"execute", "-l", "python", "-c", "x", "--memory", "lots"}, ctl.ExitFailed},
+		{[]string{"execute", "-c", filepath.Join(t.TempDir())}, ctl.ExitFailed},
+		{[]string{"-o", "yaml", "info"}, 2},
+		{[]string{"nope"}, 2},
+		{[]string{"info"}, 0},
+		{[]string{"languages"}, 0},
+	} {
+		if _, errOut, code := run(t, sock, "", tc.args...); code != tc.code {
+			t.Errorf("%v: exit %d, want %d (%s)", tc.args, code, tc.code, errOut)
+		}
+	}
+	_, errOut, code := run(t, filepath.Join(t.TempDir(), "none.sock"), "", "execute", "-l", "python", "-c", "x")
+	if code != ctl.ExitFailed || !strings.Contains(errOut, "cannot reach sandboxd") {
+		t.Errorf("no daemon: exit %d, %q", code, errOut)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"512m": 512 << 20, "1g": 1 << 30, "64MiB": 64 << 20, "1048576": 1 << 20, "1.5g": 3 << 29} {
+		if got, err := ctl.ParseSize(in); err != nil || got != want {
+			t.Errorf("%s: %d %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "-1m", "lots", "1t"} {
+		if _, err := ctl.ParseSize(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

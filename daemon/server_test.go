@@ -1,0 +1,269 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// fakeRuntime runs nothing: its sandboxes answer with scripted results.
+type fakeRuntime struct {
+	mu      sync.Mutex
+	created []SandboxConfig
+	deleted int
+	exec    func(ctx context.Context, p Process) (ExitResult, error)
+}
+
+func (f *fakeRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.created = append(f.created, cfg)
+	return &fakeSandbox{f}, nil
+}
+
+func (f *fakeRuntime) Info(context.Context) RuntimeInfo {
+	return RuntimeInfo{Address: "/fake.sock", Version: "1.0", CgroupVersion: 2, Serving: true}
+}
+
+type fakeSandbox struct{ f *fakeRuntime }
+
+func (s *fakeSandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
+	return s.f.exec(ctx, p)
+}
+
+func (s *fakeSandbox) Stats(context.Context) (Stats, error) {
+	return Stats{CPUNanos: 5e6, MemoryPeakBytes: 1 << 20}, nil
+}
+
+func (s *fakeSandbox) Delete(context.Context) error {
+	s.f.mu.Lock()
+	s.f.deleted++
+	s.f.mu.Unlock()
+	return nil
+}
+
+var testLanguages = []Language{
+	{LanguageSpec: LanguageSpec{Name: "python", Aliases: []string{"py"}, FileName: "main.py", Run: []string{"/usr/bin/python3", "/sandbox/main.py"}}, Version: "3.11"},
+	{LanguageSpec: LanguageSpec{Name: "c", FileName: "main.c", Compile: []string{"/usr/bin/gcc", "/sandbox/main.c"}, Run: []string{"/tmp/main"}}, Version: "12"},
+}
+
+func newTestServer(t *testing.T, rt *fakeRuntime, mod func(*Limits)) *Server {
+	t.Helper()
+	lim := DefaultLimits(2)
+	if mod != nil {
+		mod(&lim)
+	}
+	return New(Config{Runtime: rt, Languages: testLanguages, Limits: lim, Version: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
+func post(t *testing.T, h http.Handler, body string) (*httptest.ResponseRecorder, api.ExecuteResult, api.Error) {
+	t.Helper()
+	req := httptest.NewRequest("POST", "/v1/execute", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	var res api.ExecuteResult
+	var e api.Error
+	if w.Code == 200 {
+		json.Unmarshal(w.Body.Bytes(), &res)
+	} else {
+		json.Unmarshal(w.Body.Bytes(), &e)
+	}
+	return w, res, e
+}
+
+func TestExecuteResult(t *testing.T) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+		in, _ := io.ReadAll(p.Stdin)
+		p.Stdout.Write([]byte("got " + string(in)))
+		p.Stderr.Write([]byte{0xff, 0xfe})
+		return ExitResult{ExitCode: 3}, nil
+	}}
+	s := newTestServer(t, rt, nil)
+	w, res, _ := post(t, s, `{"language":"PY","code":"print(1)","stdin":"x","env":{"A":"b"},"args":["1"]}`)
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	if res.Language != "python" || res.Status != api.StatusFailed || res.ExitCode != 3 || res.Stdout != "got x" {
+		t.Errorf("result %+v", res)
+	}
+	if res.StderrEncoding != api.EncodingBase64 || res.Stderr != "//4=" {
+		t.Errorf("stderr %q encoding %q", res.Stderr, res.StderrEncoding)
+	}
+	if res.Usage.CPUMS != 5 || res.Usage.MemoryPeakBytes != 1<<20 || len(res.ID) != 32 {
+		t.Errorf("usage %+v id %q", res.Usage, res.ID)
+	}
+	if w.Header().Get(api.VersionHeader) != "test" {
+		t.Error("no version header")
+	}
+	cfg := rt.created[0]
+	if string(cfg.Files["main.py"]) != "print(1)" || cfg.Limits.MemoryBytes != 256<<20 || rt.deleted != 1 {
+		t.Errorf("sandbox %+v, deleted %d", cfg, rt.deleted)
+	}
+	env := strings.Join(cfg.Env, " ")
+	if !strings.Contains(env, "A=b") || !strings.Contains(env, "HOME=/workspace") {
+		t.Errorf("env %q", env)
+	}
+}
+
+func TestStatuses(t *testing.T) {
+	for _, tc := range []struct {
+		exit   ExitResult
+		status string
+		signal string
+	}{
+		{ExitResult{ExitCode: 0}, api.StatusOK, ""},
+		{ExitResult{ExitCode: 1}, api.StatusFailed, ""},
+		{ExitResult{ExitCode: 139}, api.StatusSignaled, "SIGSEGV"},
+		{ExitResult{ExitCode: 137, OOMKilled: true}, api.StatusOOMKilled, "SIGKILL"},
+		{ExitResult{ExitCode: 137, Killed: true}, api.StatusTimedOut, "SIGKILL"},
+	} {
+		if st, sig := status(tc.exit, true); st != tc.status || sig != tc.signal {
+			t.Errorf("%+v: %s %s, want %s %s", tc.exit, st, sig, tc.status, tc.signal)
+		}
+	}
+	if st, _ := status(ExitResult{ExitCode: 1}, false); st != api.StatusCompileError {
+		t.Errorf("compile failure: %s", st)
+	}
+}
+
+func TestCompileErrorSkipsRun(t *testing.T) {
+	var runs int
+	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+		runs++
+		p.Stderr.Write([]byte("main.c:1: error"))
+		return ExitResult{ExitCode: 1}, nil
+	}}
+	_, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"c","code":"x"}`)
+	if res.Status != api.StatusCompileError || res.Stderr != "main.c:1: error" || runs != 1 {
+		t.Errorf("result %+v after %d execs", res, runs)
+	}
+}
+
+func TestTimeout(t *testing.T) {
+	rt := &fakeRuntime{exec: func(ctx context.Context, p Process) (ExitResult, error) {
+		p.Stdout.Write([]byte("partial"))
+		<-ctx.Done()
+		return ExitResult{ExitCode: 137, Killed: true}, nil
+	}}
+	_, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"python","code":"x","timeout_ms":50}`)
+	if !res.TimedOut || res.Status != api.StatusTimedOut || res.Stdout != "partial" {
+		t.Errorf("result %+v", res)
+	}
+}
+
+func TestOutputCap(t *testing.T) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+		for range 10 {
+			p.Stdout.Write([]byte("0123456789"))
+		}
+		return ExitResult{}, nil
+	}}
+	_, res, _ := post(t, newTestServer(t, rt, func(l *Limits) { l.OutputBytes = 25 }), `{"language":"python","code":"x"}`)
+	if res.Stdout != "0123456789012345678901234" || !res.StdoutTruncated || res.StderrTruncated {
+		t.Errorf("result %+v", res)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	s := newTestServer(t, rt, func(l *Limits) { l.MaxCodeBytes = 100 })
+	for _, tc := range []struct {
+		body   string
+		status int
+		want   string
+	}{
+		{`{"language":"cobol","code":"x"}`, 400, "available: python, c"},
+		{`{"code":"x"}`, 400, "language is required"},
+		{`{"language":"python","code":"` + strings.Repeat("x", 101) + `"}`, 400, "maximum of 100"},
+		{`{"language":"python","code":"x","timeout_ms":-1}`, 400, "negative"},
+		{`{"language":"python","code":"x","timeout_ms":300001}`, 400, "maximum"},
+		{`{"language":"python","code":"x","memory_bytes":1000}`, 400, "minimum"},
+		{`{"language":"python","code":"x","env":{"1A":"x"}}`, 400, "not a valid variable name"},
+		{`{"language":"python","code":"x","args":["a\u0000b"]}`, 400, "NUL"},
+		{`{"language":"python","code":"x"}x`, 400, "after the JSON object"},
+		{`{"language":"python","code":"x","extra":1}`, 400, "unknown field"},
+		{`[`, 400, "request body"},
+	} {
+		w, _, e := post(t, s, tc.body)
+		if w.Code != tc.status || e.Code != api.CodeInvalidArgument || !strings.Contains(e.Message, tc.want) {
+			t.Errorf("%.60s: %d %+v, want %d %q", tc.body, w.Code, e, tc.status, tc.want)
+		}
+	}
+	if len(rt.created) != 0 {
+		t.Errorf("bad requests created %d sandboxes", len(rt.created))
+	}
+}
+
+func TestQueueFull(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 4)
+	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) {
+		started <- struct{}{}
+		<-release
+		return ExitResult{}, nil
+	}}
+	s := newTestServer(t, rt, func(l *Limits) { l.MaxConcurrent, l.MaxQueued = 1, 1 })
+	var wg sync.WaitGroup
+	for range 2 { // one runs, one waits
+		wg.Add(1)
+		go func() { defer wg.Done(); post(t, s, `{"language":"python","code":"x"}`) }()
+	}
+	<-started
+	deadline := time.Now().Add(5 * time.Second)
+	for _, q := s.slots.counts(); q != 1; _, q = s.slots.counts() {
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w, _, e := post(t, s, `{"language":"python","code":"x"}`)
+	if w.Code != http.StatusTooManyRequests || e.Code != api.CodeResourceExhausted {
+		t.Errorf("third request: %d %+v", w.Code, e)
+	}
+	close(release)
+	wg.Wait()
+}
+
+func TestRoutes(t *testing.T) {
+	s := newTestServer(t, &fakeRuntime{}, nil)
+	for _, tc := range []struct {
+		method, path string
+		header       string
+		status       int
+	}{
+		{"GET", "/v1/languages", "", 200},
+		{"GET", "/v1/info", "", 200},
+		{"GET", "/v1/health", "", 200},
+		{"GET", "/v1/nothing", "", 404},
+		{"GET", "/v1/info", "http://evil.example", 403},
+		{"POST", "/v1/info", "", 405},
+	} {
+		req := httptest.NewRequest(tc.method, tc.path, nil)
+		if tc.header != "" {
+			req.Header.Set("Origin", tc.header)
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		if w.Code != tc.status {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, w.Code, tc.status)
+		}
+	}
+	req := httptest.NewRequest("POST", "/v1/execute", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "text/plain")
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	if w.Code != http.StatusUnsupportedMediaType {
+		t.Errorf("text/plain: %d", w.Code)
+	}
+}

@@ -1,0 +1,48 @@
+package sandboxd_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/sandboxd/sandboxd"
+
+// TestDependencyGraph keeps the design's package graph true: the wire types
+// stand alone, the CLI never links the daemon or containerd, the daemon
+// never links the runtime, and the runtime never links the daemon.
+func TestDependencyGraph(t *testing.T) {
+	for _, tc := range []struct {
+		pkg       string
+		forbidden []string
+		stdOnly   bool
+	}{
+		{pkg: "daemon/api", stdOnly: true},
+		{pkg: "ctl", forbidden: []string{module + "/daemon", module + "/runtime", module + "/systemd", "github.com/containerd/"}},
+		{pkg: "cmd/sandboxctl", forbidden: []string{module + "/daemon", module + "/runtime", "github.com/containerd/"}},
+		{pkg: "daemon", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd"}},
+		{pkg: "runtime", forbidden: []string{module + "/daemon", module + "/ctl"}},
+		{pkg: "cmd/sandboxd-init", stdOnly: true},
+	} {
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./"+tc.pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", tc.pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			if dep == module+"/"+tc.pkg {
+				continue
+			}
+			if tc.stdOnly && !(tc.pkg == "ctl" && dep == module+"/daemon/api") {
+				t.Errorf("%s must import only the standard library, imports %s", tc.pkg, dep)
+			}
+			for _, f := range tc.forbidden {
+				if dep == f || strings.HasPrefix(dep, f+"/") || (strings.HasSuffix(f, "/") && strings.HasPrefix(dep, f)) {
+					if dep == module+"/daemon/api" {
+						continue
+					}
+					t.Errorf("%s must not import %s", tc.pkg, dep)
+				}
+			}
+		}
+	}
+}

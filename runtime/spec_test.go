@@ -1,0 +1,124 @@
+package runtime
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func testSpecConfig() SpecConfig {
+	return SpecConfig{
+		ID:         "sbx-test",
+		RootPath:   "/var/lib/sandboxd/rootfs",
+		RootMounts: []specs.Mount{{Destination: "/usr", Type: "bind", Source: "/usr", Options: []string{"rbind", "ro", "nosuid", "nodev"}}},
+		FilesDir:   "/var/lib/sandboxd/sandboxes/sbx-test",
+		InitArgs:   []string{InitPath},
+		UID:        65534,
+		GID:        65534,
+		Env:        []string{"PATH=/usr/bin:/bin", "HOME=/workspace"},
+		Limits:     Limits{MemoryBytes: 256 << 20, CPUs: 1, Pids: 128, TmpfsBytes: 64 << 20, NoFile: 1024, FileSizeBytes: 64 << 20},
+		SwapLimit:  true,
+		CgroupNS:   true,
+	}
+}
+
+// TestSpecGolden pins the whole sandbox spec; refresh with -update and read
+// the diff as a security review.
+func TestSpecGolden(t *testing.T) {
+	s, err := GenerateSpec("sandboxd", testSpecConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Linux.Seccomp = nil // pinned by TestSeccompProfile; it varies by architecture
+	got, _ := json.MarshalIndent(s, "", "  ")
+	golden := filepath.Join("testdata", "spec.golden.json")
+	if *update {
+		if err := os.WriteFile(golden, append(got, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != string(got)+"\n" {
+		t.Errorf("spec differs from %s (run go test -update and review the diff):\n%s", golden, got)
+	}
+}
+
+func TestSpecHardening(t *testing.T) {
+	s, err := GenerateSpec("sandboxd", testSpecConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.Process
+	if p.User.UID == 0 || p.User.GID == 0 || !p.NoNewPrivileges || !s.Root.Readonly {
+		t.Errorf("user %+v, no_new_privileges %v, readonly root %v", p.User, p.NoNewPrivileges, s.Root.Readonly)
+	}
+	c := p.Capabilities
+	if len(c.Bounding)+len(c.Effective)+len(c.Permitted)+len(c.Inheritable)+len(c.Ambient) != 0 {
+		t.Errorf("capabilities: %+v", c)
+	}
+	var types []specs.LinuxNamespaceType
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != "" {
+			t.Errorf("namespace %s joins %s", ns.Type, ns.Path)
+		}
+		types = append(types, ns.Type)
+	}
+	for _, want := range []specs.LinuxNamespaceType{specs.PIDNamespace, specs.NetworkNamespace, specs.MountNamespace, specs.IPCNamespace, specs.UTSNamespace, specs.CgroupNamespace} {
+		if !slices.Contains(types, want) {
+			t.Errorf("no %s namespace", want)
+		}
+	}
+	r := s.Linux.Resources
+	if *r.Memory.Limit != 256<<20 || *r.Memory.Swap != *r.Memory.Limit || *r.Pids.Limit != 128 || *r.CPU.Quota != 100000 {
+		t.Errorf("resources: memory %d swap %d pids %d quota %d", *r.Memory.Limit, *r.Memory.Swap, *r.Pids.Limit, *r.CPU.Quota)
+	}
+	for _, m := range s.Mounts {
+		if m.Type == "bind" && !slices.Contains(m.Options, "ro") {
+			t.Errorf("bind mount %s is writable", m.Destination)
+		}
+		if m.Type == "tmpfs" && !slices.ContainsFunc(m.Options, func(o string) bool { return len(o) > 5 && o[:5] == "size=" }) {
+			t.Errorf("tmpfs %s has no size", m.Destination)
+		}
+	}
+	if len(s.Linux.MaskedPaths) == 0 || len(s.Linux.ReadonlyPaths) == 0 {
+		t.Error("containerd's masked and read-only paths are gone")
+	}
+	if s.Linux.Seccomp == nil || s.Linux.Seccomp.DefaultAction == specs.ActAllow {
+		t.Error("seccomp is not default-deny")
+	}
+}
+
+func TestSeccompProfile(t *testing.T) {
+	s, err := GenerateSpec("sandboxd", testSpecConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{}
+	for _, rule := range s.Linux.Seccomp.Syscalls {
+		if rule.Action == specs.ActAllow {
+			for _, n := range rule.Names {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, n := range DeniedSyscalls {
+		if allowed[n] {
+			t.Errorf("%s is allowed", n)
+		}
+	}
+	for _, n := range []string{"read", "write", "execve", "clone", "exit_group", "openat", "mmap"} {
+		if !allowed[n] {
+			t.Errorf("%s is refused: programs cannot run", n)
+		}
+	}
+}
