@@ -144,10 +144,10 @@ func DetectLanguages(ctx context.Context, specs []LanguageSpec) []Language {
 	for _, spec := range specs {
 		compile, ok1 := resolve(spec.Compile)
 		run, ok2 := resolve(spec.Run)
-		ver, ok3 := resolve(spec.Version)
-		if !ok1 || !ok2 || !ok3 {
+		if !ok1 || !ok2 {
 			continue
 		}
+		ver, _ := resolve(spec.Version) // a language without a version is still a language
 		l := Language{LanguageSpec: spec}
 		l.Compile, l.Run = compile, run
 		for _, g := range spec.HostPaths {
@@ -169,6 +169,9 @@ func DetectLanguages(ctx context.Context, specs []LanguageSpec) []Language {
 }
 
 func toolVersion(ctx context.Context, cmd []string) string {
+	if len(cmd) == 0 {
+		return "unknown"
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	out, _ := exec.CommandContext(ctx, cmd[0], cmd[1:]...).CombinedOutput()

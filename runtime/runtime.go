@@ -213,6 +213,9 @@ type Sandbox struct {
 	procSpec specs.Process
 	oomC     <-chan struct{}
 	once     sync.Once
+
+	mu    sync.Mutex
+	final *Stats // the counters read just before the sandbox was killed
 }
 
 // ID returns the sandbox's (and its container's) id.
@@ -357,8 +360,6 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 		}
 	case <-ctx.Done():
 		res.Killed = true
-		// Killing PID 1 ends the sandbox's PID namespace: the kernel kills
-		// every process in it, double-forked daemons too.
 		s.kill(cctx)
 		select {
 		case status = <-statusC:
@@ -377,7 +378,7 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	}
 	res.ExitCode = int(status.ExitCode())
 	if !res.Killed && res.ExitCode == 128+int(syscall.SIGKILL) {
-		res.OOMKilled = s.oomKilled()
+		res.OOMKilled = s.oomKilled(cctx)
 	}
 	return res, nil
 }
@@ -385,8 +386,8 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 // oomKilled reports whether the OOM killer struck in this sandbox. The
 // kernel counts OOM kills in the cgroup; containerd also sends an event,
 // which may come a moment after the exit.
-func (s *Sandbox) oomKilled() bool {
-	if st, err := s.Stats(context.Background()); err == nil && st.OOMKills > 0 {
+func (s *Sandbox) oomKilled(ctx context.Context) bool {
+	if st, err := s.Stats(ctx); err == nil && st.OOMKills > 0 {
 		return true
 	}
 	select {
@@ -404,8 +405,18 @@ type Stats struct {
 	OOMKills        uint64
 }
 
-// Stats reads the sandbox's cgroup counters.
+// Stats reads the sandbox's cgroup counters; once the sandbox is killed,
+// they are those read just before.
 func (s *Sandbox) Stats(ctx context.Context) (Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final != nil {
+		return *s.final, nil
+	}
+	return s.readStats(ctx)
+}
+
+func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
 	m, err := s.task.Metrics(s.c.ctx(ctx))
 	if err != nil {
 		return Stats{}, err
@@ -430,7 +441,19 @@ func (s *Sandbox) Stats(ctx context.Context) (Stats, error) {
 	return st, nil
 }
 
+// kill ends the sandbox: killing PID 1 ends its PID namespace, and the
+// kernel kills every process in it, double-forked daemons too. The cgroup
+// counters are kept first, as they go with the sandbox.
 func (s *Sandbox) kill(ctx context.Context) {
+	s.mu.Lock()
+	if s.final == nil {
+		st, err := s.readStats(ctx)
+		if err != nil {
+			s.c.log.Debug("read stats before kill", "container_id", s.id, "err", err)
+		}
+		s.final = &st
+	}
+	s.mu.Unlock()
 	if err := s.task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
 		s.c.log.Warn("kill sandbox", "container_id", s.id, "err", err)
 	}

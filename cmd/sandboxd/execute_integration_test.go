@@ -112,7 +112,11 @@ func TestExitCodesAndStreams(t *testing.T) {
 	if code != 7 || out != "out\n" || errOut != "err\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	res := execute(t, api.ExecuteRequest{Language: "python", Code: "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"})
+	res := execute(t, api.ExecuteRequest{Language: "python", Code: "sum(range(3000000))"})
+	if res.Usage.CPUMS <= 0 || res.Usage.MemoryPeakBytes <= 1<<20 || res.DurationMS <= 0 {
+		t.Errorf("usage: %+v, duration %dms", res.Usage, res.DurationMS)
+	}
+	res = execute(t, api.ExecuteRequest{Language: "python", Code: "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"})
 	if res.Status != api.StatusSignaled || res.Signal != "SIGSEGV" {
 		t.Fatalf("self-signaled: status %q signal %q", res.Status, res.Signal)
 	}
@@ -182,8 +186,8 @@ func TestMemoryBomb(t *testing.T) {
 	if code != 137 || !res.OOMKilled || res.Status != api.StatusOOMKilled {
 		t.Fatalf("exit %d, result %+v", code, res)
 	}
-	if res.Usage.MemoryPeakBytes > 64<<20 {
-		t.Errorf("memory peak %d is over the 64 MiB limit", res.Usage.MemoryPeakBytes)
+	if res.Usage.MemoryPeakBytes > 64<<20 || res.Usage.MemoryPeakBytes < 32<<20 {
+		t.Errorf("memory peak %d, want near the 64 MiB limit", res.Usage.MemoryPeakBytes)
 	}
 	// The daemon goes on serving.
 	if r := execute(t, api.ExecuteRequest{Language: "python", Code: "print('alive')"}); r.Stdout != "alive\n" {
@@ -492,5 +496,35 @@ func TestInfoHealthVersion(t *testing.T) {
 	out, _, code = sandboxctl(t, "", "languages")
 	if code != 0 || !strings.Contains(out, "python") || !strings.HasPrefix(out, "NAME") {
 		t.Errorf("languages: %q", out)
+	}
+}
+
+func TestClientGoneKillsExecution(t *testing.T) {
+	conn, err := net.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"language":"bash","code":"sleep 4260"}`
+	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	deadline := time.Now().Add(20 * time.Second)
+	for !pgrep("sleep 4260") {
+		if time.Now().After(deadline) {
+			t.Fatal("the execution did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	conn.Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for pgrep("sleep 4260") {
+		if time.Now().After(deadline) {
+			t.Fatal("the execution outlived its client by 5s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for n, _ := countContainers(containerdAddr); n != 0; n, _ = countContainers(containerdAddr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d containers remain after the client left", n)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
