@@ -27,17 +27,24 @@ var baseEnv = []string{
 	"USER=sandbox",
 }
 
-// execute runs one request in a fresh sandbox, destroyed afterwards.
-func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Caller) (*api.ExecuteResult, error) {
+// execute runs one request in a fresh sandbox. The sandbox is destroyed
+// when the returned result has been sent and done is called: teardown is
+// off the caller's path, but still holds its execution slot.
+func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Caller) (_ *api.ExecuteResult, done func(), _ error) {
 	lang, timeout, memory, err := s.validate(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	release, err := s.slots.acquire(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer release()
+	releaseNow := true
+	defer func() {
+		if releaseNow {
+			release()
+		}
+	}()
 
 	id := newID()
 	res := &api.ExecuteResult{ID: id, Language: lang.Name}
@@ -59,16 +66,22 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if !s.rt.Info(ctx).Serving {
-			return nil, api.Errorf(api.CodeUnavailable, "containerd does not answer: %v", err)
+			return nil, nil, api.Errorf(api.CodeUnavailable, "containerd does not answer: %v", err)
 		}
-		return nil, fmt.Errorf("create sandbox: %w", err)
+		return nil, nil, fmt.Errorf("create sandbox: %w", err)
 	}
-	defer func() {
+	destroy := func() {
 		if err := sb.Delete(ctx); err != nil {
 			s.log.Warn("delete sandbox", "container_id", "sbx-"+id, "err", err)
+		}
+	}
+	deleteNow := true
+	defer func() {
+		if deleteNow {
+			destroy()
 		}
 	}()
 
@@ -94,15 +107,15 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	res.DurationMS = time.Since(start).Milliseconds()
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("run: %w", err)
+		return nil, nil, fmt.Errorf("run: %w", err)
 	}
 	if st, err := sb.Stats(ctx); err == nil {
 		res.Usage = api.Usage{CPUMS: int64(st.CPUNanos / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
 	}
 	if exit.Killed && ctx.Err() != nil {
-		return nil, ctx.Err() // the client left: nobody to answer
+		return nil, nil, ctx.Err() // the client left: nobody to answer
 	}
 	res.ExitCode = exit.ExitCode
 	res.TimedOut = exit.Killed
@@ -115,7 +128,8 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 		"id", id, "language", lang.Name, "uid", caller.UID, "pid", caller.PID,
 		"status", res.Status, "exit_code", res.ExitCode, "duration", time.Duration(res.DurationMS)*time.Millisecond,
 		"stdout_bytes", stdout.Total(), "stderr_bytes", stderr.Total())
-	return res, nil
+	deleteNow, releaseNow = false, false
+	return res, func() { destroy(); release() }, nil
 }
 
 // status classifies an exit. Like containerd, runc and docker, it can only

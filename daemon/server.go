@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -220,10 +221,18 @@ func toAPIError(err error) *api.Error {
 	return &api.Error{Code: code, Message: err.Error(), Status: api.StatusOf(code)}
 }
 
+// writeJSON answers with v. The length is set so that the answer is whole
+// once flushed, even while the handler goes on cleaning up.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encode response","code":"internal"}`)
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
+	w.Write(b)
 }
 
 // readJSON decodes a request body strictly: JSON content type, bounded
@@ -271,11 +280,16 @@ func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(w, r, s.bodyLimit(), &req); err != nil {
 		return err
 	}
-	res, err := s.execute(r.Context(), &req, callerOf(r.Context()))
+	res, done, err := s.execute(r.Context(), &req, callerOf(r.Context()))
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, res)
+	// The answer goes out before the sandbox is torn down.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	done()
 	return nil
 }
 
