@@ -22,7 +22,7 @@ func TestDependencyGraph(t *testing.T) {
 		{pkg: "cmd/sandboxctl", forbidden: []string{module + "/daemon", module + "/runtime", "github.com/containerd/"}},
 		{pkg: "daemon", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd"}},
 		{pkg: "runtime", forbidden: []string{module + "/daemon", module + "/ctl"}},
-		{pkg: "cmd/sandboxd-init", stdOnly: true},
+		{pkg: "cmd/sandboxd-init", forbidden: []string{module + "/", "github.com/"}},
 	} {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./"+tc.pkg).Output()
 		if err != nil {

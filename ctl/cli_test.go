@@ -25,11 +25,20 @@ type echoRuntime struct{}
 func (echoRuntime) Create(_ context.Context, cfg daemon.SandboxConfig) (daemon.Sandbox, error) {
 	return echoSandbox{cfg}, nil
 }
+func (echoRuntime) Adopt(context.Context, string) ([]daemon.Sandbox, error) { return nil, nil }
 func (echoRuntime) Info(context.Context) daemon.RuntimeInfo {
 	return daemon.RuntimeInfo{Address: "/fake", Version: "1.7", CgroupVersion: 2, Serving: true}
 }
 
 type echoSandbox struct{ cfg daemon.SandboxConfig }
+
+func (echoSandbox) ID() string  { return "echo" }
+func (echoSandbox) Alive() bool { return true }
+func (echoSandbox) Helper(context.Context, io.Reader, io.Writer, ...string) (int, error) {
+	return 0, nil
+}
+func (echoSandbox) Labels(context.Context) (map[string]string, error)  { return nil, nil }
+func (echoSandbox) SetLabels(context.Context, map[string]string) error { return nil }
 
 func (s echoSandbox) Exec(_ context.Context, p daemon.Process) (daemon.ExitResult, error) {
 	code := string(s.cfg.Files["main.py"])

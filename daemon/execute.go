@@ -6,12 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -27,55 +29,43 @@ var baseEnv = []string{
 	"USER=sandbox",
 }
 
-// execute runs one request in a fresh sandbox. The sandbox is destroyed
-// when the returned result has been sent and done is called: teardown is
-// off the caller's path, but still holds its execution slot.
+// execute runs one request, in a fresh sandbox or in a session. Call done
+// once the result is sent: a fresh sandbox is torn down then, off the
+// caller's path, but still in its execution slot.
 func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Caller) (_ *api.ExecuteResult, done func(), _ error) {
-	lang, timeout, memory, err := s.validate(req)
+	if req.SessionID != "" {
+		res, err := s.executeInSession(ctx, req, caller)
+		return res, func() {}, err
+	}
+	lang, timeout, memory, err := s.validate(req, "")
 	if err != nil {
 		return nil, nil, err
 	}
-	release, err := s.slots.acquire(ctx)
+	slot, err := s.slots.acquire(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	releaseNow := true
 	defer func() {
 		if releaseNow {
-			release()
+			slot.release()
 		}
 	}()
 
 	id := newID()
-	res := &api.ExecuteResult{ID: id, Language: lang.Name}
-	env := append(append(append([]string(nil), baseEnv...), lang.Env...), envList(req.Env)...)
-	limits := s.limits()
 	sb, err := s.rt.Create(ctx, SandboxConfig{
-		ID:    "sbx-" + id,
-		Kind:  "execute",
-		Files: map[string][]byte{lang.FileName: []byte(req.Code)},
-		Env:   env,
-		Limits: SandboxLimits{
-			MemoryBytes:   memory,
-			CPUs:          limits.CPUs,
-			Pids:          limits.Pids,
-			TmpfsBytes:    limits.TmpfsBytes,
-			NoFile:        1024,
-			FileSizeBytes: uint64(limits.TmpfsBytes),
-		},
+		ID:     "sbx-" + id,
+		Kind:   "execute",
+		Files:  map[string][]byte{lang.FileName: []byte(req.Code)},
+		Env:    append(append(append([]string(nil), baseEnv...), lang.Env...), envList(req.Env)...),
+		Limits: s.sandboxLimits(memory),
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-		if !s.rt.Info(ctx).Serving {
-			return nil, nil, api.Errorf(api.CodeUnavailable, "containerd does not answer: %v", err)
-		}
-		return nil, nil, fmt.Errorf("create sandbox: %w", err)
+		return nil, nil, s.createError(ctx, err)
 	}
 	destroy := func() {
 		if err := sb.Delete(ctx); err != nil {
-			s.log.Warn("delete sandbox", "container_id", "sbx-"+id, "err", err)
+			s.log.Warn("delete sandbox", "container_id", sb.ID(), "err", err)
 		}
 	}
 	deleteNow := true
@@ -85,51 +75,160 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 		}
 	}()
 
-	start := time.Now()
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out := limits.OutputBytes
-	stdout, stderr := newCappedBuffer(out), newCappedBuffer(out)
-	var exit ExitResult
-	compiled := true
-	if len(lang.Compile) > 0 {
-		exit, err = sb.Exec(runCtx, Process{Args: lang.Compile, Stdout: stdout, Stderr: stderr})
-		compiled = err == nil && exit.ExitCode == 0 && !exit.Killed
-		if compiled {
-			// A successful compiler's chatter is not the program's output.
-			stdout, stderr = newCappedBuffer(out), newCappedBuffer(out)
-		}
-	}
-	if err == nil && compiled {
-		args := append(append([]string(nil), lang.Run...), req.Args...)
-		exit, err = sb.Exec(runCtx, Process{Args: args, Stdin: strings.NewReader(req.Stdin), Stdout: stdout, Stderr: stderr, Last: true})
-	}
-	res.DurationMS = time.Since(start).Milliseconds()
+	o, err := s.runSteps(runCtx, sb, lang, req, "", nil)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-		return nil, nil, fmt.Errorf("run: %w", err)
+		return nil, nil, err
 	}
+	res := &api.ExecuteResult{ID: id, Language: lang.Name}
 	if st, err := sb.Stats(ctx); err == nil {
 		res.Usage = api.Usage{CPUMS: int64(st.CPUNanos / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
 	}
-	if exit.Killed && ctx.Err() != nil {
-		return nil, nil, ctx.Err() // the client left: nobody to answer
-	}
-	res.ExitCode = exit.ExitCode
-	res.TimedOut = exit.Killed
-	res.OOMKilled = exit.OOMKilled
-	res.Stdout, res.StdoutEncoding = encodeOutput(stdout.Bytes())
-	res.Stderr, res.StderrEncoding = encodeOutput(stderr.Bytes())
-	res.StdoutTruncated, res.StderrTruncated = stdout.Truncated(), stderr.Truncated()
-	res.Status, res.Signal = status(exit, compiled)
-	s.log.Info("execute",
-		"id", id, "language", lang.Name, "uid", caller.UID, "pid", caller.PID,
-		"status", res.Status, "exit_code", res.ExitCode, "duration", time.Duration(res.DurationMS)*time.Millisecond,
-		"stdout_bytes", stdout.Total(), "stderr_bytes", stderr.Total())
+	s.finish(res, o, caller)
 	deleteNow, releaseNow = false, false
-	return res, func() { destroy(); release() }, nil
+	// Out of the count before the client can read the answer and send
+	// another request; the run slot is held until the teardown is over.
+	slot.answer()
+	return res, func() { destroy(); slot.release() }, nil
+}
+
+// executeInSession runs a request in a session, in the session's turn.
+func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, caller Caller) (*api.ExecuteResult, error) {
+	x, err := s.sessionFor(req.SessionID, caller)
+	if err != nil {
+		return nil, err
+	}
+	lang, timeout, _, err := s.validate(req, x.lang)
+	if err != nil {
+		return nil, err
+	}
+	if !x.sb.Alive() {
+		return nil, api.Errorf(api.CodeFailedPrecondition, "session %s is dead: its sandbox was killed (see its state); delete it", x.id)
+	}
+	id := newID()
+	res := &api.ExecuteResult{ID: id, SessionID: x.id, Language: lang.Name}
+	// The timeout covers the wait for the session's turn.
+	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	if err := x.acquire(runCtx); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		res.Status, res.TimedOut, res.ExitCode, res.Signal = api.StatusTimedOut, true, 128+9, "SIGKILL"
+		res.DurationMS = time.Since(start).Milliseconds()
+		return res, nil
+	}
+	defer x.release()
+	slot, err := s.slots.acquire(runCtx)
+	if err != nil {
+		return nil, err
+	}
+	defer slot.release()
+	before, _ := x.sb.Stats(ctx)
+	o, err := s.runSteps(runCtx, x.sb, lang, req, id, map[string][]byte{lang.FileName: []byte(req.Code)})
+	if err != nil {
+		return nil, err
+	}
+	if st, err := x.sb.Stats(ctx); err == nil {
+		res.Usage = api.Usage{CPUMS: int64((st.CPUNanos - min(before.CPUNanos, st.CPUNanos)) / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
+	}
+	s.touch(ctx, x, true)
+	s.finish(res, o, caller)
+	return res, nil
+}
+
+// outcome is how an execution's steps went.
+type outcome struct {
+	exit           ExitResult
+	compiled       bool
+	stdout, stderr *cappedBuffer
+	duration       time.Duration
+}
+
+// runSteps compiles (for compiled languages) and runs the code in sb. With
+// files, the code is placed for this execution in /sandbox/filesDir.
+func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *api.ExecuteRequest, filesDir string, files map[string][]byte) (outcome, error) {
+	start := time.Now()
+	cmd := func(c []string) []string {
+		if filesDir == "" {
+			return c
+		}
+		out := make([]string, len(c))
+		for i, a := range c {
+			out[i] = strings.Replace(a, "/sandbox/", "/sandbox/"+filesDir+"/", 1)
+		}
+		return out
+	}
+	out := s.lim.OutputBytes
+	o := outcome{compiled: true, stdout: newCappedBuffer(out), stderr: newCappedBuffer(out)}
+	var err error
+	if len(lang.Compile) > 0 {
+		o.exit, err = sb.Exec(ctx, Process{Args: cmd(lang.Compile), Stdout: o.stdout, Stderr: o.stderr, Files: files, FilesDir: filesDir})
+		o.compiled = err == nil && o.exit.ExitCode == 0 && !o.exit.Killed
+		if o.compiled {
+			// A successful compiler's chatter is not the program's output.
+			o.stdout, o.stderr = newCappedBuffer(out), newCappedBuffer(out)
+		}
+	}
+	if err == nil && o.compiled {
+		args := append(cmd(lang.Run), req.Args...)
+		o.exit, err = sb.Exec(ctx, Process{Args: args, Stdin: strings.NewReader(req.Stdin), Stdout: o.stdout, Stderr: o.stderr,
+			Last: true, Files: files, FilesDir: filesDir})
+	}
+	o.duration = time.Since(start)
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return o, ctx.Err()
+		}
+		if errdefs.IsFailedPrecondition(err) {
+			return o, api.Errorf(api.CodeFailedPrecondition, "the sandbox died: %v", err)
+		}
+		return o, fmt.Errorf("run: %w", err)
+	}
+	if o.exit.Killed && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return o, ctx.Err() // the client left: nobody to answer
+	}
+	return o, nil
+}
+
+// finish fills a result from an outcome and logs the execution.
+func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
+	res.DurationMS = o.duration.Milliseconds()
+	res.ExitCode = o.exit.ExitCode
+	res.TimedOut = o.exit.Killed
+	res.OOMKilled = o.exit.OOMKilled
+	res.Stdout, res.StdoutEncoding = encodeOutput(o.stdout.Bytes())
+	res.Stderr, res.StderrEncoding = encodeOutput(o.stderr.Bytes())
+	res.StdoutTruncated, res.StderrTruncated = o.stdout.Truncated(), o.stderr.Truncated()
+	res.Status, res.Signal = status(o.exit, o.compiled)
+	s.log.Info("execute",
+		"id", res.ID, "session_id", res.SessionID, "language", res.Language, "uid", caller.UID, "pid", caller.PID,
+		"status", res.Status, "exit_code", res.ExitCode, "duration", o.duration.Round(time.Millisecond),
+		"stdout_bytes", o.stdout.Total(), "stderr_bytes", o.stderr.Total())
+}
+
+func (s *Server) sandboxLimits(memory int64) SandboxLimits {
+	return SandboxLimits{
+		MemoryBytes:   memory,
+		CPUs:          s.lim.CPUs,
+		Pids:          s.lim.Pids,
+		TmpfsBytes:    s.lim.TmpfsBytes,
+		NoFile:        1024,
+		FileSizeBytes: uint64(s.lim.TmpfsBytes),
+	}
+}
+
+// createError classifies a failure to create a sandbox.
+func (s *Server) createError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !s.rt.Info(ctx).Serving {
+		return api.Errorf(api.CodeUnavailable, "containerd does not answer: %v", err)
+	}
+	return fmt.Errorf("create sandbox: %w", err)
 }
 
 // status classifies an exit. Like containerd, runc and docker, it can only
@@ -228,7 +327,23 @@ func newSlots(running, queued int) *slots {
 
 var errBusy = api.Errorf(api.CodeResourceExhausted, "too many executions running and queued; try again later")
 
-func (q *slots) acquire(ctx context.Context) (func(), error) {
+// ticket is a request's place: it leaves the count of requests once
+// answered, and frees its run slot once its sandbox is torn down.
+type ticket struct {
+	q        *slots
+	answered sync.Once
+}
+
+// answer takes the request out of the count: its client may send another.
+func (t *ticket) answer() { t.answered.Do(t.q.leave) }
+
+// release frees the run slot.
+func (t *ticket) release() {
+	t.answer()
+	<-t.q.run
+}
+
+func (q *slots) acquire(ctx context.Context) (*ticket, error) {
 	q.mu.Lock()
 	if q.inflight >= q.max {
 		q.mu.Unlock()
@@ -238,7 +353,7 @@ func (q *slots) acquire(ctx context.Context) (func(), error) {
 	q.mu.Unlock()
 	select {
 	case q.run <- struct{}{}:
-		return func() { <-q.run; q.leave() }, nil
+		return &ticket{q: q}, nil
 	case <-ctx.Done():
 		q.leave()
 		return nil, ctx.Err()

@@ -10,29 +10,42 @@ import (
 type Runtime interface {
 	// Create creates and starts a sandbox.
 	Create(ctx context.Context, cfg SandboxConfig) (Sandbox, error)
+	// Adopt returns the sandboxes of a kind that an earlier daemon left,
+	// alive or dead.
+	Adopt(ctx context.Context, kind string) ([]Sandbox, error)
 	// Info describes the runtime; Serving is false when it does not answer.
 	Info(ctx context.Context) RuntimeInfo
 }
 
 // Sandbox is one started sandbox.
 type Sandbox interface {
+	ID() string
 	// Exec runs a process and waits for it and all of its output. When ctx
-	// ends first, everything in the sandbox is killed and the result says
-	// Killed.
+	// ends first, the execution is killed and the result says Killed.
 	Exec(ctx context.Context, p Process) (ExitResult, error)
+	// Helper runs sandboxd-init with args inside the sandbox, as its user,
+	// and returns the exit code.
+	Helper(ctx context.Context, stdin io.Reader, stdout io.Writer, args ...string) (int, error)
 	// Stats reads the sandbox's kernel counters.
 	Stats(ctx context.Context) (Stats, error)
+	// Labels and SetLabels keep what must outlive the daemon.
+	Labels(ctx context.Context) (map[string]string, error)
+	SetLabels(ctx context.Context, labels map[string]string) error
+	// Alive reports whether the sandbox's PID 1 still runs.
+	Alive() bool
 	// Delete destroys the sandbox and all in it, even when ctx is done.
 	Delete(ctx context.Context) error
 }
 
 // SandboxConfig describes a sandbox to create.
 type SandboxConfig struct {
-	ID     string
-	Kind   string            // what the sandbox is for: "execute"
-	Files  map[string][]byte // placed read-only in /sandbox
-	Env    []string
-	Limits SandboxLimits
+	ID       string
+	Kind     string            // what the sandbox is for: "execute" or "session"
+	Labels   map[string]string // what must outlive the daemon
+	Files    map[string][]byte // placed read-only in /sandbox
+	Env      []string
+	Limits   SandboxLimits
+	Reusable bool // many executions; each ends by killing its processes only
 }
 
 // SandboxLimits are enforced by the kernel on the whole sandbox.
@@ -52,9 +65,12 @@ type Process struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
-	// Last says the sandbox ends with this process: what the process leaves
+	// Last says the execution ends with this process: what the process leaves
 	// running is killed when it exits.
 	Last bool
+	// Files are placed read-only in /sandbox/FilesDir while it runs.
+	Files    map[string][]byte
+	FilesDir string
 }
 
 // ExitResult is how a process ended.
@@ -66,8 +82,9 @@ type ExitResult struct {
 
 // Stats are a sandbox's kernel counters.
 type Stats struct {
-	CPUNanos        uint64
-	MemoryPeakBytes uint64
+	CPUNanos         uint64
+	MemoryUsageBytes uint64
+	MemoryPeakBytes  uint64
 }
 
 // RuntimeInfo describes the runtime.

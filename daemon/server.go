@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +37,13 @@ type Limits struct {
 	MaxStdinBytes  int64
 	MaxConcurrent  int
 	MaxQueued      int
+
+	SessionIdleTimeout time.Duration // default idle timeout
+	SessionMaxLifetime time.Duration // default maximum lifetime
+	MaxSessionLifetime time.Duration // maximum of both
+	MaxSessions        int
+	MaxSessionsPerUser int
+	MaxFileBytes       int64 // one file in or out of a session
 }
 
 // DefaultLimits returns the built-in limits for a host with cpus CPUs.
@@ -55,6 +61,13 @@ func DefaultLimits(cpus int) Limits {
 		MaxStdinBytes:  1 << 20,
 		MaxConcurrent:  2 * cpus,
 		MaxQueued:      8 * cpus,
+
+		SessionIdleTimeout: 10 * time.Minute,
+		SessionMaxLifetime: time.Hour,
+		MaxSessionLifetime: 24 * time.Hour,
+		MaxSessions:        32,
+		MaxSessionsPerUser: 8,
+		MaxFileBytes:       32 << 20,
 	}
 }
 
@@ -78,44 +91,43 @@ type Server struct {
 	started time.Time
 	mux     *http.ServeMux
 	wg      sync.WaitGroup
+
+	smu      sync.Mutex
+	sessions map[string]*session
+	creating map[uint32]int // sessions being created, by owner
 }
 
 // New returns a Server.
 func New(cfg Config) *Server {
 	s := &Server{
-		rt:      cfg.Runtime,
-		langs:   cfg.Languages,
-		lim:     cfg.Limits,
-		version: cfg.Version,
-		log:     cfg.Logger,
-		slots:   newSlots(cfg.Limits.MaxConcurrent, cfg.Limits.MaxQueued),
-		started: time.Now(),
-		mux:     http.NewServeMux(),
+		rt:       cfg.Runtime,
+		langs:    cfg.Languages,
+		lim:      cfg.Limits,
+		version:  cfg.Version,
+		log:      cfg.Logger,
+		slots:    newSlots(cfg.Limits.MaxConcurrent, cfg.Limits.MaxQueued),
+		started:  time.Now(),
+		mux:      http.NewServeMux(),
+		sessions: map[string]*session{},
+		creating: map[uint32]int{},
 	}
-	routes := []struct {
-		method, path string
-		h            func(http.ResponseWriter, *http.Request) error
+	for _, rt := range []struct {
+		pattern string
+		h       func(http.ResponseWriter, *http.Request) error
 	}{
-		{"POST", "/v1/execute", s.serveExecute},
-		{"GET", "/v1/health", s.serveHealth},
-		{"GET", "/v1/info", s.serveInfo},
-		{"GET", "/v1/languages", s.serveLanguages},
+		{"POST /v1/execute", s.serveExecute},
+		{"GET /v1/health", s.serveHealth},
+		{"GET /v1/info", s.serveInfo},
+		{"GET /v1/languages", s.serveLanguages},
+		{"POST /v1/sessions", s.serveCreateSession},
+		{"GET /v1/sessions", s.serveListSessions},
+		{"GET /v1/sessions/{id}", s.serveShowSession},
+		{"DELETE /v1/sessions/{id}", s.serveDeleteSession},
+		{"GET /v1/sessions/{id}/files/{path...}", s.serveGetFile},
+		{"PUT /v1/sessions/{id}/files/{path...}", s.servePutFile},
+	} {
+		s.mux.HandleFunc(rt.pattern, s.handle(rt.h))
 	}
-	allow := map[string][]string{}
-	for _, rt := range routes {
-		s.mux.HandleFunc(rt.method+" "+rt.path, s.handle(rt.h))
-		allow[rt.path] = append(allow[rt.path], rt.method)
-	}
-	// The catch-all answers in JSON what ServeMux would in plain text; it
-	// also takes wrong methods, which ServeMux no longer sees once "/" exists.
-	s.mux.HandleFunc("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		if methods, ok := allow[r.URL.Path]; ok {
-			w.Header().Set("Allow", strings.Join(methods, ", "))
-			return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusMethodNotAllowed,
-				Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", "))}
-		}
-		return api.Errorf(api.CodeNotFound, "no route %s %s", r.Method, r.URL.Path)
-	}))
 	return s
 }
 
@@ -133,8 +145,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, api.Errorf(api.CodePermissionDenied, "requests from browsers are refused"))
 		return
 	}
+	// ServeMux's own 404 and 405 answers are plain text: answer in JSON.
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		rec := &headerRecorder{header: http.Header{}}
+		s.mux.ServeHTTP(rec, r)
+		if rec.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", rec.header.Get("Allow"))
+			s.writeError(w, r, &api.Error{Code: api.CodeInvalidArgument, Status: rec.status,
+				Message: fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, rec.header.Get("Allow"))})
+			return
+		}
+		s.writeError(w, r, api.Errorf(api.CodeNotFound, "no route %s %s", r.Method, truncate(r.URL.Path, 200)))
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
+
+// headerRecorder keeps the status and headers of ServeMux's error answers.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headerRecorder) Header() http.Header         { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerRecorder) WriteHeader(status int)      { h.status = status }
 
 // Caller is the peer of a request, from the socket's credentials.
 type Caller struct {
@@ -347,5 +382,100 @@ func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
 		})
 	}
 	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) error {
+	var req api.CreateSessionRequest
+	if err := readJSON(w, r, maxEnvBytes*6+64<<10, &req); err != nil {
+		return err
+	}
+	sess, err := s.createSession(r.Context(), &req, callerOf(r.Context()))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, sess)
+	return nil
+}
+
+func (s *Server) serveListSessions(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, api.SessionsResponse{Sessions: s.listSessions(r.Context(), callerOf(r.Context()))})
+	return nil
+}
+
+func (s *Server) serveShowSession(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.sessionFor(r.PathValue("id"), callerOf(r.Context()))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, s.sessionInfo(r.Context(), x, true))
+	return nil
+}
+
+func (s *Server) serveDeleteSession(w http.ResponseWriter, r *http.Request) error {
+	c := callerOf(r.Context())
+	x, err := s.sessionFor(r.PathValue("id"), c)
+	if err != nil {
+		return err
+	}
+	if err := s.deleteSession(r.Context(), x); err != nil {
+		return fmt.Errorf("delete session %s: %w", x.id, err)
+	}
+	s.log.Info("session deleted", "session_id", x.id, "uid", c.UID, "pid", c.PID)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) serveGetFile(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.sessionFor(r.PathValue("id"), callerOf(r.Context()))
+	if err != nil {
+		return err
+	}
+	if r.PathValue("path") == "" {
+		files, err := s.listFiles(r.Context(), x)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, api.FilesResponse{Files: files})
+		return nil
+	}
+	p, err := checkFilePath(r.PathValue("path"))
+	if err != nil {
+		return err
+	}
+	data, err := s.getFile(r.Context(), x, p)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.Write(data)
+	return nil
+}
+
+func (s *Server) servePutFile(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.sessionFor(r.PathValue("id"), callerOf(r.Context()))
+	if err != nil {
+		return err
+	}
+	p, err := checkFilePath(r.PathValue("path"))
+	if err != nil {
+		return err
+	}
+	mode := uint64(0o644)
+	if m := r.URL.Query().Get("mode"); m != "" {
+		if mode, err = strconv.ParseUint(m, 8, 32); err != nil || mode > 0o777 {
+			return invalid("mode %q is not an octal permission such as 644", truncate(m, 20))
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.lim.MaxFileBytes))
+	if err != nil {
+		return err
+	}
+	info, err := s.putFile(r.Context(), x, p, uint32(mode), body)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
 	return nil
 }

@@ -30,11 +30,21 @@ func (f *fakeRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, err
 	return &fakeSandbox{f}, nil
 }
 
+func (f *fakeRuntime) Adopt(context.Context, string) ([]Sandbox, error) { return nil, nil }
+
 func (f *fakeRuntime) Info(context.Context) RuntimeInfo {
 	return RuntimeInfo{Address: "/fake.sock", Version: "1.0", CgroupVersion: 2, Serving: true}
 }
 
 type fakeSandbox struct{ f *fakeRuntime }
+
+func (s *fakeSandbox) ID() string  { return "fake" }
+func (s *fakeSandbox) Alive() bool { return true }
+func (s *fakeSandbox) Helper(context.Context, io.Reader, io.Writer, ...string) (int, error) {
+	return 0, nil
+}
+func (s *fakeSandbox) Labels(context.Context) (map[string]string, error)  { return nil, nil }
+func (s *fakeSandbox) SetLabels(context.Context, map[string]string) error { return nil }
 
 func (s *fakeSandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	return s.f.exec(ctx, p)

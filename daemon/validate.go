@@ -25,15 +25,20 @@ func invalid(format string, args ...any) error {
 }
 
 // validate checks a request against the limits and returns its language,
-// timeout and memory limit with defaults applied.
-func (s *Server) validate(req *api.ExecuteRequest) (Language, time.Duration, int64, error) {
-	l := s.limits()
-	if req.Language == "" {
+// timeout and memory limit with defaults applied. In a session, the
+// language defaults to the session's, and memory is the session's.
+func (s *Server) validate(req *api.ExecuteRequest, sessionLang string) (Language, time.Duration, int64, error) {
+	l := s.lim
+	name := req.Language
+	if name == "" {
+		name = sessionLang
+	}
+	if name == "" {
 		return Language{}, 0, 0, invalid("language is required (available: %s)", s.languageNames())
 	}
-	lang, ok := findLanguage(s.langs, req.Language)
+	lang, ok := findLanguage(s.langs, name)
 	if !ok {
-		return Language{}, 0, 0, invalid("unknown language %q (available: %s)", req.Language, s.languageNames())
+		return Language{}, 0, 0, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
 	}
 	if !utf8.ValidString(req.Code) {
 		return Language{}, 0, 0, invalid("code is not valid UTF-8")
@@ -44,25 +49,16 @@ func (s *Server) validate(req *api.ExecuteRequest) (Language, time.Duration, int
 	if int64(len(req.Stdin)) > l.MaxStdinBytes {
 		return Language{}, 0, 0, invalid("stdin is %d bytes, more than the maximum of %d", len(req.Stdin), l.MaxStdinBytes)
 	}
-	timeout := l.DefaultTimeout
-	switch {
-	case req.TimeoutMS < 0:
-		return Language{}, 0, 0, invalid("timeout_ms %d is negative", req.TimeoutMS)
-	case req.TimeoutMS > l.MaxTimeout.Milliseconds():
-		return Language{}, 0, 0, invalid("timeout_ms %d is more than the maximum of %d", req.TimeoutMS, l.MaxTimeout.Milliseconds())
-	case req.TimeoutMS > 0:
-		timeout = time.Duration(req.TimeoutMS) * time.Millisecond
+	timeout, err := checkDuration("timeout_ms", req.TimeoutMS, l.DefaultTimeout, l.MaxTimeout)
+	if err != nil {
+		return Language{}, 0, 0, err
 	}
-	memory := l.DefaultMemory
-	switch {
-	case req.MemoryBytes < 0:
-		return Language{}, 0, 0, invalid("memory_bytes %d is negative", req.MemoryBytes)
-	case req.MemoryBytes > l.MaxMemory:
-		return Language{}, 0, 0, invalid("memory_bytes %d is more than the maximum of %d", req.MemoryBytes, l.MaxMemory)
-	case req.MemoryBytes > 0 && req.MemoryBytes < minMemory:
-		return Language{}, 0, 0, invalid("memory_bytes %d is less than the minimum of %d", req.MemoryBytes, minMemory)
-	case req.MemoryBytes > 0:
-		memory = req.MemoryBytes
+	memory, err := checkMemory(req.MemoryBytes, l)
+	if err != nil {
+		return Language{}, 0, 0, err
+	}
+	if sessionLang != "" && req.MemoryBytes != 0 {
+		return Language{}, 0, 0, invalid("memory_bytes is set when the session is created, not per execution")
 	}
 	if len(req.Args) > maxArgs {
 		return Language{}, 0, 0, invalid("%d args, more than the maximum of %d", len(req.Args), maxArgs)
@@ -77,23 +73,58 @@ func (s *Server) validate(req *api.ExecuteRequest) (Language, time.Duration, int
 	if size > maxArgsBytes {
 		return Language{}, 0, 0, invalid("args are %d bytes, more than the maximum of %d", size, maxArgsBytes)
 	}
-	if len(req.Env) > maxEnv {
-		return Language{}, 0, 0, invalid("%d env variables, more than the maximum of %d", len(req.Env), maxEnv)
+	if err := checkEnv(req.Env); err != nil {
+		return Language{}, 0, 0, err
 	}
-	size = 0
-	for k, v := range req.Env {
+	return lang, timeout, memory, nil
+}
+
+// checkDuration applies a default to a duration in milliseconds and checks
+// it against a maximum.
+func checkDuration(name string, ms int64, def, max time.Duration) (time.Duration, error) {
+	switch {
+	case ms < 0:
+		return 0, invalid("%s %d is negative", name, ms)
+	case ms > max.Milliseconds():
+		return 0, invalid("%s %d is more than the maximum of %d", name, ms, max.Milliseconds())
+	case ms == 0:
+		return def, nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+func checkMemory(bytes int64, l Limits) (int64, error) {
+	switch {
+	case bytes < 0:
+		return 0, invalid("memory_bytes %d is negative", bytes)
+	case bytes > l.MaxMemory:
+		return 0, invalid("memory_bytes %d is more than the maximum of %d", bytes, l.MaxMemory)
+	case bytes > 0 && bytes < minMemory:
+		return 0, invalid("memory_bytes %d is less than the minimum of %d", bytes, minMemory)
+	case bytes == 0:
+		return l.DefaultMemory, nil
+	}
+	return bytes, nil
+}
+
+func checkEnv(env map[string]string) error {
+	if len(env) > maxEnv {
+		return invalid("%d env variables, more than the maximum of %d", len(env), maxEnv)
+	}
+	size := 0
+	for k, v := range env {
 		if !envNameRE.MatchString(k) {
-			return Language{}, 0, 0, invalid("env name %q is not a valid variable name", k)
+			return invalid("env name %q is not a valid variable name", truncate(k, 80))
 		}
 		if strings.IndexByte(v, 0) >= 0 {
-			return Language{}, 0, 0, invalid("env %s contains a NUL byte", k)
+			return invalid("env %s contains a NUL byte", k)
 		}
 		size += len(k) + len(v)
 	}
 	if size > maxEnvBytes {
-		return Language{}, 0, 0, invalid("env is %d bytes, more than the maximum of %d", size, maxEnvBytes)
+		return invalid("env is %d bytes, more than the maximum of %d", size, maxEnvBytes)
 	}
-	return lang, timeout, memory, nil
+	return nil
 }
 
 func (s *Server) languageNames() string {

@@ -41,10 +41,10 @@ var hostTopDirs = []string{"bin", "sbin", "lib", "lib32", "lib64", "libx32"}
 
 // Prepare implements RootFS.
 func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
+	// The root is updated in place, never removed: sessions that outlive
+	// a daemon restart still have it as their root. Files are replaced by
+	// rename, so that a running sandbox sees the old or the new, whole.
 	root := filepath.Join(h.Dir, "rootfs")
-	if err := os.RemoveAll(root); err != nil {
-		return "", nil, fmt.Errorf("rootfs: %w", err)
-	}
 	for _, d := range []string{"usr", "proc", "dev", "sys", "tmp", "etc", "workspace", "sandbox"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return "", nil, fmt.Errorf("rootfs: %w", err)
@@ -67,11 +67,11 @@ func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
 			if err != nil {
 				return "", nil, fmt.Errorf("rootfs: %w", err)
 			}
-			if err := os.Symlink(target, filepath.Join(root, name)); err != nil {
+			if err := replaceSymlink(target, filepath.Join(root, name)); err != nil {
 				return "", nil, fmt.Errorf("rootfs: %w", err)
 			}
 		case fi.IsDir():
-			if err := os.Mkdir(filepath.Join(root, name), 0o755); err != nil {
+			if err := os.MkdirAll(filepath.Join(root, name), 0o755); err != nil {
 				return "", nil, fmt.Errorf("rootfs: %w", err)
 			}
 			mounts = append(mounts, specs.Mount{Destination: host, Type: "bind", Source: host, Options: ro})
@@ -86,7 +86,7 @@ func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
 		if fi.IsDir() {
 			err = os.MkdirAll(dst, 0o755)
 		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-			err = os.WriteFile(dst, nil, 0o644)
+			err = writeFileAtomic(dst, nil, 0o644)
 		}
 		if err != nil {
 			return "", nil, fmt.Errorf("rootfs: %w", err)
@@ -97,7 +97,7 @@ func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
 		return "", nil, fmt.Errorf("rootfs: init: %w", err)
 	}
 	for name, content := range etcFiles(h.UID, h.GID) {
-		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(content), 0o644); err != nil {
+		if err := writeFileAtomic(filepath.Join(root, "etc", name), []byte(content), 0o644); err != nil {
 			return "", nil, fmt.Errorf("rootfs: %w", err)
 		}
 	}
@@ -124,5 +124,28 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(dst, data, mode)
+	return writeFileAtomic(dst, data, mode)
+}
+
+func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {
+	tmp := dst + ".new"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+func replaceSymlink(target, dst string) error {
+	if cur, err := os.Readlink(dst); err == nil && cur == target {
+		return nil
+	}
+	tmp := dst + ".new"
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
 }

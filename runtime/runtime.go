@@ -8,6 +8,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -149,30 +151,47 @@ func (c *Client) ctx(ctx context.Context) context.Context {
 func filesDir(state string) string { return filepath.Join(state, "sandboxes") }
 func fifoDir(state string) string  { return filepath.Join(state, "fifo") }
 
-// Cleanup deletes every container, task and snapshot with our label, and
-// the per-sandbox files: what an earlier daemon that died left behind.
-// Call it only when no sandbox of this Client is in use.
-func (c *Client) Cleanup(ctx context.Context) (int, error) {
+// Cleanup deletes every container (with its task and snapshot) that has
+// our label and is not of a kind in keep, and the per-sandbox files of what
+// it deleted: what an earlier daemon that died left behind. Sandboxes of a
+// kept kind, such as sessions, outlive daemons.
+// Call it only when no sandbox of this Client of another kind is in use.
+func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 	ctx = c.ctx(ctx)
 	ctrs, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
 	var errs []error
+	kept := map[string]bool{}
+	deleted := 0
 	for _, ctr := range ctrs {
+		labels, err := ctr.Labels(ctx)
+		if err == nil && slices.Contains(keep, labels[LabelKind]) {
+			kept[ctr.ID()] = true
+			continue
+		}
 		if err := deleteContainer(ctx, ctr); err != nil {
 			errs = append(errs, err)
 		}
+		deleted++
 	}
-	for _, d := range []string{filesDir(c.cfg.StateDir), fifoDir(c.cfg.StateDir)} {
-		entries, _ := os.ReadDir(d)
-		for _, e := range entries {
-			if err := os.RemoveAll(filepath.Join(d, e.Name())); err != nil {
+	entries, _ := os.ReadDir(filesDir(c.cfg.StateDir))
+	for _, e := range entries {
+		if !kept[e.Name()] {
+			if err := os.RemoveAll(filepath.Join(filesDir(c.cfg.StateDir), e.Name())); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	return len(ctrs), errors.Join(errs...)
+	// FIFOs are per process, and no process of ours runs now.
+	entries, _ = os.ReadDir(fifoDir(c.cfg.StateDir))
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(fifoDir(c.cfg.StateDir), e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return deleted, errors.Join(errs...)
 }
 
 // deleteContainer kills and deletes a container's task, then the container
@@ -196,9 +215,13 @@ func deleteContainer(ctx context.Context, ctr containerd.Container) error {
 type SandboxConfig struct {
 	ID     string
 	Kind   string            // label value, such as "execute"
+	Labels map[string]string // more labels, such as what a session must remember
 	Files  map[string][]byte // placed read-only under SandboxDir
 	Env    []string          // the base environment of its processes
 	Limits Limits
+	// Reusable sandboxes run many executions: at the end of each, its
+	// processes are killed, not the sandbox.
+	Reusable bool
 }
 
 // Sandbox is a started container whose PID 1 waits; programs run in it as
@@ -213,6 +236,8 @@ type Sandbox struct {
 	procSpec specs.Process
 	oomC     <-chan struct{}
 	once     sync.Once
+	reusable bool
+	dead     chan struct{} // closed when PID 1 is gone
 
 	mu    sync.Mutex
 	final *Stats // the counters read just before the sandbox was killed
@@ -228,20 +253,20 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
-	s := &Sandbox{c: c, id: cfg.ID, dir: dir}
+	s := &Sandbox{c: c, id: cfg.ID, dir: dir, reusable: cfg.Reusable}
 	defer func() {
 		if retErr != nil {
 			s.Delete(ctx)
 		}
 	}()
-	for name, content := range cfg.Files {
-		if name != filepath.Base(name) || name == "." || name == ".." {
-			return nil, fmt.Errorf("sandbox file %q: %w", name, errdefs.ErrInvalidArgument)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
-			return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
-		}
+	if err := writeFiles(dir, cfg.Files); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
+	labels := map[string]string{}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	labels[LabelManaged], labels[LabelKind] = "true", cfg.Kind
 	spec := SpecConfig{
 		ID:         cfg.ID,
 		RootPath:   c.root,
@@ -258,7 +283,7 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	ctr, err := c.client.NewContainer(ctx, cfg.ID,
 		containerd.WithNewSpec(SpecOpts(spec)...),
 		containerd.WithRuntime(c.cfg.Runtime, nil),
-		containerd.WithContainerLabels(map[string]string{LabelManaged: "true", LabelKind: cfg.Kind}),
+		containerd.WithContainerLabels(labels),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", cfg.ID, err)
@@ -270,8 +295,8 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 		return nil, fmt.Errorf("create task %s: %w", cfg.ID, err)
 	}
 	s.task = task
-	if s.exitC, err = task.Wait(context.WithoutCancel(ctx)); err != nil {
-		return nil, fmt.Errorf("wait task %s: %w", cfg.ID, err)
+	if err := s.watch(ctx); err != nil {
+		return nil, err
 	}
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start task %s: %w", cfg.ID, err)
@@ -284,6 +309,88 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	return s, nil
 }
 
+// watch notes when the sandbox's PID 1 is gone.
+func (s *Sandbox) watch(ctx context.Context) error {
+	exitC, err := s.task.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		return fmt.Errorf("wait task %s: %w", s.id, err)
+	}
+	s.dead = make(chan struct{})
+	go func() { <-exitC; close(s.dead) }()
+	return nil
+}
+
+// Alive reports whether the sandbox's PID 1 still runs.
+func (s *Sandbox) Alive() bool {
+	select {
+	case <-s.dead:
+		return false
+	default:
+		return true
+	}
+}
+
+// Labels returns the sandbox's labels.
+func (s *Sandbox) Labels(ctx context.Context) (map[string]string, error) {
+	return s.ctr.Labels(s.c.ctx(ctx))
+}
+
+// SetLabels sets labels of the sandbox, such as what a session must
+// remember across daemon restarts.
+func (s *Sandbox) SetLabels(ctx context.Context, labels map[string]string) error {
+	_, err := s.ctr.SetLabels(s.c.ctx(ctx), labels)
+	return err
+}
+
+// Adopt returns the sandboxes of a kind that an earlier daemon created,
+// alive or not, so that they outlive that daemon.
+func (c *Client) Adopt(ctx context.Context, kind string) ([]*Sandbox, error) {
+	ctx = c.ctx(ctx)
+	ctrs, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==true,labels.%q==%s", LabelManaged, LabelKind, kind))
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []*Sandbox
+	for _, ctr := range ctrs {
+		s := &Sandbox{c: c, id: ctr.ID(), dir: filepath.Join(filesDir(c.cfg.StateDir), ctr.ID()), ctr: ctr, reusable: true}
+		s.oomC = c.oom.register(s.id)
+		sp, err := ctr.Spec(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("spec %s: %w", s.id, err)
+		}
+		s.procSpec = *sp.Process
+		task, err := ctr.Task(ctx, nil)
+		if err == nil {
+			st, serr := task.Status(ctx)
+			if serr == nil && st.Status == containerd.Running {
+				s.task = task
+				if err := s.watch(ctx); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if s.task == nil {
+			s.dead = make(chan struct{})
+			close(s.dead)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// writeFiles writes files, whose names are plain file names, into dir.
+func writeFiles(dir string, files map[string][]byte) error {
+	for name, content := range files {
+		if name != filepath.Base(name) || name == "." || name == ".." {
+			return fmt.Errorf("sandbox file %q: %w", name, errdefs.ErrInvalidArgument)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Process is one program to run in a sandbox.
 type Process struct {
 	Args   []string
@@ -291,9 +398,15 @@ type Process struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
-	// Last says the sandbox ends with this process: what it leaves running
-	// is killed when it exits, rather than holding its output open.
+	// Last says the execution ends with this process: what it leaves
+	// running is killed when it exits, rather than holding its output open.
+	// In a reusable sandbox that is every process but PID 1; otherwise the
+	// whole sandbox.
 	Last bool
+	// Files are placed read-only in SandboxDir/FilesDir for the time of the
+	// process; FilesDir is a plain name.
+	Files    map[string][]byte
+	FilesDir string
 }
 
 // ExitResult is how a process ended.
@@ -309,6 +422,34 @@ type ExitResult struct {
 // kept.
 func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	cctx := s.c.ctx(context.WithoutCancel(ctx))
+	if !s.Alive() {
+		return ExitResult{}, fmt.Errorf("sandbox %s: its PID 1 is gone: %w", s.id, errdefs.ErrFailedPrecondition)
+	}
+	if len(p.Files) > 0 {
+		if p.FilesDir == "" || p.FilesDir != filepath.Base(p.FilesDir) || p.FilesDir == ".." {
+			return ExitResult{}, fmt.Errorf("files dir %q: %w", p.FilesDir, errdefs.ErrInvalidArgument)
+		}
+		dir := filepath.Join(s.dir, p.FilesDir)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+		defer os.RemoveAll(dir)
+		if err := writeFiles(dir, p.Files); err != nil {
+			return ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+	}
+	var oomBefore uint64
+	if s.reusable {
+		// OOM kills are counted for the sandbox's life: only new ones are
+		// this process's, and an old event is not.
+		if st, err := s.readStats(cctx); err == nil {
+			oomBefore = st.OOMKills
+		}
+		select {
+		case <-s.oomC:
+		default:
+		}
+	}
 	execID := "p" + strconv.FormatUint(s.c.execSeq.Add(1), 10)
 	ps := s.procSpec
 	ps.Args = p.Args
@@ -356,11 +497,11 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	select {
 	case status = <-statusC:
 		if p.Last {
-			s.kill(cctx)
+			s.end(cctx)
 		}
 	case <-ctx.Done():
 		res.Killed = true
-		s.kill(cctx)
+		s.end(cctx)
 		select {
 		case status = <-statusC:
 		case <-time.After(cleanupTimeout):
@@ -378,16 +519,87 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	}
 	res.ExitCode = int(status.ExitCode())
 	if !res.Killed && res.ExitCode == 128+int(syscall.SIGKILL) {
-		res.OOMKilled = s.oomKilled(cctx)
+		res.OOMKilled = s.oomKilled(cctx, oomBefore)
 	}
 	return res, nil
 }
 
-// oomKilled reports whether the OOM killer struck in this sandbox. The
-// kernel counts OOM kills in the cgroup; containerd also sends an event,
-// which may come a moment after the exit.
-func (s *Sandbox) oomKilled(ctx context.Context) bool {
-	if st, err := s.Stats(ctx); err == nil && st.OOMKills > 0 {
+// end ends an execution: in a reusable sandbox it kills every process but
+// PID 1, otherwise the sandbox.
+func (s *Sandbox) end(ctx context.Context) {
+	if !s.reusable {
+		s.kill(ctx)
+		return
+	}
+	if err := s.reap(ctx); err != nil {
+		s.c.log.Warn("reap: killing the sandbox instead", "container_id", s.id, "err", err)
+		s.kill(ctx)
+	}
+}
+
+// reap kills every process of the sandbox but PID 1, from inside: the
+// helper's kill(-1) reaches exactly the sandbox user's processes of its
+// PID namespace, atomically against fork.
+func (s *Sandbox) reap(ctx context.Context) error {
+	res, err := s.Helper(ctx, nil, io.Discard, "reap")
+	if err == nil && res != 0 {
+		err = fmt.Errorf("reap exited %d", res)
+	}
+	return err
+}
+
+// Helper runs sandboxd-init with args in the sandbox, as the sandbox user,
+// and returns its exit code.
+func (s *Sandbox) Helper(ctx context.Context, stdin io.Reader, stdout io.Writer, args ...string) (int, error) {
+	cctx := s.c.ctx(context.WithoutCancel(ctx))
+	ps := s.procSpec
+	ps.Args = append([]string{InitPath}, args...)
+	if stdin == nil {
+		stdin = eofReader{}
+	}
+	in := &eofNotifier{r: stdin, eof: make(chan struct{})}
+	var stderr bytes.Buffer
+	execID := "h" + strconv.FormatUint(s.c.execSeq.Add(1), 10)
+	proc, err := s.task.Exec(cctx, execID, &ps, cio.NewCreator(cio.WithStreams(in, stdout, &stderr), cio.WithFIFODir(fifoDir(s.c.cfg.StateDir))))
+	if err != nil {
+		return 0, fmt.Errorf("helper in %s: %w", s.id, err)
+	}
+	defer proc.Delete(cctx, containerd.WithProcessKill)
+	statusC, err := proc.Wait(cctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := proc.Start(cctx); err != nil {
+		return 0, err
+	}
+	exited := make(chan struct{})
+	defer close(exited)
+	go func() {
+		select {
+		case <-in.eof:
+			proc.CloseIO(cctx, containerd.WithStdinCloser)
+		case <-exited:
+		}
+	}()
+	var status containerd.ExitStatus
+	select {
+	case status = <-statusC:
+	case <-ctx.Done():
+		proc.Kill(cctx, syscall.SIGKILL)
+		status = <-statusC
+	}
+	proc.IO().Wait()
+	if code := int(status.ExitCode()); code != 0 && code < 3 {
+		return code, fmt.Errorf("helper %s: %s", args[0], bytes.TrimSpace(stderr.Bytes()))
+	}
+	return int(status.ExitCode()), ctx.Err()
+}
+
+// oomKilled reports whether the OOM killer struck in this sandbox since the
+// count before. The kernel counts OOM kills in the cgroup; containerd also
+// sends an event, which may come a moment after the exit.
+func (s *Sandbox) oomKilled(ctx context.Context, before uint64) bool {
+	if st, err := s.Stats(ctx); err == nil && st.OOMKills > before {
 		return true
 	}
 	select {
@@ -400,9 +612,10 @@ func (s *Sandbox) oomKilled(ctx context.Context) bool {
 
 // Stats is what a sandbox's cgroup has counted so far.
 type Stats struct {
-	CPUNanos        uint64
-	MemoryPeakBytes uint64
-	OOMKills        uint64
+	CPUNanos         uint64
+	MemoryUsageBytes uint64
+	MemoryPeakBytes  uint64
+	OOMKills         uint64
 }
 
 // Stats reads the sandbox's cgroup counters; once the sandbox is killed,
@@ -412,6 +625,9 @@ func (s *Sandbox) Stats(ctx context.Context) (Stats, error) {
 	defer s.mu.Unlock()
 	if s.final != nil {
 		return *s.final, nil
+	}
+	if s.task == nil {
+		return Stats{}, fmt.Errorf("sandbox %s has no task: %w", s.id, errdefs.ErrFailedPrecondition)
 	}
 	return s.readStats(ctx)
 }
@@ -430,10 +646,12 @@ func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
 	case *cgroup1stats.Metrics:
 		st.CPUNanos = m.GetCPU().GetUsage().GetTotal()
 		st.MemoryPeakBytes = m.GetMemory().GetUsage().GetMax()
+		st.MemoryUsageBytes = m.GetMemory().GetUsage().GetUsage()
 		st.OOMKills = m.GetMemoryOomControl().GetOomKill()
 	case *cgroup2stats.Metrics:
 		st.CPUNanos = m.GetCPU().GetUsageUsec() * 1000
 		st.MemoryPeakBytes = m.GetMemory().GetMaxUsage()
+		st.MemoryUsageBytes = m.GetMemory().GetUsage()
 		st.OOMKills = m.GetMemoryEvents().GetOomKill()
 	default:
 		return Stats{}, fmt.Errorf("metrics of type %T: %w", v, errdefs.ErrNotImplemented)

@@ -1,18 +1,86 @@
-// Command sandboxd-init is PID 1 of every sandbox. It holds the sandbox open
-// while sandboxd runs programs in it, and reaps the orphans those programs
-// leave, so that zombies never fill the sandbox's pids limit.
+// Command sandboxd-init is PID 1 of every sandbox, and the helper that
+// sandboxd runs inside a sandbox for what must happen there:
 //
-// It is not a security boundary: it holds no secret and has no channel out
-// of the sandbox. A program that kills it only ends its own sandbox.
+//	sandboxd-init                 hold the sandbox open and reap orphans
+//	sandboxd-init reap            kill every process of the sandbox but PID 1
+//	sandboxd-init get PATH        copy a workspace file to stdout
+//	sandboxd-init put PATH MODE   copy stdin to a workspace file
+//	sandboxd-init list            list the workspace as JSON lines
+//
+// It is not a security boundary: it runs as the sandbox's user, holds no
+// secret and has no channel out of the sandbox. A program that kills or
+// replaces it harms only its own sandbox.
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 )
 
+// Exit codes of the file helpers, read by sandboxd.
+const (
+	exitNotFound = 3 // no such file
+	exitInvalid  = 4 // not a regular file, or a bad path
+)
+
 func main() {
+	if len(os.Args) < 2 {
+		initLoop()
+		return
+	}
+	var err error
+	switch cmd := os.Args[1]; {
+	case cmd == "reap" && len(os.Args) == 2:
+		err = reap()
+	case cmd == "get" && len(os.Args) == 3:
+		err = get(os.Args[2])
+	case cmd == "put" && len(os.Args) == 4:
+		mode, perr := strconv.ParseUint(os.Args[3], 8, 32)
+		if perr != nil || mode > 0o777 {
+			fail(exitInvalid, fmt.Errorf("mode %q", os.Args[3]))
+		}
+		err = put(os.Args[2], uint32(mode))
+	case cmd == "list" && len(os.Args) == 2:
+		err = list()
+	default:
+		fail(2, fmt.Errorf("usage: sandboxd-init [reap | get PATH | put PATH MODE | list]"))
+	}
+	if err != nil {
+		fail(exitCode(err), err)
+	}
+}
+
+func fail(code int, err error) {
+	fmt.Fprintln(os.Stderr, "sandboxd-init:", err)
+	os.Exit(code)
+}
+
+func exitCode(err error) int {
+	switch {
+	case os.IsNotExist(err):
+		return exitNotFound
+	case err == errInvalid || os.IsExist(err):
+		return exitInvalid
+	}
+	var errno syscall.Errno
+	if e, ok := err.(*os.PathError); ok {
+		errno, _ = e.Err.(syscall.Errno)
+	} else {
+		errno, _ = err.(syscall.Errno)
+	}
+	switch errno {
+	case syscall.ENOENT:
+		return exitNotFound
+	case syscall.EISDIR, syscall.ENOTDIR, syscall.EXDEV, syscall.ELOOP, syscall.EINVAL:
+		return exitInvalid
+	}
+	return 1
+}
+
+func initLoop() {
 	// As PID 1, a signal without a handler is ignored; Go installs handlers,
 	// so say plainly that only SIGCHLD matters.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
@@ -28,4 +96,13 @@ func main() {
 			}
 		}
 	}
+}
+
+// reap kills every process the sandbox's user runs, but PID 1 and itself:
+// kill(-1) is atomic against fork, so nothing escapes by forking.
+func reap() error {
+	if err := syscall.Kill(-1, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		return err
+	}
+	return nil
 }

@@ -17,16 +17,27 @@ type containerdRuntime struct {
 
 func (r *containerdRuntime) Create(ctx context.Context, cfg daemon.SandboxConfig) (daemon.Sandbox, error) {
 	sb, err := r.c.Create(ctx, sbxruntime.SandboxConfig{
-		ID:     cfg.ID,
-		Kind:   cfg.Kind,
-		Files:  cfg.Files,
-		Env:    cfg.Env,
-		Limits: sbxruntime.Limits(cfg.Limits),
+		ID:       cfg.ID,
+		Kind:     cfg.Kind,
+		Labels:   cfg.Labels,
+		Files:    cfg.Files,
+		Env:      cfg.Env,
+		Limits:   sbxruntime.Limits(cfg.Limits),
+		Reusable: cfg.Reusable,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return sandbox{sb}, nil
+}
+
+func (r *containerdRuntime) Adopt(ctx context.Context, kind string) ([]daemon.Sandbox, error) {
+	sbs, err := r.c.Adopt(ctx, kind)
+	out := make([]daemon.Sandbox, len(sbs))
+	for i, sb := range sbs {
+		out[i] = sandbox{sb}
+	}
+	return out, err
 }
 
 func (r *containerdRuntime) Info(ctx context.Context) daemon.RuntimeInfo {
@@ -37,16 +48,15 @@ func (r *containerdRuntime) Info(ctx context.Context) daemon.RuntimeInfo {
 	return info
 }
 
-type sandbox struct{ sb *sbxruntime.Sandbox }
+// sandbox adapts a runtime sandbox; most methods come as they are.
+type sandbox struct{ *sbxruntime.Sandbox }
 
 func (s sandbox) Exec(ctx context.Context, p daemon.Process) (daemon.ExitResult, error) {
-	res, err := s.sb.Exec(ctx, sbxruntime.Process(p))
+	res, err := s.Sandbox.Exec(ctx, sbxruntime.Process(p))
 	return daemon.ExitResult(res), err
 }
 
 func (s sandbox) Stats(ctx context.Context) (daemon.Stats, error) {
-	st, err := s.sb.Stats(ctx)
-	return daemon.Stats{CPUNanos: st.CPUNanos, MemoryPeakBytes: st.MemoryPeakBytes}, err
+	st, err := s.Sandbox.Stats(ctx)
+	return daemon.Stats{CPUNanos: st.CPUNanos, MemoryUsageBytes: st.MemoryUsageBytes, MemoryPeakBytes: st.MemoryPeakBytes}, err
 }
-
-func (s sandbox) Delete(ctx context.Context) error { return s.sb.Delete(ctx) }

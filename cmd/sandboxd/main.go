@@ -123,7 +123,8 @@ func run(o options, limits daemon.Limits, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("containerd at %s does not answer: %w", address, err)
 	}
-	if n, err := rt.Cleanup(ctx); err != nil {
+	// Sessions outlive the daemon; one-shot sandboxes do not.
+	if n, err := rt.Cleanup(ctx, daemon.SessionKind); err != nil {
 		return fmt.Errorf("clean up what an earlier run left: %w", err)
 	} else if n > 0 {
 		log.Warn("removed sandboxes left by an earlier run", "count", n)
@@ -136,6 +137,9 @@ func run(o options, limits daemon.Limits, log *slog.Logger) error {
 		Version:   version,
 		Logger:    log,
 	})
+	if err := srv.AdoptSessions(ctx); err != nil {
+		return fmt.Errorf("adopt sessions: %w", err)
+	}
 	ln, err := listen(o.socket)
 	if err != nil {
 		return err
@@ -153,6 +157,7 @@ func run(o options, limits daemon.Limits, log *slog.Logger) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	go srv.Sweep(baseCtx)
 	names := make([]string, len(langs))
 	for i, l := range langs {
 		names[i] = l.Name
@@ -176,7 +181,7 @@ func run(o options, limits daemon.Limits, log *slog.Logger) error {
 	srv.Wait()
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
-	if _, err := rt.Cleanup(cctx); err != nil {
+	if _, err := rt.Cleanup(cctx, daemon.SessionKind); err != nil {
 		log.Warn("clean up at shutdown", "err", err)
 	}
 	log.Info("stopped")

@@ -39,6 +39,8 @@ type ExecuteRequest struct {
 	MemoryBytes int64             `json:"memory_bytes,omitempty"`
 	Args        []string          `json:"args,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`
+	// SessionID runs the code in a session; Language may then be left out.
+	SessionID string `json:"session_id,omitempty"`
 }
 
 // Usage is what an execution consumed, as the kernel's cgroup counted it.
@@ -50,6 +52,7 @@ type Usage struct {
 // ExecuteResult is the answer to POST /v1/execute, whatever the program did.
 type ExecuteResult struct {
 	ID              string `json:"id"`
+	SessionID       string `json:"session_id,omitempty"`
 	Language        string `json:"language"`
 	Status          string `json:"status"`
 	ExitCode        int    `json:"exit_code"`
@@ -117,14 +120,76 @@ type Health struct {
 	Containerd string `json:"containerd"`
 }
 
+// Session states.
+const (
+	SessionRunning = "running"
+	// SessionDead is a session whose sandbox died (its PID 1 was killed,
+	// by the OOM killer for example): it answers no execution, and stays
+	// listed until deleted or expired, never silently replaced.
+	SessionDead = "dead"
+)
+
+// CreateSessionRequest is the body of POST /v1/sessions.
+type CreateSessionRequest struct {
+	Language      string            `json:"language"`
+	MemoryBytes   int64             `json:"memory_bytes,omitempty"`
+	IdleTimeoutMS int64             `json:"idle_timeout_ms,omitempty"`
+	MaxLifetimeMS int64             `json:"max_lifetime_ms,omitempty"`
+	Env           map[string]string `json:"env,omitempty"`
+}
+
+// SessionLimits cover a whole session.
+type SessionLimits struct {
+	MemoryBytes   int64   `json:"memory_bytes"`
+	CPUs          float64 `json:"cpus"`
+	Pids          int64   `json:"pids"`
+	TmpfsBytes    int64   `json:"tmpfs_bytes"`
+	IdleTimeoutMS int64   `json:"idle_timeout_ms"`
+	MaxLifetimeMS int64   `json:"max_lifetime_ms"`
+}
+
+// Session is a long-lived sandbox whose /workspace persists across
+// executions.
+type Session struct {
+	ID               string        `json:"id"`
+	Language         string        `json:"language"`
+	OwnerUID         uint32        `json:"owner_uid"`
+	CreatedAt        string        `json:"created_at"`
+	ExpiresAt        string        `json:"expires_at"`
+	LastUsedAt       string        `json:"last_used_at"`
+	State            string        `json:"state"`
+	Executions       int64         `json:"executions"`
+	MemoryUsageBytes int64         `json:"memory_usage_bytes"`
+	Limits           SessionLimits `json:"limits"`
+}
+
+// SessionsResponse is the answer to GET /v1/sessions.
+type SessionsResponse struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// FileInfo describes a file of a session's workspace.
+type FileInfo struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	Mode uint32 `json:"mode"`
+	Type string `json:"type"` // file, dir, symlink or other
+}
+
+// FilesResponse is the answer to GET /v1/sessions/{id}/files/.
+type FilesResponse struct {
+	Files []FileInfo `json:"files"`
+}
+
 // Error codes carried in Error.Code.
 const (
-	CodeInvalidArgument   = "invalid_argument"
-	CodeNotFound          = "not_found"
-	CodePermissionDenied  = "permission_denied"
-	CodeResourceExhausted = "resource_exhausted"
-	CodeUnavailable       = "unavailable"
-	CodeInternal          = "internal"
+	CodeInvalidArgument    = "invalid_argument"
+	CodeFailedPrecondition = "failed_precondition"
+	CodeNotFound           = "not_found"
+	CodePermissionDenied   = "permission_denied"
+	CodeResourceExhausted  = "resource_exhausted"
+	CodeUnavailable        = "unavailable"
+	CodeInternal           = "internal"
 )
 
 // Error is the body of every failed request, and an error in Go.
@@ -149,6 +214,8 @@ func StatusOf(code string) int {
 		return http.StatusBadRequest
 	case CodeNotFound:
 		return http.StatusNotFound
+	case CodeFailedPrecondition:
+		return http.StatusConflict
 	case CodePermissionDenied:
 		return http.StatusForbidden
 	case CodeResourceExhausted:
@@ -166,6 +233,8 @@ func CodeOfStatus(status int) string {
 	switch {
 	case status == http.StatusNotFound:
 		return CodeNotFound
+	case status == http.StatusConflict:
+		return CodeFailedPrecondition
 	case status == http.StatusForbidden || status == http.StatusUnauthorized:
 		return CodePermissionDenied
 	case status == http.StatusTooManyRequests:
