@@ -64,6 +64,7 @@ type command struct {
 
 var commands = []command{
 	{"execute", "-l LANG -c CODE|FILE|- [flags] [ARGS...]", "run code in a fresh sandbox", executeFlags},
+	{"session", "create|list|show|delete|files|upload|download ...", "work with sessions: sandboxes that keep their files across executions", noFlags((*cli).session)},
 	{"languages", "", "list the languages the daemon offers", noFlags((*cli).languages)},
 	{"info", "", "show the daemon's version, containerd and limits", noFlags((*cli).info)},
 	{"version", "", "print sandboxctl's and the daemon's versions", noFlags((*cli).version)},
@@ -165,9 +166,9 @@ func (c *cli) printJSON(v any) {
 }
 
 type execOptions struct {
-	language, code, input, inputFile, memory string
-	timeout                                  float64
-	env                                      envFlag
+	language, code, input, inputFile, memory, session string
+	timeout                                           float64
+	env                                               envFlag
 }
 
 type envFlag map[string]string
@@ -199,12 +200,13 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	}
 	fs.StringVar(&o.inputFile, "input-file", "", "file to use as the program's standard input")
 	fs.Var(o.env, "env", "KEY=VALUE for the program's environment (repeatable)")
+	fs.StringVar(&o.session, "session", "", "run in this session (see sandboxctl session); -l defaults to the session's language")
 	return func(c *cli, ctx context.Context, args []string) int { return c.execute(ctx, o, args) }
 }
 
 func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	client := NewClient(c.socket)
-	req := &api.ExecuteRequest{Language: o.language, Args: args, Env: o.env}
+	req := &api.ExecuteRequest{Language: o.language, Args: args, Env: o.env, SessionID: o.session}
 	if len(o.env) == 0 {
 		req.Env = nil
 	}
@@ -231,8 +233,10 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 		}
 		req.Code = string(b)
 		if req.Language == "" {
+			// In a session, a file of no known language runs in the
+			// session's own.
 			lang, err := c.languageOf(ctx, client, o.code)
-			if err != nil {
+			if err != nil && req.SessionID == "" {
 				return c.fail(err, ExitFailed)
 			}
 			req.Language = lang
@@ -240,7 +244,7 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	default:
 		req.Code = o.code
 	}
-	if req.Language == "" {
+	if req.Language == "" && req.SessionID == "" {
 		return c.fail(errors.New("no language: pass -l LANG (see sandboxctl languages)"), ExitFailed)
 	}
 	switch {

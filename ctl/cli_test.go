@@ -148,3 +148,30 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestSessionCommandUsage(t *testing.T) {
+	sock := startServer(t)
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"session"}, 2},
+		{[]string{"session", "nope"}, 2},
+		{[]string{"session", "show"}, 2},
+		{[]string{"session", "show", "a", "b"}, 2},
+		{[]string{"session", "create"}, 1},              // no language
+		{[]string{"session", "show", "../../etc"}, 1},   // refused by the daemon
+		{[]string{"session", "upload", "0123", "-"}, 1}, // stdin needs a REMOTE
+		{[]string{"session", "list", "-o", "json"}, 0},  // flags after the command
+		{[]string{"session", "create", "-l", "python", "-o", "json"}, 0},
+	} {
+		if _, errOut, code := run(t, sock, "", tc.args...); code != tc.code {
+			t.Errorf("%v: exit %d, want %d (%s)", tc.args, code, tc.code, errOut)
+		}
+	}
+	out, _, _ := run(t, sock, "", "session", "list", "-o", "json")
+	var list []api.Session
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 {
+		t.Errorf("list: %v %q", err, out)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -57,6 +58,61 @@ func (c *Client) Info(ctx context.Context) (*api.Info, error) {
 	return &res, c.do(ctx, http.MethodGet, "/v1/info", nil, &res)
 }
 
+// CreateSession creates a session.
+func (c *Client) CreateSession(ctx context.Context, req *api.CreateSessionRequest) (*api.Session, error) {
+	var res api.Session
+	return &res, c.do(ctx, http.MethodPost, "/v1/sessions", req, &res)
+}
+
+// Sessions lists the caller's sessions (all of them for root).
+func (c *Client) Sessions(ctx context.Context) ([]api.Session, error) {
+	var res api.SessionsResponse
+	return res.Sessions, c.do(ctx, http.MethodGet, "/v1/sessions", nil, &res)
+}
+
+// Session shows one session.
+func (c *Client) Session(ctx context.Context, id string) (*api.Session, error) {
+	var res api.Session
+	return &res, c.do(ctx, http.MethodGet, "/v1/sessions/"+url.PathEscape(id), nil, &res)
+}
+
+// DeleteSession destroys a session and everything in it.
+func (c *Client) DeleteSession(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, nil)
+}
+
+// Files lists a session's workspace.
+func (c *Client) Files(ctx context.Context, id string) ([]api.FileInfo, error) {
+	var res api.FilesResponse
+	return res.Files, c.do(ctx, http.MethodGet, "/v1/sessions/"+url.PathEscape(id)+"/files/", nil, &res)
+}
+
+// Upload writes content to path, relative to the session's /workspace.
+func (c *Client) Upload(ctx context.Context, id, path string, mode uint32, content io.Reader) (*api.FileInfo, error) {
+	var res api.FileInfo
+	u := fmt.Sprintf("/v1/sessions/%s/files/%s?mode=%o", url.PathEscape(id), escapePath(path), mode)
+	return &res, c.doRaw(ctx, http.MethodPut, u, content, "application/octet-stream", func(r io.Reader) error {
+		return json.NewDecoder(r).Decode(&res)
+	})
+}
+
+// Download copies a file of the session's /workspace to w.
+func (c *Client) Download(ctx context.Context, id, path string, w io.Writer) error {
+	u := fmt.Sprintf("/v1/sessions/%s/files/%s", url.PathEscape(id), escapePath(path))
+	return c.doRaw(ctx, http.MethodGet, u, nil, "", func(r io.Reader) error {
+		_, err := io.Copy(w, r)
+		return err
+	})
+}
+
+func escapePath(p string) string {
+	parts := strings.Split(p, "/")
+	for i, part := range parts {
+		parts[i] = url.PathEscape(part)
+	}
+	return strings.Join(parts, "/")
+}
+
 // maxErrorBody bounds how much of an error response is read.
 const maxErrorBody = 1 << 20
 
@@ -69,12 +125,24 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
+	return c.doRaw(ctx, method, path, body, "application/json", func(r io.Reader) error {
+		if out == nil {
+			return nil
+		}
+		if err := json.NewDecoder(r).Decode(out); err != nil {
+			return fmt.Errorf("decode response of %s: %w", path, err)
+		}
+		return nil
+	})
+}
+
+func (c *Client) doRaw(ctx context.Context, method, path string, body io.Reader, contentType string, read func(io.Reader) error) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://sandboxd"+path, body)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -86,10 +154,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode >= 400 {
 		return decodeError(resp)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decode response of %s: %w", path, err)
-	}
-	return nil
+	return read(resp.Body)
 }
 
 // decodeError rebuilds the daemon's error; a plain-text body (from a proxy,

@@ -30,6 +30,10 @@ const (
 	labelLimits     = "io.sandboxd.session.limits"
 )
 
+// timeFormat has the millisecond precision that the labels keep, so that
+// a session's times read the same after a daemon restart.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // sessionIDRE is the only shape of a session id: 128 random bits in hex.
 var sessionIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
@@ -283,9 +287,9 @@ func (s *Server) sessionInfo(ctx context.Context, x *session, withUsage bool) *a
 	x.mu.Lock()
 	info := &api.Session{
 		ID: x.id, Language: x.lang, OwnerUID: x.owner,
-		CreatedAt:  x.created.UTC().Format(time.RFC3339Nano),
-		ExpiresAt:  expires.UTC().Format(time.RFC3339Nano),
-		LastUsedAt: x.lastUsed.UTC().Format(time.RFC3339Nano),
+		CreatedAt:  x.created.UTC().Format(timeFormat),
+		ExpiresAt:  expires.UTC().Format(timeFormat),
+		LastUsedAt: x.lastUsed.UTC().Format(timeFormat),
 		State:      api.SessionRunning,
 		Executions: x.executions,
 		Limits:     x.limits,

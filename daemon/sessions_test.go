@@ -1,0 +1,210 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// sessionRuntime keeps its sandboxes' labels, as containerd would.
+type sessionRuntime struct {
+	mu    sync.Mutex
+	boxes map[string]*labeledSandbox
+}
+
+type labeledSandbox struct {
+	fakeSandbox
+	id      string
+	mu      sync.Mutex
+	labels  map[string]string
+	deleted bool
+}
+
+func (l *labeledSandbox) ID() string { return l.id }
+func (l *labeledSandbox) Labels(context.Context) (map[string]string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.labels, nil
+}
+func (l *labeledSandbox) SetLabels(_ context.Context, m map[string]string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, v := range m {
+		l.labels[k] = v
+	}
+	return nil
+}
+func (l *labeledSandbox) Delete(context.Context) error {
+	l.mu.Lock()
+	l.deleted = true
+	l.mu.Unlock()
+	return nil
+}
+
+func (r *sessionRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	sb := &labeledSandbox{id: cfg.ID, labels: map[string]string{}}
+	sb.f = &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	for k, v := range cfg.Labels {
+		sb.labels[k] = v
+	}
+	r.boxes[cfg.ID] = sb
+	return sb, nil
+}
+
+func (r *sessionRuntime) Adopt(context.Context, string) ([]Sandbox, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Sandbox
+	for _, sb := range r.boxes {
+		if !sb.deleted {
+			out = append(out, sb)
+		}
+	}
+	return out, nil
+}
+
+func (r *sessionRuntime) Info(context.Context) RuntimeInfo { return RuntimeInfo{Serving: true} }
+
+func newSessionServer(t *testing.T, rt *sessionRuntime) *Server {
+	lim := DefaultLimits(2)
+	lim.MaxSessions, lim.MaxSessionsPerUser = 3, 2
+	return New(Config{Runtime: rt, Languages: testLanguages, Limits: lim, Version: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+}
+
+// as sends a request as uid.
+func as(s *Server, uid uint32, method, path, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req = req.WithContext(context.WithValue(req.Context(), callerKey{}, Caller{UID: uid, Known: true}))
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	return w
+}
+
+func createAs(t *testing.T, s *Server, uid uint32, body string) api.Session {
+	t.Helper()
+	w := as(s, uid, "POST", "/v1/sessions", body)
+	var sess api.Session
+	if w.Code != 201 || json.Unmarshal(w.Body.Bytes(), &sess) != nil {
+		t.Fatalf("create as %d: %d %s", uid, w.Code, w.Body)
+	}
+	return sess
+}
+
+func TestSessionOwnership(t *testing.T) {
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	mine := createAs(t, s, 1000, `{"language":"py"}`)
+	if mine.Language != "python" || mine.OwnerUID != 1000 || mine.State != api.SessionRunning || !sessionIDRE.MatchString(mine.ID) {
+		t.Fatalf("session %+v", mine)
+	}
+	for _, tc := range []struct {
+		uid    uint32
+		method string
+		path   string
+		status int
+	}{
+		{1001, "GET", "/v1/sessions/" + mine.ID, 404},
+		{1001, "DELETE", "/v1/sessions/" + mine.ID, 404},
+		{1001, "GET", "/v1/sessions/" + mine.ID + "/files/", 404},
+		{1000, "GET", "/v1/sessions/" + mine.ID, 200},
+		{0, "GET", "/v1/sessions/" + mine.ID, 200},
+		{1000, "GET", "/v1/sessions/not-an-id", 400},
+		{1000, "GET", "/v1/sessions/" + strings.ToUpper(mine.ID), 400},
+	} {
+		if w := as(s, tc.uid, tc.method, tc.path, ""); w.Code != tc.status {
+			t.Errorf("uid %d %s %s: %d, want %d", tc.uid, tc.method, tc.path, w.Code, tc.status)
+		}
+	}
+	w := as(s, 1001, "POST", "/v1/execute", `{"session_id":"`+mine.ID+`","code":"1"}`)
+	if w.Code != 404 {
+		t.Errorf("execute in another's session: %d", w.Code)
+	}
+	var list api.SessionsResponse
+	json.Unmarshal(as(s, 1001, "GET", "/v1/sessions", "").Body.Bytes(), &list)
+	if len(list.Sessions) != 0 {
+		t.Errorf("uid 1001 lists %v", list.Sessions)
+	}
+	json.Unmarshal(as(s, 0, "GET", "/v1/sessions", "").Body.Bytes(), &list)
+	if len(list.Sessions) != 1 {
+		t.Errorf("root lists %v", list.Sessions)
+	}
+	if w := as(s, 1000, "DELETE", "/v1/sessions/"+mine.ID, ""); w.Code != http.StatusNoContent {
+		t.Errorf("delete: %d", w.Code)
+	}
+	if w := as(s, 1000, "GET", "/v1/sessions/"+mine.ID, ""); w.Code != 404 {
+		t.Errorf("after delete: %d", w.Code)
+	}
+}
+
+func TestSessionCaps(t *testing.T) {
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	createAs(t, s, 1, `{"language":"py"}`)
+	createAs(t, s, 1, `{"language":"py"}`)
+	if w := as(s, 1, "POST", "/v1/sessions", `{"language":"py"}`); w.Code != 429 {
+		t.Errorf("third of uid 1: %d", w.Code)
+	}
+	createAs(t, s, 2, `{"language":"py"}`)
+	if w := as(s, 3, "POST", "/v1/sessions", `{"language":"py"}`); w.Code != 429 {
+		t.Errorf("fourth in all: %d", w.Code)
+	}
+	for _, body := range []string{`{"language":"cobol"}`, `{"language":"py","idle_timeout_ms":-1}`,
+		`{"language":"py","max_lifetime_ms":999999999999}`, `{"language":"py","memory_bytes":1}`, `{"language":"py","env":{"=":"x"}}`} {
+		if w := as(s, 9, "POST", "/v1/sessions", body); w.Code != 400 {
+			t.Errorf("%s: %d", body, w.Code)
+		}
+	}
+}
+
+func TestSessionAdoptionAndExpiry(t *testing.T) {
+	rt := &sessionRuntime{boxes: map[string]*labeledSandbox{}}
+	s := newSessionServer(t, rt)
+	kept := createAs(t, s, 5, `{"language":"c"}`)
+	short := createAs(t, s, 5, `{"language":"py","idle_timeout_ms":10}`)
+	if w := as(s, 5, "POST", "/v1/execute", `{"session_id":"`+kept.ID+`","code":"x"}`); w.Code != 200 {
+		t.Fatalf("execute: %d %s", w.Code, w.Body)
+	}
+	time.Sleep(20 * time.Millisecond)
+
+	// A new daemon on the same runtime: the labels bring the session back.
+	s2 := newSessionServer(t, rt)
+	if err := s2.AdoptSessions(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w := as(s2, 5, "GET", "/v1/sessions/"+kept.ID, "")
+	var got api.Session
+	json.Unmarshal(w.Body.Bytes(), &got)
+	if w.Code != 200 || got.Language != "c" || got.Executions != 1 || got.CreatedAt != kept.CreatedAt || got.OwnerUID != 5 {
+		t.Fatalf("adopted: %d %+v", w.Code, got)
+	}
+	if w := as(s2, 5, "GET", "/v1/sessions/"+short.ID, ""); w.Code != 404 {
+		t.Errorf("expired session after adoption: %d", w.Code)
+	}
+	if !rt.boxes["ses-"+short.ID].deleted {
+		t.Error("the expired session's sandbox was not deleted")
+	}
+}
+
+func TestFilePaths(t *testing.T) {
+	for _, p := range []string{"", "/etc/passwd", "..", "../x", "a/../../x", "a\x00b", strings.Repeat("a", 5000)} {
+		if _, err := checkFilePath(p); err == nil {
+			t.Errorf("%q accepted", p)
+		}
+	}
+	for in, want := range map[string]string{"a": "a", "a/b/../c": "a/c", "./x": "x"} {
+		if got, err := checkFilePath(in); err != nil || got != want {
+			t.Errorf("%q: %q %v", in, got, err)
+		}
+	}
+}
