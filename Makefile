@@ -7,7 +7,7 @@ PREFIX   ?= /usr/local
 # Static binaries: sandboxd-init runs inside sandboxes that have no libc of ours.
 export CGO_ENABLED = 0
 
-.PHONY: all build test unit integration bench run install deps clean
+.PHONY: all build test unit integration bench run install uninstall deps clean
 
 all: build
 
@@ -36,10 +36,27 @@ bench: deps build
 run: deps build
 	./bin/sandboxd
 
+UNITDIR  ?= /etc/systemd/system
+
+# install puts the binaries, the systemd units and the example configuration
+# in place and creates the sandboxd group; enable with
+# systemctl enable --now sandboxd.socket sandboxd.service
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/sandboxd
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/sandboxd $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/sandboxd
 	install -m 0755 bin/sandboxd bin/sandboxctl $(DESTDIR)$(PREFIX)/bin/
 	install -m 0755 bin/sandboxd-init $(DESTDIR)$(PREFIX)/lib/sandboxd/
+	sed 's|/usr/local/bin/sandboxd|$(PREFIX)/bin/sandboxd|' systemd/sandboxd.service > $(DESTDIR)$(UNITDIR)/sandboxd.service
+	install -m 0644 systemd/sandboxd.socket $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/sandboxd.toml.example $(DESTDIR)/etc/sandboxd/
+	getent group sandboxd >/dev/null || groupadd --system sandboxd
+	-systemctl daemon-reload 2>/dev/null
+
+uninstall:
+	-systemctl disable --now sandboxd.service sandboxd.socket 2>/dev/null
+	rm -f $(DESTDIR)$(PREFIX)/bin/sandboxd $(DESTDIR)$(PREFIX)/bin/sandboxctl $(DESTDIR)$(PREFIX)/lib/sandboxd/sandboxd-init
+	rm -f $(DESTDIR)$(UNITDIR)/sandboxd.service $(DESTDIR)$(UNITDIR)/sandboxd.socket $(DESTDIR)/etc/sandboxd/sandboxd.toml.example
+	-rmdir $(DESTDIR)$(PREFIX)/lib/sandboxd $(DESTDIR)/etc/sandboxd 2>/dev/null
+	-systemctl daemon-reload 2>/dev/null
 
 clean:
 	rm -rf bin

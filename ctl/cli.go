@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -67,6 +66,7 @@ var commands = []command{
 	{"session", "create|list|show|delete|files|upload|download ...", "work with sessions: sandboxes that keep their files across executions", noFlags((*cli).session)},
 	{"languages", "", "list the languages the daemon offers", noFlags((*cli).languages)},
 	{"info", "", "show the daemon's version, containerd and limits", noFlags((*cli).info)},
+	{"doctor", "", "check the host and the daemon, with a fix for each problem", noFlags((*cli).doctor)},
 	{"version", "", "print sandboxctl's and the daemon's versions", noFlags((*cli).version)},
 }
 
@@ -350,24 +350,7 @@ func (c *cli) languageOf(ctx context.Context, client *Client, file string) (stri
 }
 
 // ParseSize parses a byte count such as 512m, 1g, 64MiB or 1048576.
-func ParseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"b", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil || n <= 0 || n*float64(mult) > 1<<50 {
-		return 0, fmt.Errorf("%q is not a size such as 512m or 1g", s)
-	}
-	return int64(n * float64(mult)), nil
-}
+func ParseSize(s string) (int64, error) { return api.ParseSize(s) }
 
 func (c *cli) languages(ctx context.Context, _ []string) int {
 	langs, err := NewClient(c.socket).Languages(ctx)
@@ -402,9 +385,9 @@ func (c *cli) info(ctx context.Context, _ []string) int {
 	if info.ContainerdManaged {
 		managed = " (managed by sandboxd)"
 	}
-	fmt.Fprintf(tw, "version:\t%s\nuptime:\t%ds\ncontainerd:\t%s %s%s\ncgroup version:\t%d\nrunning:\t%d (max %d)\nqueued:\t%d (max %d)\n",
+	fmt.Fprintf(tw, "version:\t%s\nuptime:\t%ds\ncontainerd:\t%s %s%s\ncgroup version:\t%d\nrunning:\t%d (max %d)\nqueued:\t%d (max %d)\nsessions:\t%d\n",
 		info.Version, info.UptimeSeconds, info.ContainerdAddress, info.ContainerdVersion, managed,
-		info.CgroupVersion, info.Running, l.MaxConcurrent, info.Queued, l.MaxQueued)
+		info.CgroupVersion, info.Running, l.MaxConcurrent, info.Queued, l.MaxQueued, info.Sessions)
 	fmt.Fprintf(tw, "timeout:\t%dms (max %dms)\nmemory:\t%d (max %d)\ncpus:\t%g\npids:\t%d\ntmpfs:\t%d\noutput cap:\t%d per stream\n",
 		l.TimeoutMS, l.MaxTimeoutMS, l.MemoryBytes, l.MaxMemoryBytes, l.CPUs, l.Pids, l.TmpfsBytes, l.OutputBytes)
 	tw.Flush()

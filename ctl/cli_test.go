@@ -26,6 +26,7 @@ func (echoRuntime) Create(_ context.Context, cfg daemon.SandboxConfig) (daemon.S
 	return echoSandbox{cfg}, nil
 }
 func (echoRuntime) Adopt(context.Context, string) ([]daemon.Sandbox, error) { return nil, nil }
+func (echoRuntime) List(context.Context) ([]string, error)                  { return nil, nil }
 func (echoRuntime) Info(context.Context) daemon.RuntimeInfo {
 	return daemon.RuntimeInfo{Address: "/fake", Version: "1.7", CgroupVersion: 2, Serving: true}
 }

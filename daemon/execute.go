@@ -41,7 +41,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	if err != nil {
 		return nil, nil, err
 	}
-	slot, err := s.slots.acquire(ctx)
+	slot, err := s.slots.acquire(ctx, callerUID(caller))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -63,10 +63,13 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	if err != nil {
 		return nil, nil, s.createError(ctx, err)
 	}
+	s.known.Store(sb.ID(), struct{}{})
 	destroy := func() {
 		if err := sb.Delete(ctx); err != nil {
 			s.log.Warn("delete sandbox", "container_id", sb.ID(), "err", err)
+			return // still there: let the metrics count it as leaked
 		}
+		s.known.Delete(sb.ID())
 	}
 	deleteNow := true
 	defer func() {
@@ -121,7 +124,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		return res, nil
 	}
 	defer x.release()
-	slot, err := s.slots.acquire(runCtx)
+	slot, err := s.slots.acquire(runCtx, callerUID(caller))
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +164,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 		}
 		return out
 	}
-	out := s.lim.OutputBytes
+	out := s.limits().OutputBytes
 	o := outcome{compiled: true, stdout: newCappedBuffer(out), stderr: newCappedBuffer(out)}
 	var err error
 	if len(lang.Compile) > 0 {
@@ -203,6 +206,14 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	res.Stderr, res.StderrEncoding = encodeOutput(o.stderr.Bytes())
 	res.StdoutTruncated, res.StderrTruncated = o.stdout.Truncated(), o.stderr.Truncated()
 	res.Status, res.Signal = status(o.exit, o.compiled)
+	s.metrics.executions.WithLabelValues(res.Language, res.Status).Inc()
+	s.metrics.duration.WithLabelValues(res.Language).Observe(o.duration.Seconds())
+	if res.OOMKilled {
+		s.metrics.oomKills.Inc()
+	}
+	if res.TimedOut {
+		s.metrics.timeouts.Inc()
+	}
 	s.log.Info("execute",
 		"id", res.ID, "session_id", res.SessionID, "language", res.Language, "uid", caller.UID, "pid", caller.PID,
 		"status", res.Status, "exit_code", res.ExitCode, "duration", o.duration.Round(time.Millisecond),
@@ -212,11 +223,11 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 func (s *Server) sandboxLimits(memory int64) SandboxLimits {
 	return SandboxLimits{
 		MemoryBytes:   memory,
-		CPUs:          s.lim.CPUs,
-		Pids:          s.lim.Pids,
-		TmpfsBytes:    s.lim.TmpfsBytes,
+		CPUs:          s.limits().CPUs,
+		Pids:          s.limits().Pids,
+		TmpfsBytes:    s.limits().TmpfsBytes,
 		NoFile:        1024,
-		FileSizeBytes: uint64(s.lim.TmpfsBytes),
+		FileSizeBytes: uint64(s.limits().TmpfsBytes),
 	}
 }
 
@@ -311,18 +322,35 @@ func (c *cappedBuffer) Truncated() bool {
 	return c.total > c.limit
 }
 
-// slots bounds the executions that run at once, and those that wait. It
-// counts both in one number taken under a lock, so that a request never
-// sees a full queue that is only a waiter on its way to a free slot.
+// slots bounds the executions that run at once, those that wait, and
+// those of one uid. It counts them under one lock, so that a request never
+// sees a full queue that is only a waiter on its way to a free slot, and
+// its bounds can change while executions run (on reload).
 type slots struct {
-	run      chan struct{}
-	max      int // running and queued
-	mu       sync.Mutex
-	inflight int
+	mu                        sync.Mutex
+	maxRun, maxQueued, perUID int
+	running, inflight         int
+	byUID                     map[uint32]int
+	changed                   chan struct{} // closed and replaced when a slot frees
 }
 
-func newSlots(running, queued int) *slots {
-	return &slots{run: make(chan struct{}, running), max: running + queued}
+func newSlots(l Limits) *slots {
+	q := &slots{byUID: map[uint32]int{}, changed: make(chan struct{})}
+	q.resize(l)
+	return q
+}
+
+// resize applies new bounds; executions already running keep running.
+func (q *slots) resize(l Limits) {
+	q.mu.Lock()
+	q.maxRun, q.maxQueued, q.perUID = l.MaxConcurrent, l.MaxQueued, l.MaxConcurrentPerUID
+	q.broadcast()
+	q.mu.Unlock()
+}
+
+func (q *slots) broadcast() {
+	close(q.changed)
+	q.changed = make(chan struct{})
 }
 
 var errBusy = api.Errorf(api.CodeResourceExhausted, "too many executions running and queued; try again later")
@@ -331,44 +359,61 @@ var errBusy = api.Errorf(api.CodeResourceExhausted, "too many executions running
 // answered, and frees its run slot once its sandbox is torn down.
 type ticket struct {
 	q        *slots
+	uid      uint32
 	answered sync.Once
 }
 
 // answer takes the request out of the count: its client may send another.
-func (t *ticket) answer() { t.answered.Do(t.q.leave) }
+func (t *ticket) answer() { t.answered.Do(func() { t.q.leave(t.uid) }) }
 
 // release frees the run slot.
 func (t *ticket) release() {
 	t.answer()
-	<-t.q.run
+	t.q.mu.Lock()
+	t.q.running--
+	t.q.broadcast()
+	t.q.mu.Unlock()
 }
 
-func (q *slots) acquire(ctx context.Context) (*ticket, error) {
+func (q *slots) acquire(ctx context.Context, uid uint32) (*ticket, error) {
 	q.mu.Lock()
-	if q.inflight >= q.max {
+	if q.inflight >= q.maxRun+q.maxQueued {
 		q.mu.Unlock()
 		return nil, errBusy
 	}
-	q.inflight++
-	q.mu.Unlock()
-	select {
-	case q.run <- struct{}{}:
-		return &ticket{q: q}, nil
-	case <-ctx.Done():
-		q.leave()
-		return nil, ctx.Err()
+	if q.perUID > 0 && q.byUID[uid] >= q.perUID {
+		q.mu.Unlock()
+		return nil, api.Errorf(api.CodeResourceExhausted, "uid %d has its quota of %d executions running or queued", uid, q.perUID)
 	}
+	q.inflight++
+	q.byUID[uid]++
+	for q.running >= q.maxRun {
+		changed := q.changed
+		q.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			q.leave(uid)
+			return nil, ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	q.running++
+	q.mu.Unlock()
+	return &ticket{q: q, uid: uid}, nil
 }
 
-func (q *slots) leave() {
+func (q *slots) leave(uid uint32) {
 	q.mu.Lock()
 	q.inflight--
+	if q.byUID[uid]--; q.byUID[uid] <= 0 {
+		delete(q.byUID, uid)
+	}
 	q.mu.Unlock()
 }
 
 func (q *slots) counts() (running, queued int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	running = len(q.run)
-	return running, max(q.inflight-running, 0)
+	return q.running, max(q.inflight-q.running, 0)
 }

@@ -15,6 +15,8 @@ type Runtime interface {
 	Adopt(ctx context.Context, kind string) ([]Sandbox, error)
 	// Info describes the runtime; Serving is false when it does not answer.
 	Info(ctx context.Context) RuntimeInfo
+	// List returns the ids of every container the runtime holds for sandboxd.
+	List(ctx context.Context) ([]string, error)
 }
 
 // Sandbox is one started sandbox.

@@ -13,8 +13,12 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -37,6 +41,9 @@ type Limits struct {
 	MaxStdinBytes  int64
 	MaxConcurrent  int
 	MaxQueued      int
+	// MaxConcurrentPerUID bounds one uid's running and waiting executions;
+	// 0 is no quota.
+	MaxConcurrentPerUID int
 
 	SessionIdleTimeout time.Duration // default idle timeout
 	SessionMaxLifetime time.Duration // default maximum lifetime
@@ -71,26 +78,85 @@ func DefaultLimits(cpus int) Limits {
 	}
 }
 
-// Config configures a Server. All fields are required.
+// Config configures a Server. All fields are required but Access.
 type Config struct {
 	Runtime   Runtime
 	Languages []Language
 	Limits    Limits
+	Access    Access
 	Version   string
 	Logger    *slog.Logger
+}
+
+// Access is who may use the API beyond the socket's permissions. Empty
+// lists let everyone in who can open the socket; root always may.
+type Access struct {
+	UIDs, GIDs []uint32
+}
+
+// allows reports whether a caller may use the API: root always; others
+// when no list is set, or their uid, primary gid or one of their groups is
+// on one.
+func (a Access) allows(c Caller) bool {
+	if len(a.UIDs) == 0 && len(a.GIDs) == 0 {
+		return true
+	}
+	if !c.Known {
+		return false
+	}
+	if c.UID == 0 || slices.Contains(a.UIDs, c.UID) || slices.Contains(a.GIDs, c.GID) {
+		return true
+	}
+	for _, g := range supplementaryGroups(c.PID) {
+		if slices.Contains(a.GIDs, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// supplementaryGroups reads a process's groups, which SO_PEERCRED lacks.
+func supplementaryGroups(pid int32) []uint32 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Groups:"); ok {
+			var gids []uint32
+			for _, f := range strings.Fields(rest) {
+				if g, err := strconv.ParseUint(f, 10, 32); err == nil {
+					gids = append(gids, uint32(g))
+				}
+			}
+			return gids
+		}
+	}
+	return nil
+}
+
+// live is what a reload replaces.
+type live struct {
+	lim    Limits
+	langs  []Language
+	access Access
 }
 
 // Server serves the API.
 type Server struct {
 	rt      Runtime
-	langs   []Language
-	lim     Limits
+	cfg     atomic.Pointer[live]
 	version string
 	log     *slog.Logger
 	slots   *slots
 	started time.Time
 	mux     *http.ServeMux
 	wg      sync.WaitGroup
+
+	metrics *metrics
+	// known holds the ids of the containers this daemon uses now, to tell
+	// leaked ones from them.
+	known sync.Map
 
 	smu      sync.Mutex
 	sessions map[string]*session
@@ -101,16 +167,16 @@ type Server struct {
 func New(cfg Config) *Server {
 	s := &Server{
 		rt:       cfg.Runtime,
-		langs:    cfg.Languages,
-		lim:      cfg.Limits,
 		version:  cfg.Version,
 		log:      cfg.Logger,
-		slots:    newSlots(cfg.Limits.MaxConcurrent, cfg.Limits.MaxQueued),
+		slots:    newSlots(cfg.Limits),
 		started:  time.Now(),
 		mux:      http.NewServeMux(),
 		sessions: map[string]*session{},
 		creating: map[uint32]int{},
 	}
+	s.cfg.Store(&live{lim: cfg.Limits, langs: cfg.Languages, access: cfg.Access})
+	s.metrics = newMetrics(s)
 	for _, rt := range []struct {
 		pattern string
 		h       func(http.ResponseWriter, *http.Request) error
@@ -128,10 +194,34 @@ func New(cfg Config) *Server {
 	} {
 		s.mux.HandleFunc(rt.pattern, s.handle(rt.h))
 	}
+	s.mux.Handle("GET /metrics", s.MetricsHandler())
 	return s
 }
 
-func (s *Server) limits() Limits { return s.lim }
+func (s *Server) limits() Limits        { return s.cfg.Load().lim }
+func (s *Server) languages() []Language { return s.cfg.Load().langs }
+
+// Reload replaces the limits, languages and access control. Executions and
+// sessions under way keep what they started with.
+func (s *Server) Reload(l Limits, langs []Language, access Access) {
+	s.cfg.Store(&live{lim: l, langs: langs, access: access})
+	s.slots.resize(l)
+}
+
+// Status is a summary of what the daemon is doing.
+type Status struct {
+	Running, Queued, Sessions int
+	ContainerdUp              bool
+}
+
+// Status summarizes the daemon's work, for systemd's STATUS= line.
+func (s *Server) Status(ctx context.Context) Status {
+	r, q := s.slots.counts()
+	s.smu.Lock()
+	n := len(s.sessions)
+	s.smu.Unlock()
+	return Status{Running: r, Queued: q, Sessions: n, ContainerdUp: s.rt.Info(ctx).Serving}
+}
 
 // Wait waits for the executions under way to end and be cleaned up.
 func (s *Server) Wait() { s.wg.Wait() }
@@ -143,6 +233,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// a proxy; no legitimate caller of this API sends Origin.
 	if r.Header.Get("Origin") != "" {
 		s.writeError(w, r, api.Errorf(api.CodePermissionDenied, "requests from browsers are refused"))
+		return
+	}
+	if c := callerOf(r.Context()); !s.cfg.Load().access.allows(c) {
+		s.log.Warn("caller refused by access control", "uid", c.UID, "gid", c.GID, "pid", c.PID, "route", r.Method+" "+r.URL.Path)
+		s.writeError(w, r, api.Errorf(api.CodePermissionDenied, "uid %d is not allowed to use sandboxd (see access in its configuration)", c.UID))
 		return
 	}
 	// ServeMux's own 404 and 405 answers are plain text: answer in JSON.
@@ -305,7 +400,7 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error 
 // bodyLimit is what a request may weigh: code and stdin at their maxima,
 // JSON-escaped (up to 6 bytes a byte), and room for the rest.
 func (s *Server) bodyLimit() int64 {
-	return 6*(s.lim.MaxCodeBytes+s.lim.MaxStdinBytes) + maxArgsBytes*6 + maxEnvBytes*6 + 64<<10
+	return 6*(s.limits().MaxCodeBytes+s.limits().MaxStdinBytes) + maxArgsBytes*6 + maxEnvBytes*6 + 64<<10
 }
 
 func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
@@ -339,8 +434,8 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
 	ri := s.rt.Info(r.Context())
-	running, queued := s.slots.counts()
-	l := s.lim
+	st := s.Status(r.Context())
+	l := s.limits()
 	writeJSON(w, http.StatusOK, api.Info{
 		Version:           s.version,
 		StartedAt:         s.started.UTC().Format(time.RFC3339),
@@ -349,8 +444,9 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
 		ContainerdVersion: ri.Version,
 		ContainerdManaged: ri.Managed,
 		CgroupVersion:     ri.CgroupVersion,
-		Running:           running,
-		Queued:            queued,
+		Running:           st.Running,
+		Queued:            st.Queued,
+		Sessions:          st.Sessions,
 		Limits: api.Limits{
 			TimeoutMS:      l.DefaultTimeout.Milliseconds(),
 			MaxTimeoutMS:   l.MaxTimeout.Milliseconds(),
@@ -370,8 +466,8 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
-	resp := api.LanguagesResponse{Languages: make([]api.Language, 0, len(s.langs))}
-	for _, l := range s.langs {
+	resp := api.LanguagesResponse{Languages: make([]api.Language, 0, len(s.languages()))}
+	for _, l := range s.languages() {
 		resp.Languages = append(resp.Languages, api.Language{
 			Name:       l.Name,
 			Aliases:    l.Aliases,
@@ -468,7 +564,7 @@ func (s *Server) servePutFile(w http.ResponseWriter, r *http.Request) error {
 			return invalid("mode %q is not an octal permission such as 644", truncate(m, 20))
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.lim.MaxFileBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits().MaxFileBytes))
 	if err != nil {
 		return err
 	}

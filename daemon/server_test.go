@@ -31,6 +31,7 @@ func (f *fakeRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, err
 }
 
 func (f *fakeRuntime) Adopt(context.Context, string) ([]Sandbox, error) { return nil, nil }
+func (f *fakeRuntime) List(context.Context) ([]string, error)           { return nil, nil }
 
 func (f *fakeRuntime) Info(context.Context) RuntimeInfo {
 	return RuntimeInfo{Address: "/fake.sock", Version: "1.0", CgroupVersion: 2, Serving: true}

@@ -154,6 +154,7 @@ func (s *Server) AdoptSessions(ctx context.Context) error {
 		s.smu.Lock()
 		s.sessions[x.id] = x
 		s.smu.Unlock()
+		s.known.Store(sb.ID(), struct{}{})
 		s.log.Info("adopted session", "session_id", x.id, "owner", x.owner, "alive", sb.Alive())
 	}
 	s.expire(ctx)
@@ -201,12 +202,16 @@ func (s *Server) deleteSession(ctx context.Context, x *session) error {
 	s.smu.Lock()
 	delete(s.sessions, x.id)
 	s.smu.Unlock()
-	return x.sb.Delete(ctx)
+	if err := x.sb.Delete(ctx); err != nil {
+		return err
+	}
+	s.known.Delete(x.sb.ID())
+	return nil
 }
 
 func (s *Server) createSession(ctx context.Context, req *api.CreateSessionRequest, c Caller) (*api.Session, error) {
-	l := s.lim
-	lang, ok := findLanguage(s.langs, req.Language)
+	l := s.limits()
+	lang, ok := findLanguage(s.languages(), req.Language)
 	if !ok {
 		if req.Language == "" {
 			return nil, invalid("language is required (available: %s)", s.languageNames())
@@ -275,6 +280,7 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 		return nil, s.createError(ctx, err)
 	}
 	x.sb = sb
+	s.known.Store(sb.ID(), struct{}{})
 	s.smu.Lock()
 	s.sessions[x.id] = x
 	s.smu.Unlock()
@@ -387,7 +393,7 @@ func (s *Server) fileOp(ctx context.Context, x *session, fn func(ctx context.Con
 	if !x.sb.Alive() {
 		return api.Errorf(api.CodeFailedPrecondition, "session %s is dead", x.id)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.lim.MaxTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.limits().MaxTimeout)
 	defer cancel()
 	if err := x.acquire(ctx); err != nil {
 		return api.Errorf(api.CodeResourceExhausted, "session %s stayed busy: %v", x.id, err)
@@ -415,7 +421,7 @@ func (s *Server) putFile(ctx context.Context, x *session, p string, mode uint32,
 }
 
 func (s *Server) getFile(ctx context.Context, x *session, p string) ([]byte, error) {
-	out := newCappedBuffer(s.lim.MaxFileBytes)
+	out := newCappedBuffer(s.limits().MaxFileBytes)
 	err := s.fileOp(ctx, x, func(ctx context.Context) error {
 		code, err := x.sb.Helper(ctx, nil, out, "get", p)
 		if err != nil {
@@ -428,7 +434,7 @@ func (s *Server) getFile(ctx context.Context, x *session, p string) ([]byte, err
 	}
 	if out.Truncated() {
 		return nil, &api.Error{Code: api.CodeInvalidArgument, Status: 413,
-			Message: fmt.Sprintf("%s is larger than the maximum of %d bytes", p, s.lim.MaxFileBytes)}
+			Message: fmt.Sprintf("%s is larger than the maximum of %d bytes", p, s.limits().MaxFileBytes)}
 	}
 	return out.Bytes(), nil
 }

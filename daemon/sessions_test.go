@@ -74,7 +74,8 @@ func (r *sessionRuntime) Adopt(context.Context, string) ([]Sandbox, error) {
 	return out, nil
 }
 
-func (r *sessionRuntime) Info(context.Context) RuntimeInfo { return RuntimeInfo{Serving: true} }
+func (r *sessionRuntime) Info(context.Context) RuntimeInfo       { return RuntimeInfo{Serving: true} }
+func (r *sessionRuntime) List(context.Context) ([]string, error) { return nil, nil }
 
 func newSessionServer(t *testing.T, rt *sessionRuntime) *Server {
 	lim := DefaultLimits(2)

@@ -28,7 +28,7 @@ func invalid(format string, args ...any) error {
 // timeout and memory limit with defaults applied. In a session, the
 // language defaults to the session's, and memory is the session's.
 func (s *Server) validate(req *api.ExecuteRequest, sessionLang string) (Language, time.Duration, int64, error) {
-	l := s.lim
+	l := s.limits()
 	name := req.Language
 	if name == "" {
 		name = sessionLang
@@ -36,7 +36,7 @@ func (s *Server) validate(req *api.ExecuteRequest, sessionLang string) (Language
 	if name == "" {
 		return Language{}, 0, 0, invalid("language is required (available: %s)", s.languageNames())
 	}
-	lang, ok := findLanguage(s.langs, name)
+	lang, ok := findLanguage(s.languages(), name)
 	if !ok {
 		return Language{}, 0, 0, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
 	}
@@ -128,8 +128,8 @@ func checkEnv(env map[string]string) error {
 }
 
 func (s *Server) languageNames() string {
-	names := make([]string, len(s.langs))
-	for i, l := range s.langs {
+	names := make([]string, len(s.languages()))
+	for i, l := range s.languages() {
 		names[i] = l.Name
 	}
 	return strings.Join(names, ", ")

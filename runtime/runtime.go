@@ -194,6 +194,19 @@ func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 	return deleted, errors.Join(errs...)
 }
 
+// List returns the ids of every container with our label.
+func (c *Client) List(ctx context.Context) ([]string, error) {
+	ctrs, err := c.client.Containers(c.ctx(ctx), fmt.Sprintf("labels.%q==true", LabelManaged))
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(ctrs))
+	for i, ctr := range ctrs {
+		ids[i] = ctr.ID()
+	}
+	return ids, nil
+}
+
 // deleteContainer kills and deletes a container's task, then the container
 // and its snapshot; what is already gone is not an error.
 func deleteContainer(ctx context.Context, ctr containerd.Container) error {

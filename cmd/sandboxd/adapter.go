@@ -60,3 +60,5 @@ func (s sandbox) Stats(ctx context.Context) (daemon.Stats, error) {
 	st, err := s.Sandbox.Stats(ctx)
 	return daemon.Stats{CPUNanos: st.CPUNanos, MemoryUsageBytes: st.MemoryUsageBytes, MemoryPeakBytes: st.MemoryPeakBytes}, err
 }
+
+func (r *containerdRuntime) List(ctx context.Context) ([]string, error) { return r.c.List(ctx) }

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/daemon"
-	"github.com/sandboxd/sandboxd/daemon/api"
 	sbxruntime "github.com/sandboxd/sandboxd/runtime"
+	"github.com/sandboxd/sandboxd/systemd"
 )
 
 // version is set at build time by the Makefile.
@@ -34,80 +34,141 @@ const (
 	sandboxGID       = 65534 // nogroup
 )
 
-type options struct {
-	socket        string
-	containerd    string
-	stateDir      string
-	init          string
-	logLevel      string
-	maxConcurrent int
-	maxQueued     int
-	grace         time.Duration
-}
-
 func main() {
-	defaults := daemon.DefaultLimits(goruntime.NumCPU())
-	var o options
 	fs := flag.NewFlagSet("sandboxd", flag.ExitOnError)
-	fs.StringVar(&o.socket, "socket", api.DefaultSocket, "Unix socket to serve the API on")
-	fs.StringVar(&o.containerd, "containerd", "", "containerd socket to use; empty: "+systemContainerd+" when it answers, else a managed containerd; \"managed\": always a managed one")
-	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/sandboxd", "directory for sandboxd's state")
-	fs.StringVar(&o.init, "init", "", "path of sandboxd-init (default: next to sandboxd, or ../lib/sandboxd/)")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.IntVar(&o.maxConcurrent, "max-concurrent", defaults.MaxConcurrent, "executions that run at once")
-	fs.IntVar(&o.maxQueued, "max-queued", defaults.MaxQueued, "executions that may wait for a slot; beyond them requests get 429")
-	fs.DurationVar(&o.grace, "shutdown-grace", 30*time.Second, "how long running executions may finish at shutdown")
+	configPath := fs.String("config", daemon.DefaultConfigPath, "configuration file; a missing file means the defaults")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective one, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	initPath := fs.String("init", "", "path of sandboxd-init (default: next to sandboxd, or ../lib/sandboxd/)")
+	// Flags override the file; their defaults are shown from the built-in
+	// settings, and only flags given on the command line apply.
+	def := daemon.DefaultSettings(goruntime.NumCPU())
+	var o daemon.Settings
+	fs.StringVar(&o.Socket, "socket", def.Socket, "Unix socket to serve the API on")
+	fs.StringVar(&o.Containerd, "containerd", def.Containerd, "containerd socket; empty: "+systemContainerd+" when it answers, else a managed containerd; \"managed\": always a managed one")
+	fs.StringVar(&o.StateDir, "state-dir", def.StateDir, "directory for sandboxd's state")
+	fs.StringVar(&o.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&o.LogFormat, "log-format", def.LogFormat, "text or json")
+	fs.IntVar(&o.Limits.MaxConcurrent, "max-concurrent", def.Limits.MaxConcurrent, "executions that run at once")
+	fs.IntVar(&o.Limits.MaxQueued, "max-queued", def.Limits.MaxQueued, "executions that may wait for a slot; beyond them requests get 429")
+	fs.DurationVar((*time.Duration)(&o.ShutdownGrace), "shutdown-grace", time.Duration(def.ShutdownGrace), "how long running executions may finish at shutdown")
+	fs.DurationVar((*time.Duration)(&o.ContainerdWait), "containerd-wait", time.Duration(def.ContainerdWait), "how long to wait at start for containerd to answer")
+	fs.StringVar(&o.Metrics.Address, "metrics-address", def.Metrics.Address, "also serve /metrics on this TCP address")
 	fs.Parse(os.Args[1:])
 	if *showVersion {
 		fmt.Println("sandboxd", version)
 		return
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		fmt.Fprintln(os.Stderr, "sandboxd: --log-level:", err)
+	load := func() (daemon.Settings, error) {
+		s, err := daemon.LoadSettings(*configPath, def)
+		if err != nil {
+			return s, err
+		}
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "socket":
+				s.Socket = o.Socket
+			case "containerd":
+				s.Containerd = o.Containerd
+			case "state-dir":
+				s.StateDir = o.StateDir
+			case "log-level":
+				s.LogLevel = o.LogLevel
+			case "log-format":
+				s.LogFormat = o.LogFormat
+			case "max-concurrent":
+				s.Limits.MaxConcurrent = o.Limits.MaxConcurrent
+			case "max-queued":
+				s.Limits.MaxQueued = o.Limits.MaxQueued
+			case "shutdown-grace":
+				s.ShutdownGrace = o.ShutdownGrace
+			case "containerd-wait":
+				s.ContainerdWait = o.ContainerdWait
+			case "metrics-address":
+				s.Metrics.Address = o.Metrics.Address
+			}
+		})
+		return s, s.Validate()
+	}
+	settings, err := load()
+	if err == nil {
+		_, err = settings.LanguageSpecs(daemon.Languages)
+	}
+	if *checkConfig {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sandboxd:", err)
+			os.Exit(1)
+		}
+		out, _ := settings.Encode()
+		os.Stdout.Write(out)
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxd:", err)
+		os.Exit(1)
+	}
+	log, err := newLogger(settings)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	limits := defaults
-	limits.MaxConcurrent, limits.MaxQueued = o.maxConcurrent, o.maxQueued
-	if err := run(o, limits, log); err != nil {
+	if err := run(settings, load, *initPath, log); err != nil {
+		log.Error("exiting", "err", err)
 		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(1)
 	}
 }
 
-func run(o options, limits daemon.Limits, log *slog.Logger) error {
+// newLogger logs to stderr; to the journal natively when stderr is the
+// journal, where the time and level are the journal's own.
+func newLogger(s daemon.Settings) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level: %w", err)
+	}
+	if systemd.JournalStream() {
+		return slog.New(systemd.NewJournalHandler(level)), nil
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if s.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+func run(settings daemon.Settings, reload func() (daemon.Settings, error), initFlag string, log *slog.Logger) error {
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: it creates containers through containerd, and cgroups and namespaces for them (run it with sudo or as the systemd service)")
 	}
-	if limits.MaxConcurrent < 1 || limits.MaxQueued < 0 {
-		return errors.New("--max-concurrent must be at least 1 and --max-queued at least 0")
-	}
-	initPath, err := findInit(o.init)
+	initPath, err := findInit(initFlag)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+	if err := os.MkdirAll(settings.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	watchdog := systemd.WatchdogInterval()
 
-	address, managed, err := startContainerd(ctx, o, log)
+	address, managed, err := startContainerd(ctx, settings, watchdog, log)
 	if err != nil {
 		return err
 	}
 	if managed != nil {
 		defer managed.Stop()
 	}
-	langs := daemon.DetectLanguages(ctx, daemon.Languages)
+	specs, err := settings.LanguageSpecs(daemon.Languages)
+	if err != nil {
+		return err
+	}
+	langs := daemon.DetectLanguages(ctx, specs)
 	rt, err := sbxruntime.New(ctx, sbxruntime.Config{
 		Address:   address,
 		Namespace: namespace,
-		StateDir:  o.stateDir,
+		StateDir:  settings.StateDir,
 		Root: &sbxruntime.HostRootFS{
-			Dir: o.stateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath,
+			Dir: settings.StateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath,
 			UID: sandboxUID, GID: sandboxGID,
 		},
 		InitArgs: []string{sbxruntime.InitPath},
@@ -133,14 +194,15 @@ func run(o options, limits daemon.Limits, log *slog.Logger) error {
 	srv := daemon.New(daemon.Config{
 		Runtime:   &containerdRuntime{c: rt, address: address, managed: managed != nil},
 		Languages: langs,
-		Limits:    limits,
+		Limits:    settings.ServerLimits(),
+		Access:    daemon.Access{UIDs: settings.Access.AllowUIDs, GIDs: settings.Access.AllowGIDs},
 		Version:   version,
 		Logger:    log,
 	})
 	if err := srv.AdoptSessions(ctx); err != nil {
 		return fmt.Errorf("adopt sessions: %w", err)
 	}
-	ln, err := listen(o.socket)
+	ln, activated, err := listener(settings)
 	if err != nil {
 		return err
 	}
@@ -155,23 +217,60 @@ func run(o options, limits daemon.Limits, log *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	go srv.Sweep(baseCtx)
+	if settings.Metrics.Address != "" {
+		mln, err := net.Listen("tcp", settings.Metrics.Address)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- ms.Serve(mln) }()
+		defer ms.Close()
+	}
 	names := make([]string, len(langs))
 	for i, l := range langs {
 		names[i] = l.Name
 	}
-	log.Info("serving", "socket", o.socket, "version", version, "containerd", address, "containerd_version", cversion,
-		"managed_containerd", managed != nil, "cgroup_version", rt.CgroupVersion(), "languages", names)
+	log.Info("serving", "socket", settings.Socket, "socket_activated", activated, "version", version,
+		"containerd", address, "containerd_version", cversion, "managed_containerd", managed != nil,
+		"cgroup_version", rt.CgroupVersion(), "languages", names)
+	// The socket serves and containerd answers: ready.
+	systemd.Notify(systemd.Ready, systemd.Status(status(ctx, srv)))
 
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	var pings <-chan time.Time
+	if watchdog > 0 {
+		t := time.NewTicker(watchdog)
+		defer t.Stop()
+		pings = t.C
 	}
-	log.Info("shutting down", "grace", o.grace)
-	sctx, cancel := context.WithTimeout(context.Background(), o.grace)
+	statusTick := time.NewTicker(5 * time.Second)
+	defer statusTick.Stop()
+loop:
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		case <-ctx.Done():
+			break loop
+		case <-pings:
+			// From the serving loop: a wedged daemon stops pinging.
+			systemd.Notify(systemd.Watchdog)
+		case <-statusTick.C:
+			systemd.Notify(systemd.Status(status(ctx, srv)))
+		case <-hup:
+			systemd.Notify(systemd.Reloading)
+			applyReload(ctx, srv, settings, reload, log)
+			systemd.Notify(systemd.Ready, systemd.Status(status(ctx, srv)))
+		}
+	}
+
+	systemd.Notify(systemd.Stopping, systemd.Status("stopping: letting running executions finish"))
+	log.Info("shutting down", "grace", time.Duration(settings.ShutdownGrace))
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(settings.ShutdownGrace))
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
 		log.Warn("grace period over: killing running executions")
@@ -188,10 +287,41 @@ func run(o options, limits daemon.Limits, log *slog.Logger) error {
 	return nil
 }
 
+// applyReload applies a new configuration's limits, languages and access
+// control; an invalid file is logged and changes nothing.
+func applyReload(ctx context.Context, srv *daemon.Server, old daemon.Settings, reload func() (daemon.Settings, error), log *slog.Logger) {
+	s, err := reload()
+	var specs []daemon.LanguageSpec
+	if err == nil {
+		specs, err = s.LanguageSpecs(daemon.Languages)
+	}
+	if err != nil {
+		log.Error("reload refused: the configuration stays as it was", "err", err)
+		return
+	}
+	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.Containerd != old.Containerd || s.Metrics != old.Metrics {
+		log.Warn("reload: socket, state_dir, containerd and metrics change only at restart")
+	}
+	langs := daemon.DetectLanguages(ctx, specs)
+	srv.Reload(s.ServerLimits(), langs, daemon.Access{UIDs: s.Access.AllowUIDs, GIDs: s.Access.AllowGIDs})
+	log.Info("reloaded", "languages", len(langs), "max_concurrent", s.Limits.MaxConcurrent)
+}
+
+// status is the one-line summary systemctl status shows.
+func status(ctx context.Context, srv *daemon.Server) string {
+	st := srv.Status(ctx)
+	up := "up"
+	if !st.ContainerdUp {
+		up = "DOWN"
+	}
+	return fmt.Sprintf("serving: %d running, %d queued, %d sessions; containerd %s", st.Running, st.Queued, st.Sessions, up)
+}
+
 // startContainerd picks the containerd to use, starting a managed one when
-// none is given and the system's does not answer.
-func startContainerd(ctx context.Context, o options, log *slog.Logger) (string, *sbxruntime.Managed, error) {
-	switch o.containerd {
+// none is given and the system's does not answer. It waits up to
+// containerd_wait for the one it is given.
+func startContainerd(ctx context.Context, s daemon.Settings, watchdog time.Duration, log *slog.Logger) (string, *sbxruntime.Managed, error) {
+	switch s.Containerd {
 	case "managed":
 	case "":
 		if sbxruntime.Serving(ctx, systemContainerd) {
@@ -199,15 +329,28 @@ func startContainerd(ctx context.Context, o options, log *slog.Logger) (string, 
 		}
 		log.Info("no containerd answers at " + systemContainerd + "; starting a managed one")
 	default:
-		if _, err := os.Stat(o.containerd); err != nil {
-			return "", nil, fmt.Errorf("--containerd %s: %w", o.containerd, err)
+		addr := s.Containerd
+		deadline := time.Now().Add(time.Duration(s.ContainerdWait))
+		for !sbxruntime.Serving(ctx, addr) {
+			if _, err := os.Stat(addr); errors.Is(err, os.ErrPermission) {
+				return "", nil, fmt.Errorf("--containerd %s: %w", addr, err)
+			}
+			if time.Now().After(deadline) {
+				return "", nil, fmt.Errorf("containerd %s: containerd does not answer there (is it running, and may this user open the socket?)", addr)
+			}
+			systemd.Notify(systemd.Status("waiting for containerd at " + addr))
+			if watchdog > 0 {
+				systemd.Notify(systemd.Watchdog)
+			}
+			select {
+			case <-ctx.Done():
+				return "", nil, ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
 		}
-		if !sbxruntime.Serving(ctx, o.containerd) {
-			return "", nil, fmt.Errorf("--containerd %s: containerd does not answer there (is it running, and may this user open the socket?)", o.containerd)
-		}
-		return o.containerd, nil, nil
+		return addr, nil, nil
 	}
-	m, err := sbxruntime.StartManaged(ctx, filepath.Join(o.stateDir, "containerd"), log)
+	m, err := sbxruntime.StartManaged(ctx, filepath.Join(s.StateDir, "containerd"), log)
 	if err != nil {
 		return "", nil, err
 	}
@@ -236,10 +379,21 @@ func findInit(flagPath string) (string, error) {
 	return "", fmt.Errorf("sandboxd-init not found beside %s nor in ../lib/sandboxd/ (build it with make, or pass --init)", exe)
 }
 
-// listen creates the API socket: its directory, mode 0660 and group
-// sandboxd when that group exists. A socket file nobody answers on is left
-// from a crash and removed; one that answers belongs to a running daemon.
-func listen(path string) (net.Listener, error) {
+// listener is the socket systemd passed, or one of our own.
+func listener(s daemon.Settings) (net.Listener, bool, error) {
+	ln, err := systemd.Listener()
+	if err != nil || ln != nil {
+		return ln, ln != nil, err
+	}
+	mode, _ := strconv.ParseUint(s.SocketMode, 8, 32)
+	ln, err = listen(s.Socket, os.FileMode(mode), s.SocketGroup)
+	return ln, false, err
+}
+
+// listen creates the API socket: its directory, its mode, and its group
+// when that group exists. A socket file nobody answers on is left from a
+// crash and removed; one that answers belongs to a running daemon.
+func listen(path string, mode os.FileMode, group string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
@@ -256,11 +410,11 @@ func listen(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	if err := os.Chmod(path, 0o660); err != nil {
+	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	if g, err := user.LookupGroup("sandboxd"); err == nil {
+	if g, err := user.LookupGroup(group); err == nil && group != "" {
 		gid, _ := strconv.Atoi(g.Gid)
 		if err := os.Chown(path, 0, gid); err != nil {
 			ln.Close()

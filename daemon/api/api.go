@@ -111,6 +111,7 @@ type Info struct {
 	CgroupVersion     int    `json:"cgroup_version"`
 	Running           int    `json:"running"`
 	Queued            int    `json:"queued"`
+	Sessions          int    `json:"sessions"`
 	Limits            Limits `json:"limits"`
 }
 

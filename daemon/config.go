@@ -1,0 +1,291 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// DefaultConfigPath is where sandboxd reads its configuration by default.
+const DefaultConfigPath = "/etc/sandboxd/sandboxd.toml"
+
+// Duration is a TOML string such as "30s" or "10m".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 30s or 10m", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Size is a TOML string such as "256MiB", "1g" or "1048576".
+type Size int64
+
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := api.ParseSize(string(b))
+	*s = Size(v)
+	return err
+}
+
+func (s Size) MarshalText() ([]byte, error) {
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if int64(s) >= u.n && int64(s)%u.n == 0 {
+			return []byte(strconv.FormatInt(int64(s)/u.n, 10) + u.suffix), nil
+		}
+	}
+	return []byte(strconv.FormatInt(int64(s), 10)), nil
+}
+
+// Settings is sandboxd's configuration file. Every key is optional; a
+// missing one keeps its built-in default.
+type Settings struct {
+	Socket         string   `toml:"socket" comment:"the API socket"`
+	SocketMode     string   `toml:"socket_mode" comment:"its permissions, in octal"`
+	SocketGroup    string   `toml:"socket_group" comment:"its group, when that group exists"`
+	Containerd     string   `toml:"containerd" comment:"containerd socket; empty: the system's when it answers, else a managed one; \"managed\": always a managed one"`
+	ContainerdWait Duration `toml:"containerd_wait" comment:"how long to wait at start for containerd to answer (0: not at all)"`
+	StateDir       string   `toml:"state_dir"`
+	ShutdownGrace  Duration `toml:"shutdown_grace" comment:"how long running executions may finish at shutdown"`
+	LogLevel       string   `toml:"log_level" comment:"debug, info, warn or error"`
+	LogFormat      string   `toml:"log_format" comment:"text or json"`
+
+	Limits    LimitSettings      `toml:"limits"`
+	Sessions  SessionSettings    `toml:"sessions"`
+	Access    AccessSettings     `toml:"access"`
+	Metrics   MetricsSettings    `toml:"metrics"`
+	Languages []LanguageSettings `toml:"languages" comment:"add, override or disable languages"`
+}
+
+// LimitSettings are the defaults and maxima of executions.
+type LimitSettings struct {
+	Timeout             Duration `toml:"timeout"`
+	MaxTimeout          Duration `toml:"max_timeout"`
+	Memory              Size     `toml:"memory"`
+	MaxMemory           Size     `toml:"max_memory"`
+	CPUs                float64  `toml:"cpus"`
+	Pids                int64    `toml:"pids"`
+	Tmpfs               Size     `toml:"tmpfs" comment:"size of /tmp and of /workspace, each"`
+	Output              Size     `toml:"output" comment:"cap of stdout and of stderr, each"`
+	MaxCode             Size     `toml:"max_code"`
+	MaxStdin            Size     `toml:"max_stdin"`
+	MaxConcurrent       int      `toml:"max_concurrent" comment:"executions at once"`
+	MaxQueued           int      `toml:"max_queued" comment:"executions waiting; beyond, 429"`
+	MaxConcurrentPerUID int      `toml:"max_concurrent_per_uid" comment:"running and waiting executions of one uid; 0: no quota"`
+}
+
+// SessionSettings bound sessions.
+type SessionSettings struct {
+	IdleTimeout    Duration `toml:"idle_timeout"`
+	MaxLifetime    Duration `toml:"max_lifetime"`
+	MaxLifetimeCap Duration `toml:"max_lifetime_cap" comment:"the most a request may ask for either"`
+	Max            int      `toml:"max"`
+	MaxPerUID      int      `toml:"max_per_uid"`
+	MaxFile        Size     `toml:"max_file" comment:"one file uploaded or downloaded"`
+}
+
+// AccessSettings is who may use the API beyond the socket's permissions.
+type AccessSettings struct {
+	AllowUIDs []uint32 `toml:"allow_uids" comment:"empty, with allow_gids empty: whoever can open the socket; root always may"`
+	AllowGIDs []uint32 `toml:"allow_gids"`
+}
+
+// MetricsSettings configures the Prometheus endpoint.
+type MetricsSettings struct {
+	Address string `toml:"address" comment:"also serve /metrics on this TCP address, such as 127.0.0.1:9464; empty: only on the socket"`
+}
+
+// LanguageSettings adds a language, overrides fields of a built-in one
+// (those set), or disables one.
+type LanguageSettings struct {
+	Name       string   `toml:"name"`
+	Disabled   bool     `toml:"disabled,omitempty"`
+	Aliases    []string `toml:"aliases,omitempty"`
+	Extensions []string `toml:"extensions,omitempty"`
+	FileName   string   `toml:"file_name,omitempty"`
+	Compile    []string `toml:"compile,omitempty"`
+	Run        []string `toml:"run,omitempty"`
+	Version    []string `toml:"version,omitempty"`
+	Env        []string `toml:"env,omitempty"`
+	HostPaths  []string `toml:"host_paths,omitempty"`
+}
+
+// DefaultSettings are the built-in defaults for a host with cpus CPUs.
+func DefaultSettings(cpus int) Settings {
+	l := DefaultLimits(cpus)
+	return Settings{
+		Socket:         api.DefaultSocket,
+		SocketMode:     "0660",
+		SocketGroup:    "sandboxd",
+		StateDir:       "/var/lib/sandboxd",
+		ContainerdWait: 0,
+		ShutdownGrace:  Duration(30 * time.Second),
+		LogLevel:       "info",
+		LogFormat:      "text",
+		Limits: LimitSettings{
+			Timeout: Duration(l.DefaultTimeout), MaxTimeout: Duration(l.MaxTimeout),
+			Memory: Size(l.DefaultMemory), MaxMemory: Size(l.MaxMemory),
+			CPUs: l.CPUs, Pids: l.Pids, Tmpfs: Size(l.TmpfsBytes), Output: Size(l.OutputBytes),
+			MaxCode: Size(l.MaxCodeBytes), MaxStdin: Size(l.MaxStdinBytes),
+			MaxConcurrent: l.MaxConcurrent, MaxQueued: l.MaxQueued, MaxConcurrentPerUID: l.MaxConcurrentPerUID,
+		},
+		Sessions: SessionSettings{
+			IdleTimeout: Duration(l.SessionIdleTimeout), MaxLifetime: Duration(l.SessionMaxLifetime),
+			MaxLifetimeCap: Duration(l.MaxSessionLifetime), Max: l.MaxSessions, MaxPerUID: l.MaxSessionsPerUser,
+			MaxFile: Size(l.MaxFileBytes),
+		},
+	}
+}
+
+// LoadSettings reads a configuration file over defaults. A missing file
+// leaves the defaults; an unknown key is an error that names its line.
+func LoadSettings(path string, defaults Settings) (Settings, error) {
+	s := defaults
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("config: %w", err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		var strict *toml.StrictMissingError
+		var decErr *toml.DecodeError
+		switch {
+		case errors.As(err, &strict):
+			e := strict.Errors[0]
+			row, col := e.Position()
+			return s, fmt.Errorf("%s:%d:%d: unknown key %q", path, row, col, joinKey(e.Key()))
+		case errors.As(err, &decErr):
+			row, col := decErr.Position()
+			return s, fmt.Errorf("%s:%d:%d: %s", path, row, col, decErr.Error())
+		}
+		return s, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, s.Validate()
+}
+
+func joinKey(k []string) string {
+	out := ""
+	for i, p := range k {
+		if i > 0 {
+			out += "."
+		}
+		out += p
+	}
+	return out
+}
+
+// Validate checks values that parse but make no sense.
+func (s Settings) Validate() error {
+	l := s.Limits
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("config: "+format, args...))
+		}
+	}
+	check(l.Timeout > 0 && l.Timeout <= l.MaxTimeout, "limits.timeout must be positive and at most limits.max_timeout")
+	check(l.Memory >= minMemory && l.Memory <= l.MaxMemory, "limits.memory must be at least 16MiB and at most limits.max_memory")
+	check(l.CPUs > 0 && l.CPUs <= 1024, "limits.cpus must be positive")
+	check(l.Pids >= 8, "limits.pids must be at least 8")
+	check(l.Tmpfs >= 1<<20, "limits.tmpfs must be at least 1MiB")
+	check(l.Output >= 1<<10, "limits.output must be at least 1KiB")
+	check(l.MaxCode > 0 && l.MaxStdin >= 0, "limits.max_code must be positive")
+	check(l.MaxConcurrent >= 1 && l.MaxQueued >= 0 && l.MaxConcurrentPerUID >= 0, "limits.max_concurrent must be at least 1, max_queued and max_concurrent_per_uid at least 0")
+	ss := s.Sessions
+	check(ss.IdleTimeout > 0 && ss.MaxLifetime > 0 && ss.IdleTimeout <= ss.MaxLifetimeCap && ss.MaxLifetime <= ss.MaxLifetimeCap,
+		"sessions.idle_timeout and max_lifetime must be positive and at most sessions.max_lifetime_cap")
+	check(ss.Max >= 0 && ss.MaxPerUID >= 0 && ss.MaxFile > 0, "sessions.max, max_per_uid and max_file must not be negative")
+	_, err := strconv.ParseUint(s.SocketMode, 8, 32)
+	check(err == nil, "socket_mode %q is not octal", s.SocketMode)
+	check(s.LogFormat == "text" || s.LogFormat == "json", "log_format must be text or json")
+	for i, lang := range s.Languages {
+		check(lang.Name != "", "languages[%d]: name is required", i)
+	}
+	return errors.Join(errs...)
+}
+
+// Encode writes the settings as TOML, for --check-config.
+func (s Settings) Encode() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := toml.NewEncoder(&buf)
+	enc.SetIndentTables(true)
+	err := enc.Encode(s)
+	return buf.Bytes(), err
+}
+
+// Limits turns settings into the server's limits.
+func (s Settings) ServerLimits() Limits {
+	l, ss := s.Limits, s.Sessions
+	return Limits{
+		DefaultTimeout: time.Duration(l.Timeout), MaxTimeout: time.Duration(l.MaxTimeout),
+		DefaultMemory: int64(l.Memory), MaxMemory: int64(l.MaxMemory),
+		CPUs: l.CPUs, Pids: l.Pids, TmpfsBytes: int64(l.Tmpfs), OutputBytes: int64(l.Output),
+		MaxCodeBytes: int64(l.MaxCode), MaxStdinBytes: int64(l.MaxStdin),
+		MaxConcurrent: l.MaxConcurrent, MaxQueued: l.MaxQueued, MaxConcurrentPerUID: l.MaxConcurrentPerUID,
+		SessionIdleTimeout: time.Duration(ss.IdleTimeout), SessionMaxLifetime: time.Duration(ss.MaxLifetime),
+		MaxSessionLifetime: time.Duration(ss.MaxLifetimeCap), MaxSessions: ss.Max, MaxSessionsPerUser: ss.MaxPerUID,
+		MaxFileBytes: int64(ss.MaxFile),
+	}
+}
+
+// LanguageSpecs applies the settings' language entries to the built-in
+// table.
+func (s Settings) LanguageSpecs(builtin []LanguageSpec) ([]LanguageSpec, error) {
+	specs := slices.Clone(builtin)
+	for _, ls := range s.Languages {
+		i := slices.IndexFunc(specs, func(l LanguageSpec) bool { return l.Name == ls.Name })
+		if ls.Disabled {
+			if i >= 0 {
+				specs = slices.Delete(specs, i, i+1)
+			}
+			continue
+		}
+		var l LanguageSpec
+		if i >= 0 {
+			l = specs[i]
+		} else if ls.FileName == "" || len(ls.Run) == 0 {
+			return nil, fmt.Errorf("config: language %q is new: it needs file_name and run", ls.Name)
+		}
+		l.Name = ls.Name
+		set := func(dst *[]string, src []string) {
+			if src != nil {
+				*dst = src
+			}
+		}
+		set(&l.Aliases, ls.Aliases)
+		set(&l.Extensions, ls.Extensions)
+		set(&l.Compile, ls.Compile)
+		set(&l.Run, ls.Run)
+		set(&l.Version, ls.Version)
+		set(&l.Env, ls.Env)
+		set(&l.HostPaths, ls.HostPaths)
+		if ls.FileName != "" {
+			l.FileName = ls.FileName
+		}
+		if i >= 0 {
+			specs[i] = l
+		} else {
+			specs = append(specs, l)
+		}
+	}
+	return specs, nil
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are sandboxd's Prometheus metrics, on a registry of its own.
+type metrics struct {
+	reg        *prometheus.Registry
+	executions *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	oomKills   prometheus.Counter
+	timeouts   prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sandboxd_executions_total", Help: "Executions that ran, by language and status.",
+		}, []string{"language", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sandboxd_execution_duration_seconds", Help: "Wall-clock time of executions, by language.",
+			Buckets: []float64{.025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"language"}),
+		oomKills: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sandboxd_oom_kills_total", Help: "Executions killed by the kernel's OOM killer.",
+		}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sandboxd_timeouts_total", Help: "Executions killed at their timeout.",
+		}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(m.executions, m.duration, m.oomKills, m.timeouts,
+		gauge("sandboxd_executions_running", "Executions running now.", func() float64 {
+			r, _ := s.slots.counts()
+			return float64(r)
+		}),
+		gauge("sandboxd_queue_depth", "Executions waiting for a slot.", func() float64 {
+			_, q := s.slots.counts()
+			return float64(q)
+		}),
+		gauge("sandboxd_sessions", "Sessions alive.", func() float64 {
+			s.smu.Lock()
+			defer s.smu.Unlock()
+			return float64(len(s.sessions))
+		}),
+		containerCollector{s},
+		prometheus.NewGoCollector(),
+		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+var (
+	containersDesc = prometheus.NewDesc("sandboxd_containers", "Containers in containerd that sandboxd owns.", nil, nil)
+	leakedDesc     = prometheus.NewDesc("sandboxd_leaked_containers", "Containers labelled as sandboxd's that it does not know: left by a crash, or planted.", nil, nil)
+	upDesc         = prometheus.NewDesc("sandboxd_containerd_up", "1 when containerd answers.", nil, nil)
+)
+
+// containerCollector asks containerd at each scrape.
+type containerCollector struct{ s *Server }
+
+func (c containerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- containersDesc
+	ch <- leakedDesc
+	ch <- upDesc
+}
+
+func (c containerCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ids, err := c.s.rt.List(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1)
+	leaked := 0
+	for _, id := range ids {
+		if _, ok := c.s.known.Load(id); !ok {
+			leaked++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(containersDesc, prometheus.GaugeValue, float64(len(ids)))
+	ch <- prometheus.MustNewConstMetric(leakedDesc, prometheus.GaugeValue, float64(leaked))
+}
+
+// MetricsHandler serves the metrics, for a TCP listener of their own.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
