@@ -22,6 +22,7 @@ func TestDependencyGraph(t *testing.T) {
 		{pkg: "cmd/sandboxctl", forbidden: []string{module + "/daemon", module + "/runtime", "github.com/containerd/"}},
 		{pkg: "daemon", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd"}},
 		{pkg: "runtime", forbidden: []string{module + "/daemon", module + "/ctl"}},
+		{pkg: "systemd", forbidden: []string{module + "/", "github.com/containerd/", "github.com/prometheus/"}},
 		{pkg: "cmd/sandboxd-init", forbidden: []string{module + "/", "github.com/"}},
 	} {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./"+tc.pkg).Output()

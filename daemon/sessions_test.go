@@ -209,3 +209,33 @@ func TestFilePaths(t *testing.T) {
 		}
 	}
 }
+
+func TestAccess(t *testing.T) {
+	open := Access{}
+	list := Access{UIDs: []uint32{1000}, GIDs: []uint32{50}}
+	for _, tc := range []struct {
+		a    Access
+		c    Caller
+		want bool
+	}{
+		{open, Caller{UID: 5, Known: true}, true},
+		{open, Caller{}, true},
+		{list, Caller{UID: 1000, Known: true}, true},
+		{list, Caller{UID: 0, Known: true}, true},
+		{list, Caller{UID: 7, GID: 50, Known: true}, true},
+		{list, Caller{UID: 7, GID: 7, PID: -1, Known: true}, false},
+		{list, Caller{}, false},
+	} {
+		if got := tc.a.allows(tc.c); got != tc.want {
+			t.Errorf("%+v allows %+v: %v", tc.a, tc.c, got)
+		}
+	}
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	s.Reload(s.limits(), s.languages(), list)
+	if w := as(s, 7, "GET", "/v1/info", ""); w.Code != 403 {
+		t.Errorf("uid 7 after reload: %d", w.Code)
+	}
+	if w := as(s, 1000, "GET", "/v1/info", ""); w.Code != 200 {
+		t.Errorf("uid 1000 after reload: %d", w.Code)
+	}
+}

@@ -65,7 +65,8 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: build: %v\n%s", err, out)
 		return 1
 	}
-	stopContainerd, err := startContainerd(filepath.Join(dir, "ctd"))
+	var stopContainerd func()
+	containerdAddr, stopContainerd, err = startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
@@ -97,25 +98,25 @@ func run(m *testing.M) int {
 }
 
 // startContainerd starts a private containerd under dir, as containerd's
-// own integration tests do.
-func startContainerd(dir string) (func(), error) {
+// own integration tests do, and returns its address and how to stop it.
+func startContainerd(dir string) (string, func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return "", nil, err
 	}
-	containerdAddr = filepath.Join(dir, "c.sock")
+	containerdAddr := filepath.Join(dir, "c.sock")
 	config := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
 		filepath.Join(dir, "root"), filepath.Join(dir, "state"), containerdAddr, containerdAddr+".ttrpc")
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	cmd := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start containerd: %w", err)
+		return "", nil, fmt.Errorf("start containerd: %w", err)
 	}
 	stop := func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -129,13 +130,13 @@ func startContainerd(dir string) (func(), error) {
 			ok, err := c.IsServing(context.Background())
 			c.Close()
 			if err == nil && ok {
-				return stop, nil
+				return containerdAddr, stop, nil
 			}
 		}
 		if time.Now().After(deadline) {
 			stop()
 			log, _ := os.ReadFile(logf.Name())
-			return nil, fmt.Errorf("containerd did not serve within 30s:\n%s", log)
+			return "", nil, fmt.Errorf("containerd did not serve within 30s:\n%s", log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -158,8 +159,16 @@ type daemonProc struct {
 }
 
 func startDaemon(sock, state string, args ...string) (*daemonProc, error) {
+	return startDaemonEnv(nil, sock, state, args...)
+}
+
+// startDaemonEnv starts sandboxd with more environment, such as systemd's,
+// and an empty configuration file, and waits until it serves.
+func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonProc, error) {
 	d := &daemonProc{log: &bytes.Buffer{}, done: make(chan error, 1)}
-	d.cmd = exec.Command(filepath.Join(binDir, "sandboxd"), append([]string{"--socket", sock, "--state-dir", state}, args...)...)
+	args = append([]string{"--config", "/nonexistent/sandboxd.toml", "--socket", sock, "--state-dir", state}, args...)
+	d.cmd = exec.Command(filepath.Join(binDir, "sandboxd"), args...)
+	d.cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
 	d.cmd.Stdout, d.cmd.Stderr = pw, pw
 	logged := make(chan struct{})

@@ -1,0 +1,413 @@
+//go:build integration
+
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+)
+
+func TestUnitFilesVerify(t *testing.T) {
+	dir := t.TempDir()
+	unit, err := os.ReadFile("../../systemd/sandboxd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit = bytes.ReplaceAll(unit, []byte("/usr/local/bin/sandboxd"), []byte(filepath.Join(binDir, "sandboxd")))
+	os.WriteFile(filepath.Join(dir, "sandboxd.service"), unit, 0o644)
+	sock, _ := os.ReadFile("../../systemd/sandboxd.socket")
+	os.WriteFile(filepath.Join(dir, "sandboxd.socket"), sock, 0o644)
+	out, err := exec.Command("systemd-analyze", "verify", filepath.Join(dir, "sandboxd.service"), filepath.Join(dir, "sandboxd.socket")).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Type=notify", "WatchdogSec=", "KillMode=process", "ExecReload=", "Restart=on-failure"} {
+		if !bytes.Contains(unit, []byte(want)) {
+			t.Errorf("the service lacks %s", want)
+		}
+	}
+	if !bytes.Contains(sock, []byte("SocketMode=0660")) || !bytes.Contains(sock, []byte("SocketGroup=sandboxd")) {
+		t.Error("the socket unit lacks its mode or group")
+	}
+}
+
+func TestSocketActivation(t *testing.T) {
+	dir, _ := os.MkdirTemp("/tmp", "sbxa")
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "activated.sock")
+	cmd := exec.Command("systemd-socket-activate", "-l", sock,
+		filepath.Join(binDir, "sandboxd"), "--config", "/nonexistent", "--socket", filepath.Join(dir, "unused.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--containerd", containerdAddr)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	// The first request starts sandboxd on the inherited socket.
+	var status int
+	var body []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for status != 200 && time.Now().Before(deadline) {
+		status, body = request(sock, "POST", "/v1/execute", `{"language":"bash","code":"echo activated"}`, nil)
+		if status != 200 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if status != 200 || !strings.Contains(string(body), `"activated\n"`) {
+		t.Fatalf("through the inherited socket: %d %s\n%s", status, body, log.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "unused.sock")); err == nil {
+		t.Error("sandboxd listened itself although a socket was passed")
+	}
+	if !strings.Contains(log.String(), "socket_activated=true") {
+		t.Errorf("log: %s", log.String())
+	}
+}
+
+// notifications reads sd_notify datagrams as systemd would.
+type notifications struct {
+	conn *net.UnixConn
+	msgs chan string
+}
+
+func listenNotify(t *testing.T, dir string) (*notifications, string) {
+	path := filepath.Join(dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &notifications{conn: conn, msgs: make(chan string, 1000)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				close(n.msgs)
+				return
+			}
+			n.msgs <- string(buf[:k])
+		}
+	}()
+	return n, path
+}
+
+// until returns the messages received up to one containing want.
+func (n *notifications) until(t *testing.T, want string, timeout time.Duration) []string {
+	t.Helper()
+	var seen []string
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m, ok := <-n.msgs:
+			if !ok {
+				t.Fatalf("notify socket closed waiting for %q; seen %q", want, seen)
+			}
+			seen = append(seen, m)
+			if strings.Contains(m, want) {
+				return seen
+			}
+		case <-deadline:
+			t.Fatalf("no %q within %v; seen %q", want, timeout, seen)
+		}
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	dir, _ := os.MkdirTemp("/tmp", "sbxn")
+	defer os.RemoveAll(dir)
+	notify, path := listenNotify(t, dir)
+	defer notify.conn.Close()
+	ctdDir := filepath.Join(dir, "ctd")
+	addr := filepath.Join(ctdDir, "c.sock")
+	sock := filepath.Join(dir, "s.sock")
+	// containerd is down when sandboxd starts.
+	cmd := exec.Command(filepath.Join(binDir, "sandboxd"), "--config", "/nonexistent", "--socket", sock,
+		"--state-dir", filepath.Join(dir, "state"), "--containerd", addr, "--containerd-wait", "2m")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+path, "WATCHDOG_USEC=400000")
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+
+	waiting := notify.until(t, "STATUS=waiting for containerd", 10*time.Second)
+	time.Sleep(time.Second)
+	for _, m := range append(waiting, drain(notify)...) {
+		if strings.Contains(m, "READY=1") {
+			t.Fatalf("READY before containerd answers: %q", m)
+		}
+	}
+	_, stopContainerd, err := startContainerd(ctdDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopContainerd()
+	msgs := notify.until(t, "READY=1", 60*time.Second)
+	ready := msgs[len(msgs)-1]
+	if !strings.Contains(ready, "STATUS=serving") {
+		t.Errorf("READY without a status: %q", ready)
+	}
+	if st, _ := request(sock, "GET", "/v1/health", "", nil); st != 200 {
+		t.Errorf("ready but not serving: %d", st)
+	}
+	// The watchdog is pinged every half of WATCHDOG_USEC.
+	start := time.Now()
+	pings := 0
+	for time.Since(start) < 2*time.Second {
+		select {
+		case m := <-notify.msgs:
+			if strings.Contains(m, "WATCHDOG=1") {
+				pings++
+			}
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if pings < 6 || pings > 14 {
+		t.Errorf("%d watchdog pings in 2s at a 200ms interval", pings)
+	}
+	// The status line is kept current.
+	status := notify.until(t, "STATUS=serving", 10*time.Second)
+	if !regexp.MustCompile(`STATUS=serving: \d+ running, \d+ queued, \d+ sessions; containerd up`).MatchString(status[len(status)-1]) {
+		t.Errorf("status: %q", status[len(status)-1])
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	notify.until(t, "RELOADING=1", 10*time.Second)
+	notify.until(t, "READY=1", 10*time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	notify.until(t, "STOPPING=1", 10*time.Second)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+func drain(n *notifications) []string {
+	var out []string
+	for {
+		select {
+		case m := <-n.msgs:
+			out = append(out, m)
+		default:
+			return out
+		}
+	}
+}
+
+// asUser runs sandboxctl as uid 65534 against sock.
+func asUser(sock string, args ...string) (string, int) {
+	cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), args...)
+	cmd.Env = []string{"SANDBOXD_SOCKET=" + sock}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	}
+	return string(out), 0
+}
+
+func TestConfigReloadAccessAndQuota(t *testing.T) {
+	dir, _ := os.MkdirTemp("/tmp", "sbxc")
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	config := filepath.Join(dir, "sandboxd.toml")
+	write := func(body string) {
+		if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Precedence: defaults < file < flags.
+	write("[limits]\nmax_concurrent = 3\nmax_queued = 1\n")
+	check := func(args ...string) string {
+		out, err := exec.Command(filepath.Join(binDir, "sandboxd"), append([]string{"--config", config, "--check-config"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("--check-config: %v %s", err, out)
+		}
+		return string(out)
+	}
+	if out := check(); !strings.Contains(out, "max_concurrent = 3") || !strings.Contains(out, "max_queued = 1") || !strings.Contains(out, "pids = 128") {
+		t.Errorf("file over defaults:\n%s", out)
+	}
+	if out := check("--max-concurrent", "5"); !strings.Contains(out, "max_concurrent = 5") || !strings.Contains(out, "max_queued = 1") {
+		t.Errorf("flag over file:\n%s", out)
+	}
+	write("[limits]\nmax_concurent = 3\n")
+	out, err := exec.Command(filepath.Join(binDir, "sandboxd"), "--config", config, "--check-config").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "sandboxd.toml:2:1: unknown key \"limits.max_concurent\"") {
+		t.Errorf("unknown key: %v %s", err, out)
+	}
+
+	write("[limits]\nmax_concurrent_per_uid = 1\n[access]\nallow_uids = [65534]\n")
+	sock := filepath.Join(dir, "s.sock")
+	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	os.Chmod(sock, 0o666)
+	if out, code := asUser(sock, "execute", "-l", "bash", "-c", "echo allowed"); code != 0 || out != "allowed\n" {
+		t.Fatalf("an allowed uid: %d %q", code, out)
+	}
+	// The per-uid quota: one execution at a time for uid 65534.
+	slow := make(chan string, 1)
+	go func() { out, _ := asUser(sock, "execute", "-l", "bash", "-c", "sleep 3; echo slow done"); slow <- out }()
+	time.Sleep(1500 * time.Millisecond)
+	if out, code := asUser(sock, "execute", "-l", "bash", "-c", "echo second"); code != 125 || !strings.Contains(out, "quota") {
+		t.Errorf("over the quota: %d %q", code, out)
+	}
+	// Reload while the slow one runs: uid 65534 is no longer allowed.
+	write("[access]\nallow_uids = [4242]\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	if out, code := asUser(sock, "execute", "-l", "bash", "-c", "echo refused"); code != 125 || !strings.Contains(out, "not allowed") {
+		t.Errorf("a uid off the list after reload: %d %q", code, out)
+	}
+	if out := <-slow; out != "slow done\n" {
+		t.Errorf("the execution running during the reload: %q", out)
+	}
+	if !strings.Contains(d.log.String(), "caller refused by access control") || !strings.Contains(d.log.String(), "uid=65534") {
+		t.Errorf("no log line for the refused caller")
+	}
+	// An invalid file is refused and the old configuration stays.
+	write("[access]\nallow_uids = \"everyone\"\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	if !strings.Contains(d.log.String(), "reload refused") {
+		t.Errorf("no log of the refused reload:\n%s", d.log.String())
+	}
+	if _, code := asUser(sock, "info"); code != 1 {
+		t.Errorf("after an invalid reload uid 65534 got in: %d", code)
+	}
+	if _, _, code := sandboxctl(t, "", "--socket", sock, "execute", "-l", "bash", "-c", "true"); code != 0 {
+		t.Errorf("root after the invalid reload: %d", code)
+	}
+}
+
+func metricValue(t *testing.T, sock, name string) float64 {
+	t.Helper()
+	status, body := request(sock, "GET", "/metrics", "", nil)
+	if status != 200 {
+		t.Fatalf("metrics: %d", status)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, name+" "), 64)
+			return v
+		}
+	}
+	return -1
+}
+
+func TestMetrics(t *testing.T) {
+	okBash := `sandboxd_executions_total{language="bash",status="ok"}`
+	before := max(metricValue(t, socket, okBash), 0)
+	timeoutsBefore := metricValue(t, socket, "sandboxd_timeouts_total")
+	sandboxctl(t, "", "execute", "-l", "bash", "-c", "true")
+	sandboxctl(t, "", "execute", "-l", "bash", "-c", "true")
+	sandboxctl(t, "", "execute", "-l", "bash", "-c", "sleep 5", "-t", "0.5")
+	if got := metricValue(t, socket, okBash); got != before+2 {
+		t.Errorf("%s: %v, want %v", okBash, got, before+2)
+	}
+	if got := metricValue(t, socket, "sandboxd_timeouts_total"); got != timeoutsBefore+1 {
+		t.Errorf("timeouts: %v, want %v", got, timeoutsBefore+1)
+	}
+	if metricValue(t, socket, "sandboxd_containerd_up") != 1 || metricValue(t, socket, `sandboxd_execution_duration_seconds_count{language="bash"}`) < 3 {
+		t.Error("containerd_up or the duration histogram is missing")
+	}
+	if got := metricValue(t, socket, "sandboxd_leaked_containers"); got != 0 {
+		t.Errorf("leaked before planting: %v", got)
+	}
+	// A container planted in sandboxd's namespace with its label is one
+	// sandboxd does not know.
+	c, err := containerd.New(containerdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := namespaces.WithNamespace(context.Background(), "sandboxd")
+	ctr, err := c.NewContainer(ctx, "planted", containerd.WithNewSpec(oci.WithRootFSPath("/nonexistent")),
+		containerd.WithContainerLabels(map[string]string{"io.sandboxd.managed": "true", "io.sandboxd.kind": "execute"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Delete(ctx)
+	if got := metricValue(t, socket, "sandboxd_leaked_containers"); got != 1 {
+		t.Errorf("leaked after planting: %v", got)
+	}
+	if got := metricValue(t, socket, "sandboxd_containers"); got < 1 {
+		t.Errorf("containers: %v", got)
+	}
+	ctr.Delete(ctx)
+	// The TCP endpoint, on loopback.
+	dir, _ := os.MkdirTemp("/tmp", "sbxp")
+	defer os.RemoveAll(dir)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	d, err := startDaemon(filepath.Join(dir, "s.sock"), filepath.Join(dir, "state"), "--containerd", containerdAddr, "--metrics-address", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	out, err := exec.Command("curl", "-sf", "http://"+addr+"/metrics").Output()
+	if err != nil || !strings.Contains(string(out), "sandboxd_containerd_up 1") {
+		t.Errorf("metrics over TCP: %v %.200s", err, out)
+	}
+}
+
+func TestDoctor(t *testing.T) {
+	out, _, code := sandboxctl(t, "", "doctor")
+	if code != 0 || strings.Contains(out, "FAIL") {
+		t.Fatalf("doctor here: %d\n%s", code, out)
+	}
+	for _, want := range []string{"containerd", "runc", "cgroups", "seccomp", "languages", "access"} {
+		if !regexp.MustCompile(`(?m)^ok\s+` + want).MatchString(out) {
+			t.Errorf("no passing %s check:\n%s", want, out)
+		}
+	}
+	// With containerd stopped, doctor says so and fails.
+	dir, _ := os.MkdirTemp("/tmp", "sbxd")
+	defer os.RemoveAll(dir)
+	addr, stopContainerd, err := startContainerd(filepath.Join(dir, "ctd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s.sock")
+	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--containerd", addr)
+	if err != nil {
+		stopContainerd()
+		t.Fatal(err)
+	}
+	defer d.stop()
+	stopContainerd()
+	out, _, code = sandboxctl(t, "", "--socket", sock, "doctor")
+	if code == 0 || !regexp.MustCompile(`(?m)^FAIL\s+containerd\s+containerd does not answer`).MatchString(out) || !strings.Contains(out, "fix:") {
+		t.Errorf("doctor with containerd stopped: %d\n%s", code, out)
+	}
+	_ = fmt.Sprint
+}

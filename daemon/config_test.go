@@ -1,0 +1,154 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "sandboxd.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadSettingsEveryKey(t *testing.T) {
+	p := writeConfig(t, `
+socket = "/run/x.sock"
+socket_mode = "0600"
+socket_group = "wheel"
+containerd = "managed"
+containerd_wait = "1m"
+state_dir = "/srv/sbx"
+shutdown_grace = "5s"
+log_level = "debug"
+log_format = "json"
+
+[limits]
+timeout = "10s"
+max_timeout = "1m"
+memory = "128MiB"
+max_memory = "1g"
+cpus = 0.5
+pids = 64
+tmpfs = "32m"
+output = "64KiB"
+max_code = "100k"
+max_stdin = "200k"
+max_concurrent = 3
+max_queued = 5
+max_concurrent_per_uid = 2
+
+[sessions]
+idle_timeout = "1m"
+max_lifetime = "2h"
+max_lifetime_cap = "3h"
+max = 4
+max_per_uid = 2
+max_file = "1MiB"
+
+[access]
+allow_uids = [1000, 1001]
+allow_gids = [50]
+
+[metrics]
+address = "127.0.0.1:9464"
+
+[[languages]]
+name = "ruby"
+disabled = true
+
+[[languages]]
+name = "python"
+env = ["X=1"]
+
+[[languages]]
+name = "awk"
+extensions = [".awk"]
+file_name = "main.awk"
+run = ["awk", "-f", "/sandbox/main.awk"]
+`)
+	s, err := LoadSettings(p, DefaultSettings(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := s.ServerLimits()
+	if s.Socket != "/run/x.sock" || s.SocketMode != "0600" || s.SocketGroup != "wheel" || s.Containerd != "managed" ||
+		time.Duration(s.ContainerdWait) != time.Minute || s.StateDir != "/srv/sbx" || time.Duration(s.ShutdownGrace) != 5*time.Second ||
+		s.LogLevel != "debug" || s.LogFormat != "json" || s.Metrics.Address != "127.0.0.1:9464" {
+		t.Errorf("top level: %+v", s)
+	}
+	if l.DefaultTimeout != 10*time.Second || l.MaxTimeout != time.Minute || l.DefaultMemory != 128<<20 || l.MaxMemory != 1<<30 ||
+		l.CPUs != 0.5 || l.Pids != 64 || l.TmpfsBytes != 32<<20 || l.OutputBytes != 64<<10 || l.MaxCodeBytes != 100<<10 ||
+		l.MaxStdinBytes != 200<<10 || l.MaxConcurrent != 3 || l.MaxQueued != 5 || l.MaxConcurrentPerUID != 2 {
+		t.Errorf("limits: %+v", l)
+	}
+	if l.SessionIdleTimeout != time.Minute || l.SessionMaxLifetime != 2*time.Hour || l.MaxSessionLifetime != 3*time.Hour ||
+		l.MaxSessions != 4 || l.MaxSessionsPerUser != 2 || l.MaxFileBytes != 1<<20 {
+		t.Errorf("sessions: %+v", l)
+	}
+	if len(s.Access.AllowUIDs) != 2 || s.Access.AllowGIDs[0] != 50 {
+		t.Errorf("access: %+v", s.Access)
+	}
+	specs, err := s.LanguageSpecs(Languages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]LanguageSpec{}
+	for _, l := range specs {
+		names[l.Name] = l
+	}
+	if _, ok := names["ruby"]; ok {
+		t.Error("ruby is not disabled")
+	}
+	if py := names["python"]; strings.Join(py.Env, " ") != "X=1" || py.FileName != "main.py" {
+		t.Errorf("python override: %+v", py)
+	}
+	if awk := names["awk"]; awk.FileName != "main.awk" || awk.Run[0] != "awk" {
+		t.Errorf("awk: %+v", awk)
+	}
+}
+
+func TestLoadSettingsErrors(t *testing.T) {
+	for body, want := range map[string]string{
+		"socket = \"/x\"\n[limits]\ntimout = \"1s\"\n": ":3:1: unknown key \"limits.timout\"",
+		"[limits]\ntimeout = \"soon\"\n":               "not a duration",
+		"[limits]\nmemory = \"lots\"\n":                "not a size",
+		"[limits]\ntimeout = \"10m\"\n":                "at most limits.max_timeout",
+		"[[languages]]\nname = \"new\"\n":              "needs file_name and run",
+		"log_format = \"xml\"\n":                       "log_format",
+		"[limits]\nmax_concurrent = 0\n":               "max_concurrent",
+		"[sessions]\nidle_timeout = \"100h\"\n":        "max_lifetime_cap",
+	} {
+		s, err := LoadSettings(writeConfig(t, body), DefaultSettings(2))
+		if err == nil {
+			_, err = s.LanguageSpecs(Languages)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", body, err, want)
+		}
+	}
+	s, err := LoadSettings(filepath.Join(t.TempDir(), "missing.toml"), DefaultSettings(2))
+	if err != nil || s.Socket != DefaultSettings(2).Socket {
+		t.Errorf("a missing file: %v", err)
+	}
+}
+
+func TestSettingsRoundTrip(t *testing.T) {
+	out, err := DefaultSettings(2).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := LoadSettings(writeConfig(t, string(out)), Settings{})
+	if err != nil {
+		t.Fatalf("the printed defaults do not load back: %v\n%s", err, out)
+	}
+	if s.ServerLimits() != DefaultSettings(2).ServerLimits() {
+		t.Errorf("round trip changed the limits")
+	}
+}
