@@ -30,7 +30,7 @@ integration: build
 	$(GO) test -count=1 -tags integration -timeout 30m -v ./cmd/sandboxd/
 
 bench: deps build
-	$(GO) test -count=1 -tags integration -run '^$$' -bench . -benchtime 1x ./cmd/sandboxd/
+	$(GO) test -count=1 -tags integration -run '^$$' -bench . -benchtime 1x -timeout 30m ./cmd/sandboxd/
 
 # run starts sandboxd in the foreground, as root.
 run: deps build

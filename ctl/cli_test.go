@@ -42,7 +42,7 @@ func (echoSandbox) Labels(context.Context) (map[string]string, error)  { return 
 func (echoSandbox) SetLabels(context.Context, map[string]string) error { return nil }
 
 func (s echoSandbox) Exec(_ context.Context, p daemon.Process) (daemon.ExitResult, error) {
-	code := string(s.cfg.Files["main.py"])
+	code := string(p.Files["main.py"])
 	in, _ := io.ReadAll(p.Stdin)
 	switch code {
 	case "timeout":

@@ -67,6 +67,7 @@ type Settings struct {
 
 	Limits    LimitSettings      `toml:"limits"`
 	Sessions  SessionSettings    `toml:"sessions"`
+	Pool      PoolSettings       `toml:"pool"`
 	Access    AccessSettings     `toml:"access"`
 	Metrics   MetricsSettings    `toml:"metrics"`
 	Languages []LanguageSettings `toml:"languages" comment:"add, override or disable languages"`
@@ -97,6 +98,11 @@ type SessionSettings struct {
 	Max            int      `toml:"max"`
 	MaxPerUID      int      `toml:"max_per_uid"`
 	MaxFile        Size     `toml:"max_file" comment:"one file uploaded or downloaded"`
+}
+
+// PoolSettings configures the pool of ready sandboxes.
+type PoolSettings struct {
+	Size int `toml:"size" comment:"sandboxes started ahead of demand for one-shot executions (default: 2 x CPUs); 0: no pool"`
 }
 
 // AccessSettings is who may use the API beyond the socket's permissions.
@@ -144,6 +150,7 @@ func DefaultSettings(cpus int) Settings {
 			MaxCode: Size(l.MaxCodeBytes), MaxStdin: Size(l.MaxStdinBytes),
 			MaxConcurrent: l.MaxConcurrent, MaxQueued: l.MaxQueued, MaxConcurrentPerUID: l.MaxConcurrentPerUID,
 		},
+		Pool: PoolSettings{Size: l.PoolSize},
 		Sessions: SessionSettings{
 			IdleTimeout: Duration(l.SessionIdleTimeout), MaxLifetime: Duration(l.SessionMaxLifetime),
 			MaxLifetimeCap: Duration(l.MaxSessionLifetime), Max: l.MaxSessions, MaxPerUID: l.MaxSessionsPerUser,
@@ -214,6 +221,7 @@ func (s Settings) Validate() error {
 	check(ss.IdleTimeout > 0 && ss.MaxLifetime > 0 && ss.IdleTimeout <= ss.MaxLifetimeCap && ss.MaxLifetime <= ss.MaxLifetimeCap,
 		"sessions.idle_timeout and max_lifetime must be positive and at most sessions.max_lifetime_cap")
 	check(ss.Max >= 0 && ss.MaxPerUID >= 0 && ss.MaxFile > 0, "sessions.max, max_per_uid and max_file must not be negative")
+	check(s.Pool.Size >= 0 && s.Pool.Size <= 256, "pool.size must be from 0 to 256")
 	_, err := strconv.ParseUint(s.SocketMode, 8, 32)
 	check(err == nil, "socket_mode %q is not octal", s.SocketMode)
 	check(s.LogFormat == "text" || s.LogFormat == "json", "log_format must be text or json")
@@ -244,6 +252,7 @@ func (s Settings) ServerLimits() Limits {
 		SessionIdleTimeout: time.Duration(ss.IdleTimeout), SessionMaxLifetime: time.Duration(ss.MaxLifetime),
 		MaxSessionLifetime: time.Duration(ss.MaxLifetimeCap), MaxSessions: ss.Max, MaxSessionsPerUser: ss.MaxPerUID,
 		MaxFileBytes: int64(ss.MaxFile),
+		PoolSize:     s.Pool.Size,
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,24 +54,20 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	}()
 
 	id := newID()
-	sb, err := s.rt.Create(ctx, SandboxConfig{
-		ID:     "sbx-" + id,
-		Kind:   "execute",
-		Files:  map[string][]byte{lang.FileName: []byte(req.Code)},
-		Env:    append(append(append([]string(nil), baseEnv...), lang.Env...), envList(req.Env)...),
-		Limits: s.sandboxLimits(memory),
-	})
-	if err != nil {
-		return nil, nil, s.createError(ctx, err)
-	}
-	s.known.Store(sb.ID(), struct{}{})
-	destroy := func() {
-		if err := sb.Delete(ctx); err != nil {
-			s.log.Warn("delete sandbox", "container_id", sb.ID(), "err", err)
-			return // still there: let the metrics count it as leaked
+	sb := s.pool.take(memory)
+	if sb == nil {
+		sb, err = s.rt.Create(ctx, SandboxConfig{
+			ID:     "sbx-" + id,
+			Kind:   "execute",
+			Env:    baseEnv,
+			Limits: s.sandboxLimits(memory),
+		})
+		if err != nil {
+			return nil, nil, s.createError(ctx, err)
 		}
-		s.known.Delete(sb.ID())
+		s.known.Store(sb.ID(), struct{}{})
 	}
+	destroy := func() { s.destroy(ctx, sb) }
 	deleteNow := true
 	defer func() {
 		if deleteNow {
@@ -80,7 +77,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	o, err := s.runSteps(runCtx, sb, lang, req, "", nil)
+	o, err := s.runSteps(runCtx, sb, lang, req, id, map[string][]byte{lang.FileName: []byte(req.Code)})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,14 +147,12 @@ type outcome struct {
 	duration       time.Duration
 }
 
-// runSteps compiles (for compiled languages) and runs the code in sb. With
-// files, the code is placed for this execution in /sandbox/filesDir.
+// runSteps compiles (for compiled languages) and runs the code in sb. The
+// code is placed for this execution in /sandbox/filesDir.
 func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *api.ExecuteRequest, filesDir string, files map[string][]byte) (outcome, error) {
 	start := time.Now()
+	env := append(append([]string(nil), lang.Env...), envList(req.Env)...)
 	cmd := func(c []string) []string {
-		if filesDir == "" {
-			return c
-		}
 		out := make([]string, len(c))
 		for i, a := range c {
 			out[i] = strings.Replace(a, "/sandbox/", "/sandbox/"+filesDir+"/", 1)
@@ -168,7 +163,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 	o := outcome{compiled: true, stdout: newCappedBuffer(out), stderr: newCappedBuffer(out)}
 	var err error
 	if len(lang.Compile) > 0 {
-		o.exit, err = sb.Exec(ctx, Process{Args: cmd(lang.Compile), Stdout: o.stdout, Stderr: o.stderr, Files: files, FilesDir: filesDir})
+		o.exit, err = sb.Exec(ctx, Process{Args: cmd(lang.Compile), Env: env, Stdout: o.stdout, Stderr: o.stderr, Files: files, FilesDir: filesDir})
 		o.compiled = err == nil && o.exit.ExitCode == 0 && !o.exit.Killed
 		if o.compiled {
 			// A successful compiler's chatter is not the program's output.
@@ -177,7 +172,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 	}
 	if err == nil && o.compiled {
 		args := append(cmd(lang.Run), req.Args...)
-		o.exit, err = sb.Exec(ctx, Process{Args: args, Stdin: strings.NewReader(req.Stdin), Stdout: o.stdout, Stderr: o.stderr,
+		o.exit, err = sb.Exec(ctx, Process{Args: args, Env: env, Stdin: strings.NewReader(req.Stdin), Stdout: o.stdout, Stderr: o.stderr,
 			Last: true, Files: files, FilesDir: filesDir})
 	}
 	o.duration = time.Since(start)
@@ -242,8 +237,7 @@ func (s *Server) createError(ctx context.Context, err error) error {
 	return fmt.Errorf("create sandbox: %w", err)
 }
 
-// status classifies an exit. Like containerd, runc and docker, it can only
-// tell a signal from an exit code by the shell convention of 128+signal.
+// status classifies an exit.
 func status(e ExitResult, compiled bool) (status, signal string) {
 	switch {
 	case e.Killed:
@@ -254,10 +248,11 @@ func status(e ExitResult, compiled bool) (status, signal string) {
 		return api.StatusCompileError, ""
 	case e.ExitCode == 0:
 		return api.StatusOK, ""
-	case e.ExitCode > 128 && e.ExitCode <= 128+64:
-		if name := unix.SignalName(unix.Signal(e.ExitCode - 128)); name != "" {
+	case e.Signal > 0:
+		if name := unix.SignalName(unix.Signal(e.Signal)); name != "" {
 			return api.StatusSignaled, name
 		}
+		return api.StatusSignaled, "signal " + strconv.Itoa(e.Signal)
 	}
 	return api.StatusFailed, ""
 }

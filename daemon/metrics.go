@@ -52,6 +52,7 @@ func newMetrics(s *Server) *metrics {
 			defer s.smu.Unlock()
 			return float64(len(s.sessions))
 		}),
+		gauge("sandboxd_pool_ready", "Ready sandboxes in the pool.", func() float64 { return float64(len(s.pool.ready)) }),
 		containerCollector{s},
 		prometheus.NewGoCollector(),
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),

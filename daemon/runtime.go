@@ -78,6 +78,7 @@ type Process struct {
 // ExitResult is how a process ended.
 type ExitResult struct {
 	ExitCode  int
+	Signal    int // the signal that killed the process, or 0
 	Killed    bool
 	OOMKilled bool
 }

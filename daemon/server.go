@@ -44,6 +44,9 @@ type Limits struct {
 	// MaxConcurrentPerUID bounds one uid's running and waiting executions;
 	// 0 is no quota.
 	MaxConcurrentPerUID int
+	// PoolSize is how many ready sandboxes wait for one-shot executions;
+	// 0 turns the pool off.
+	PoolSize int
 
 	SessionIdleTimeout time.Duration // default idle timeout
 	SessionMaxLifetime time.Duration // default maximum lifetime
@@ -68,6 +71,7 @@ func DefaultLimits(cpus int) Limits {
 		MaxStdinBytes:  1 << 20,
 		MaxConcurrent:  2 * cpus,
 		MaxQueued:      8 * cpus,
+		PoolSize:       2 * cpus,
 
 		SessionIdleTimeout: 10 * time.Minute,
 		SessionMaxLifetime: time.Hour,
@@ -154,6 +158,7 @@ type Server struct {
 	wg      sync.WaitGroup
 
 	metrics *metrics
+	pool    *pool
 	// known holds the ids of the containers this daemon uses now, to tell
 	// leaked ones from them.
 	known sync.Map
@@ -177,6 +182,7 @@ func New(cfg Config) *Server {
 	}
 	s.cfg.Store(&live{lim: cfg.Limits, langs: cfg.Languages, access: cfg.Access})
 	s.metrics = newMetrics(s)
+	s.pool = newPool(s, cfg.Limits.PoolSize)
 	for _, rt := range []struct {
 		pattern string
 		h       func(http.ResponseWriter, *http.Request) error
@@ -206,7 +212,14 @@ func (s *Server) languages() []Language { return s.cfg.Load().langs }
 func (s *Server) Reload(l Limits, langs []Language, access Access) {
 	s.cfg.Store(&live{lim: l, langs: langs, access: access})
 	s.slots.resize(l)
+	s.pool.resize(l.PoolSize)
 }
+
+// Start fills the pool of ready sandboxes until Close.
+func (s *Server) Start(ctx context.Context) { s.pool.start(ctx) }
+
+// Close stops the pool and destroys its sandboxes.
+func (s *Server) Close(ctx context.Context) { s.pool.stop(ctx) }
 
 // Status is a summary of what the daemon is doing.
 type Status struct {

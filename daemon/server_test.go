@@ -17,10 +17,11 @@ import (
 
 // fakeRuntime runs nothing: its sandboxes answer with scripted results.
 type fakeRuntime struct {
-	mu      sync.Mutex
-	created []SandboxConfig
-	deleted int
-	exec    func(ctx context.Context, p Process) (ExitResult, error)
+	mu       sync.Mutex
+	created  []SandboxConfig
+	deleted  int
+	lastExec Process
+	exec     func(ctx context.Context, p Process) (ExitResult, error)
 }
 
 func (f *fakeRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, error) {
@@ -48,6 +49,9 @@ func (s *fakeSandbox) Labels(context.Context) (map[string]string, error)  { retu
 func (s *fakeSandbox) SetLabels(context.Context, map[string]string) error { return nil }
 
 func (s *fakeSandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
+	s.f.mu.Lock()
+	s.f.lastExec = p
+	s.f.mu.Unlock()
 	return s.f.exec(ctx, p)
 }
 
@@ -70,6 +74,7 @@ var testLanguages = []Language{
 func newTestServer(t *testing.T, rt *fakeRuntime, mod func(*Limits)) *Server {
 	t.Helper()
 	lim := DefaultLimits(2)
+	lim.PoolSize = 0
 	if mod != nil {
 		mod(&lim)
 	}
@@ -118,12 +123,14 @@ func TestExecuteResult(t *testing.T) {
 		t.Error("no version header")
 	}
 	cfg := rt.created[0]
-	if string(cfg.Files["main.py"]) != "print(1)" || cfg.Limits.MemoryBytes != 256<<20 || rt.deleted != 1 {
+	if cfg.Limits.MemoryBytes != 256<<20 || rt.deleted != 1 {
 		t.Errorf("sandbox %+v, deleted %d", cfg, rt.deleted)
 	}
-	env := strings.Join(cfg.Env, " ")
-	if !strings.Contains(env, "A=b") || !strings.Contains(env, "HOME=/workspace") {
-		t.Errorf("env %q", env)
+	if !strings.Contains(strings.Join(cfg.Env, " "), "HOME=/workspace") {
+		t.Errorf("sandbox env %q", cfg.Env)
+	}
+	if string(rt.lastExec.Files["main.py"]) != "print(1)" || strings.Join(rt.lastExec.Env, " ") != "A=b" {
+		t.Errorf("process files %v, env %q", rt.lastExec.Files, rt.lastExec.Env)
 	}
 }
 
@@ -135,7 +142,8 @@ func TestStatuses(t *testing.T) {
 	}{
 		{ExitResult{ExitCode: 0}, api.StatusOK, ""},
 		{ExitResult{ExitCode: 1}, api.StatusFailed, ""},
-		{ExitResult{ExitCode: 139}, api.StatusSignaled, "SIGSEGV"},
+		{ExitResult{ExitCode: 139, Signal: 11}, api.StatusSignaled, "SIGSEGV"},
+		{ExitResult{ExitCode: 139}, api.StatusFailed, ""},
 		{ExitResult{ExitCode: 137, OOMKilled: true}, api.StatusOOMKilled, "SIGKILL"},
 		{ExitResult{ExitCode: 137, Killed: true}, api.StatusTimedOut, "SIGKILL"},
 	} {

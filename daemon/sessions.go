@@ -267,7 +267,9 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 	x := &session{id: newID(), owner: owner, lang: lang.Name, lock: make(chan struct{}, 1), created: now, lastUsed: now,
 		limits: api.SessionLimits{MemoryBytes: memory, CPUs: l.CPUs, Pids: l.Pids, TmpfsBytes: l.TmpfsBytes,
 			IdleTimeoutMS: idle.Milliseconds(), MaxLifetimeMS: life.Milliseconds()}}
-	env := append(append(append([]string(nil), baseEnv...), lang.Env...), envList(req.Env)...)
+	// The language's environment comes with each execution, whatever its
+	// language; the session's own is the base.
+	env := append(append([]string(nil), baseEnv...), envList(req.Env)...)
 	sb, err := s.rt.Create(ctx, SandboxConfig{
 		ID:       "ses-" + x.id,
 		Kind:     SessionKind,

@@ -80,6 +80,7 @@ func (r *sessionRuntime) List(context.Context) ([]string, error) { return nil, n
 func newSessionServer(t *testing.T, rt *sessionRuntime) *Server {
 	lim := DefaultLimits(2)
 	lim.MaxSessions, lim.MaxSessionsPerUser = 3, 2
+	lim.PoolSize = 0
 	return New(Config{Runtime: rt, Languages: testLanguages, Limits: lim, Version: "test",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }

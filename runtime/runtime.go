@@ -251,6 +251,9 @@ type Sandbox struct {
 	once     sync.Once
 	reusable bool
 	dead     chan struct{} // closed when PID 1 is gone
+	// agent runs programs through PID 1's stdio; nil for sandboxes adopted
+	// from an earlier daemon, which run them by runc exec.
+	agent *agentConn
 
 	mu    sync.Mutex
 	final *Stats // the counters read just before the sandbox was killed
@@ -303,11 +306,12 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	}
 	s.ctr = ctr
 	s.oomC = c.oom.register(cfg.ID)
-	task, err := ctr.NewTask(ctx, cio.NullIO)
+	agent, stdin, stdout, stderr := newAgentConn(c.log, cfg.ID)
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(fifoDir(c.cfg.StateDir))))
 	if err != nil {
 		return nil, fmt.Errorf("create task %s: %w", cfg.ID, err)
 	}
-	s.task = task
+	s.task, s.agent = task, agent
 	if err := s.watch(ctx); err != nil {
 		return nil, err
 	}
@@ -425,6 +429,7 @@ type Process struct {
 // ExitResult is how a process ended.
 type ExitResult struct {
 	ExitCode  int
+	Signal    int  // the signal that killed it, or 0
 	Killed    bool // killed because ctx ended
 	OOMKilled bool // the kernel's OOM killer struck in the sandbox
 }
@@ -462,6 +467,13 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 		case <-s.oomC:
 		default:
 		}
+	}
+	if s.agent != nil {
+		res, err := s.agentExec(ctx, p)
+		if err == nil && !res.Killed && res.Signal == int(syscall.SIGKILL) {
+			res.OOMKilled = s.oomKilled(cctx, oomBefore)
+		}
+		return res, err
 	}
 	execID := "p" + strconv.FormatUint(s.c.execSeq.Add(1), 10)
 	ps := s.procSpec
@@ -531,7 +543,11 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 		s.c.log.Warn("output not drained in time", "container_id", s.id)
 	}
 	res.ExitCode = int(status.ExitCode())
-	if !res.Killed && res.ExitCode == 128+int(syscall.SIGKILL) {
+	// runc tells a signal only by the shell convention of 128+signal.
+	if res.ExitCode > 128 && res.ExitCode <= 128+64 {
+		res.Signal = res.ExitCode - 128
+	}
+	if !res.Killed && res.Signal == int(syscall.SIGKILL) {
 		res.OOMKilled = s.oomKilled(cctx, oomBefore)
 	}
 	return res, nil
@@ -554,6 +570,9 @@ func (s *Sandbox) end(ctx context.Context) {
 // helper's kill(-1) reaches exactly the sandbox user's processes of its
 // PID namespace, atomically against fork.
 func (s *Sandbox) reap(ctx context.Context) error {
+	if s.agent != nil {
+		return s.agent.send(agentRequest{Kill: true})
+	}
 	res, err := s.Helper(ctx, nil, io.Discard, "reap")
 	if err == nil && res != 0 {
 		err = fmt.Errorf("reap exited %d", res)

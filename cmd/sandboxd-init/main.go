@@ -1,7 +1,7 @@
 // Command sandboxd-init is PID 1 of every sandbox, and the helper that
 // sandboxd runs inside a sandbox for what must happen there:
 //
-//	sandboxd-init                 hold the sandbox open and reap orphans
+//	sandboxd-init                 PID 1: run programs for sandboxd (see agent.go), reap orphans
 //	sandboxd-init reap            kill every process of the sandbox but PID 1
 //	sandboxd-init get PATH        copy a workspace file to stdout
 //	sandboxd-init put PATH MODE   copy stdin to a workspace file
@@ -15,7 +15,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"syscall"
 )
@@ -28,7 +27,7 @@ const (
 
 func main() {
 	if len(os.Args) < 2 {
-		initLoop()
+		runAgent()
 		return
 	}
 	var err error
@@ -78,24 +77,6 @@ func exitCode(err error) int {
 		return exitInvalid
 	}
 	return 1
-}
-
-func initLoop() {
-	// As PID 1, a signal without a handler is ignored; Go installs handlers,
-	// so say plainly that only SIGCHLD matters.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT,
-		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE, syscall.SIGALRM)
-	sigc := make(chan os.Signal, 16)
-	signal.Notify(sigc, syscall.SIGCHLD)
-	for range sigc {
-		for {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				break
-			}
-		}
-	}
 }
 
 // reap kills every process the sandbox's user runs, but PID 1 and itself:

@@ -3,57 +3,269 @@
 package main_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
 )
 
-// benchSamples is how many runs each figure is the median and p95 of.
+// benchSamples is how many runs each latency figure is the median and p95 of.
 const benchSamples = 40
 
-// BenchmarkLatency times a trivial program run bare on the host and through
-// `sandboxctl execute`, interleaved so that both see the same machine, and
-// prints p50, p95 and their ratios. Run it with `make bench`.
-func BenchmarkLatency(b *testing.B) {
+// benchReport is what `make bench` prints, and writes as JSON to
+// $BENCH_JSON.
+type benchReport struct {
+	Latency    []latencyRow    `json:"latency"`
+	Throughput []throughputRow `json:"throughput"`
+	Memory     memoryRow       `json:"memory"`
+}
+
+type latencyRow struct {
+	Program    string  `json:"program"`
+	Mode       string  `json:"mode"` // one-shot or session
+	BareP50MS  float64 `json:"bare_p50_ms"`
+	BareP95MS  float64 `json:"bare_p95_ms"`
+	P50MS      float64 `json:"p50_ms"`
+	P95MS      float64 `json:"p95_ms"`
+	P50Ratio   float64 `json:"p50_ratio"`
+	P95Ratio   float64 `json:"p95_ratio"`
+	P95OverP50 float64 `json:"p95_over_p50"`
+}
+
+type throughputRow struct {
+	Clients     int     `json:"clients"`
+	BarePerSec  float64 `json:"bare_per_sec"`
+	PerSec      float64 `json:"per_sec"`
+	Ratio       float64 `json:"ratio"`
+	Runs        int     `json:"runs"`
+	Errors      int     `json:"errors"`
+	WrongOutput int     `json:"wrong_output"`
+}
+
+type memoryRow struct {
+	PerSessionMiB     float64 `json:"per_session_mib"`
+	PerPooledMiB      float64 `json:"per_pooled_sandbox_mib"`
+	DaemonPeakRSSMiB  float64 `json:"daemon_peak_rss_mib"`
+	SandboxesMeasured int     `json:"sandboxes_measured"`
+}
+
+// BenchmarkSandboxd measures, in one run and against the host in the same
+// run: latency of one-shot and session executions through sandboxctl,
+// throughput at 1 to 8 clients through the API, the memory an idle session
+// or pooled sandbox costs, and the daemon's peak RSS. Every run's output is
+// checked. Run it with `make bench`.
+func BenchmarkSandboxd(b *testing.B) {
 	ctl := filepath.Join(binDir, "sandboxctl")
-	cases := []struct {
-		name       string
-		bare       []string
-		lang, code string
-	}{
-		{"python print(1)", []string{"/usr/bin/python3", "-c", "print(1)"}, "python", "print(1)"},
-		{"bash echo 1", []string{"/bin/bash", "-c", "echo 1"}, "bash", "echo 1"},
-	}
-	b.ResetTimer()
+	var rep benchReport
 	for range b.N {
-		fmt.Printf("\n%-18s %10s %10s %12s %12s %9s %9s\n", "program", "bare p50", "bare p95", "sandbox p50", "sandbox p95", "p50 ratio", "p95 ratio")
-		for _, c := range cases {
-			var bare, sbx []time.Duration
-			for range benchSamples {
-				bare = append(bare, timeRun(b, c.bare[0], c.bare[1:]...))
-				sbx = append(sbx, timeRun(b, ctl, "--socket", socket, "execute", "-l", c.lang, "-c", c.code))
+		rep = benchReport{}
+		langs := []struct {
+			name, lang, code, want string
+			bare                   []string
+		}{
+			{"python print(1)", "python", "print(1)", "1\n", []string{"/usr/bin/python3", "-c", "print(1)"}},
+			{"node console.log(1)", "javascript", "console.log(1)", "1\n", []string{"/usr/bin/node", "-e", "console.log(1)"}},
+			{"bash echo 1", "bash", "echo 1", "1\n", []string{"/bin/bash", "-c", "echo 1"}},
+		}
+		for _, l := range langs {
+			for _, mode := range []string{"one-shot", "session"} {
+				args := []string{"--socket", socket, "execute", "-l", l.lang, "-c", l.code}
+				if mode == "session" {
+					out, err := exec.Command(ctl, "--socket", socket, "session", "create", "-l", l.lang).Output()
+					if err != nil {
+						b.Fatal(err)
+					}
+					id := strings.TrimSpace(string(out))
+					defer exec.Command(ctl, "--socket", socket, "session", "delete", id).Run()
+					args = append(args, "--session", id)
+				}
+				var bare, sbx []time.Duration
+				for range benchSamples {
+					bare = append(bare, timeRun(b, l.want, l.bare[0], l.bare[1:]...))
+					sbx = append(sbx, timeRun(b, l.want, ctl, args...))
+				}
+				rep.Latency = append(rep.Latency, latencyRow{Program: l.name, Mode: mode,
+					BareP50MS: ms(percentile(bare, 50)), BareP95MS: ms(percentile(bare, 95)),
+					P50MS: ms(percentile(sbx, 50)), P95MS: ms(percentile(sbx, 95)),
+					P50Ratio:   float64(percentile(sbx, 50)) / float64(percentile(bare, 50)),
+					P95Ratio:   float64(percentile(sbx, 95)) / float64(percentile(bare, 95)),
+					P95OverP50: float64(percentile(sbx, 95)) / float64(percentile(sbx, 50))})
 			}
-			bp50, bp95 := percentile(bare, 50), percentile(bare, 95)
-			sp50, sp95 := percentile(sbx, 50), percentile(sbx, 95)
-			fmt.Printf("%-18s %10s %10s %12s %12s %8.1fx %8.1fx\n", c.name, ms(bp50), ms(bp95), ms(sp50), ms(sp95),
-				float64(sp50)/float64(bp50), float64(sp95)/float64(bp95))
-			b.ReportMetric(float64(sp50)/float64(bp50), c.lang+"-p50-ratio")
+		}
+		seconds := 10
+		if s, err := strconv.Atoi(os.Getenv("BENCH_SECONDS")); err == nil && s > 0 {
+			seconds = s
+		}
+		for _, clients := range []int{1, 2, 4, 8} {
+			rep.Throughput = append(rep.Throughput, throughput(b, clients, time.Duration(seconds)*time.Second))
+		}
+		rep.Memory = memory(b)
+	}
+	printReport(rep)
+	if path := os.Getenv("BENCH_JSON"); path != "" {
+		data, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, t := range rep.Throughput {
+		if t.Errors > 0 || t.WrongOutput > 0 {
+			b.Errorf("%d clients: %d errors, %d wrong outputs", t.Clients, t.Errors, t.WrongOutput)
 		}
 	}
 }
 
-func timeRun(b *testing.B, name string, args ...string) time.Duration {
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = nil, os.Stderr
+// timeRun runs a command, checks its output, and times it.
+func timeRun(b *testing.B, want, name string, args ...string) time.Duration {
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		b.Fatalf("%s %v: %v", name, args, err)
+	out, err := exec.Command(name, args...).Output()
+	d := time.Since(start)
+	if err != nil || string(out) != want {
+		b.Fatalf("%s %v: %v, output %q", name, args, err, out)
 	}
-	return time.Since(start)
+	return d
+}
+
+// throughput runs python print(i) for d, bare and through the API, at the
+// same number of clients.
+func throughput(b *testing.B, clients int, d time.Duration) throughputRow {
+	row := throughputRow{Clients: clients}
+	run := func(one func(i int) (ok, right bool)) (n, errs, wrong int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		deadline := time.Now().Add(d)
+		for c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := c * 1000000; time.Now().Before(deadline); i++ {
+					ok, right := one(i)
+					mu.Lock()
+					n++
+					if !ok {
+						errs++
+					} else if !right {
+						wrong++
+					}
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return
+	}
+	n, _, _ := run(func(i int) (bool, bool) {
+		out, err := exec.Command("/usr/bin/python3", "-c", fmt.Sprintf("print(%d)", i)).Output()
+		return err == nil, string(out) == fmt.Sprintf("%d\n", i)
+	})
+	row.BarePerSec = float64(n) / d.Seconds()
+	row.Runs, row.Errors, row.WrongOutput = run(func(i int) (bool, bool) {
+		body, _ := json.Marshal(api.ExecuteRequest{Language: "python", Code: fmt.Sprintf("print(%d)", i)})
+		status, resp := request(socket, "POST", "/v1/execute", string(body), nil)
+		var res api.ExecuteResult
+		json.Unmarshal(resp, &res)
+		return status == 200, res.Stdout == fmt.Sprintf("%d\n", i)
+	})
+	row.PerSec = float64(row.Runs) / d.Seconds()
+	row.Ratio = row.PerSec / row.BarePerSec
+	return row
+}
+
+// memory measures the drop of MemAvailable with idle sessions, and with a
+// full pool of a daemon of its own, against the same daemon without.
+func memory(b *testing.B) memoryRow {
+	const n = 20
+	row := memoryRow{SandboxesMeasured: n}
+	settle := func() int64 {
+		time.Sleep(2 * time.Second)
+		return memAvailable(b)
+	}
+	before := settle()
+	var ids []string
+	for range n {
+		status, body := request(socket, "POST", "/v1/sessions", `{"language":"python"}`, nil)
+		var s api.Session
+		if status != 201 || json.Unmarshal(body, &s) != nil {
+			b.Fatalf("session: %d %s", status, body)
+		}
+		ids = append(ids, s.ID)
+	}
+	after := settle()
+	row.PerSessionMiB = float64(before-after) / n / (1 << 20)
+	for _, id := range ids {
+		request(socket, "DELETE", "/v1/sessions/"+id, "", nil)
+	}
+
+	dir, _ := os.MkdirTemp("/tmp", "sbxb")
+	defer os.RemoveAll(dir)
+	config := filepath.Join(dir, "sandboxd.toml")
+	os.WriteFile(config, []byte("[pool]\nsize = 0\n"), 0o644)
+	sock := filepath.Join(dir, "s.sock")
+	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.stop()
+	before = settle()
+	os.WriteFile(config, []byte(fmt.Sprintf("[pool]\nsize = %d\n", n)), 0o644)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(2 * time.Minute)
+	for metricValue(b, sock, "sandboxd_pool_ready") < n && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	after = settle()
+	row.PerPooledMiB = float64(before-after) / n / (1 << 20)
+	row.DaemonPeakRSSMiB = float64(peakRSS(b, mainDaemon.cmd.Process.Pid)) / (1 << 20)
+	return row
+}
+
+func memAvailable(b *testing.B) int64 { return procField(b, "/proc/meminfo", "MemAvailable:") }
+
+func peakRSS(b *testing.B, pid int) int64 {
+	return procField(b, fmt.Sprintf("/proc/%d/status", pid), "VmHWM:")
+}
+
+// procField reads a "Name: N kB" line.
+func procField(b *testing.B, path, name string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, name); ok {
+			f := strings.Fields(rest)
+			kb, _ := strconv.ParseInt(f[0], 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatalf("no %s in %s", name, path)
+	return 0
+}
+
+func printReport(r benchReport) {
+	fmt.Printf("\nlatency (sandboxctl execute vs the same program bare on the host; %d runs each)\n", benchSamples)
+	fmt.Printf("%-22s %-9s %9s %9s %9s %9s %8s %8s %8s\n", "program", "mode", "bare p50", "bare p95", "p50", "p95", "p50 x", "p95 x", "p95/p50")
+	for _, l := range r.Latency {
+		fmt.Printf("%-22s %-9s %8.1fms %8.1fms %8.1fms %8.1fms %7.2fx %7.2fx %8.2f\n", l.Program, l.Mode, l.BareP50MS, l.BareP95MS, l.P50MS, l.P95MS, l.P50Ratio, l.P95Ratio, l.P95OverP50)
+	}
+	fmt.Printf("\nthroughput (python print(i), one-shot through the API, every output checked)\n")
+	fmt.Printf("%-8s %12s %12s %8s %7s %7s %7s\n", "clients", "bare/s", "sandboxd/s", "ratio", "runs", "errors", "wrong")
+	for _, t := range r.Throughput {
+		fmt.Printf("%-8d %12.1f %12.1f %7.2fx %7d %7d %7d\n", t.Clients, t.BarePerSec, t.PerSec, t.Ratio, t.Runs, t.Errors, t.WrongOutput)
+	}
+	m := r.Memory
+	fmt.Printf("\nmemory: %.1f MiB per idle session, %.1f MiB per pooled sandbox (MemAvailable drop over %d); daemon peak RSS %.1f MiB\n",
+		m.PerSessionMiB, m.PerPooledMiB, m.SandboxesMeasured, m.DaemonPeakRSSMiB)
 }
 
 func percentile(d []time.Duration, p int) time.Duration {
@@ -62,4 +274,4 @@ func percentile(d []time.Duration, p int) time.Duration {
 	return s[(len(s)-1)*p/100]
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

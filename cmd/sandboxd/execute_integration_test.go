@@ -363,7 +363,7 @@ func TestManySequentialRuns(t *testing.T) {
 }
 
 func TestConcurrentRuns(t *testing.T) {
-	const clients, total = 8, 200
+	const clients, total = 8, 2000
 	var wg sync.WaitGroup
 	errs := make(chan error, total)
 	next := make(chan int, total)
@@ -499,6 +499,24 @@ func TestInfoHealthVersion(t *testing.T) {
 	}
 }
 
+// sandboxOf finds the container running an execution: its files dir holds
+// the execution's code.
+func sandboxOf(t *testing.T, state string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		dirs, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
+		for _, d := range dirs {
+			if sub, _ := os.ReadDir(filepath.Join(state, "sandboxes", d.Name())); len(sub) > 0 {
+				return d.Name()
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no sandbox holds an execution")
+	return ""
+}
+
 func TestClientGoneKillsExecution(t *testing.T) {
 	conn, err := net.Dial("unix", socket)
 	if err != nil {
@@ -513,6 +531,7 @@ func TestClientGoneKillsExecution(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	id := sandboxOf(t, stateDir)
 	conn.Close()
 	deadline = time.Now().Add(5 * time.Second)
 	for pgrep("sleep 4260") {
@@ -521,9 +540,46 @@ func TestClientGoneKillsExecution(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for n, _ := countContainers(containerdAddr); n != 0; n, _ = countContainers(containerdAddr) {
+	for containerExists(t, containerdAddr, id) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d containers remain after the client left", n)
+			t.Fatalf("the sandbox %s remains after the client left", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPooledSandboxServesOnce checks that no execution ever sees another's
+// traces: every sandbox, pooled or not, serves one execution.
+func TestPooledSandboxServesOnce(t *testing.T) {
+	for i := range 40 {
+		res := execute(t, api.ExecuteRequest{Language: "bash", Code: "ls -A /tmp /workspace; touch /tmp/used /workspace/used; echo $$ > /tmp/pid"})
+		if res.Stdout != "/tmp:\n\n/workspace:\n" || res.Status != api.StatusOK {
+			t.Fatalf("run %d found traces: %q %q", i, res.Stdout, res.Stderr)
+		}
+	}
+}
+
+// TestAgentSurvivesItsSandbox: signals from inside do not kill PID 1, its
+// memory and descriptors are closed to the sandboxed code, and the sandbox
+// is deleted after the run all the same.
+func TestAgentSurvivesItsSandbox(t *testing.T) {
+	done := make(chan *api.ExecuteResult, 1)
+	go func() {
+		done <- execute(t, api.ExecuteRequest{Language: "bash", Code: `
+for s in KILL SEGV TERM INT HUP BUS ABRT STOP USR1; do kill -$s 1 2>/dev/null; done
+ls /proc/1/fd >/dev/null 2>&1 && echo "fds readable"
+cat /proc/1/environ >/dev/null 2>&1 && echo "environ readable"
+sleep 1; echo alive`})
+	}()
+	id := sandboxOf(t, stateDir)
+	res := <-done
+	if res.Status != api.StatusOK || res.Stdout != "alive\n" {
+		t.Fatalf("%+v", res)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for containerExists(t, containerdAddr, id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sandbox %s remains after its run", id)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

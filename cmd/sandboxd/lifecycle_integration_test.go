@@ -79,6 +79,7 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// A crash: no clean-up at all.
+	crashed, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
 	d.cmd.Process.Kill()
 	<-d.done
 	if !pgrep("sleep 4250") {
@@ -92,9 +93,13 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 	if pgrep("sleep 4250") {
 		t.Errorf("the sandbox of the crashed daemon still runs")
 	}
-	entries, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
-	if len(entries) != 0 {
-		t.Errorf("files of the crashed daemon's sandboxes remain: %v", entries)
+	for _, e := range crashed {
+		if _, err := os.Stat(filepath.Join(state, "sandboxes", e.Name())); err == nil {
+			t.Errorf("files of the crashed daemon's sandbox %s remain", e.Name())
+		}
+	}
+	if len(crashed) == 0 {
+		t.Error("the crashed daemon had no sandbox files to leave")
 	}
 	status, body = request(sock, "POST", "/v1/execute", `{"language":"python","code":"print('after crash')"}`, nil)
 	if status != 200 || !strings.Contains(string(body), `"after crash\n"`) {
@@ -103,7 +108,7 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 	if err := d.stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d.log)
 	}
-	if out, err := exec.Command("pgrep", "-f", filepath.Join(state, "containerd")).Output(); err == nil {
+	if out, err := exec.Command("pgrep", "-f", "containerd --config "+filepath.Join(state, "containerd")).Output(); err == nil {
 		t.Errorf("managed containerd still runs after sandboxd stopped: %s", out)
 	}
 	if _, err := os.Stat(sock); err == nil {

@@ -220,6 +220,7 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	go srv.Sweep(baseCtx)
+	srv.Start(baseCtx)
 	if settings.Metrics.Address != "" {
 		mln, err := net.Listen("tcp", settings.Metrics.Address)
 		if err != nil {
@@ -278,6 +279,7 @@ loop:
 	cancelRequests()
 	hs.Close()
 	srv.Wait()
+	srv.Close(context.Background())
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
 	if _, err := rt.Cleanup(cctx, daemon.SessionKind); err != nil {

@@ -38,6 +38,8 @@ var (
 	containerdAddr string
 	socket         string
 	daemonLog      *bytes.Buffer
+	mainDaemon     *daemonProc
+	stateDir       string // the suite's daemon's
 )
 
 func TestMain(m *testing.M) {
@@ -74,13 +76,14 @@ func run(m *testing.M) int {
 	defer stopContainerd()
 
 	socket = filepath.Join(dir, "sandboxd.sock")
-	d, err := startDaemon(socket, filepath.Join(dir, "state"), "--containerd", containerdAddr,
+	stateDir = filepath.Join(dir, "state")
+	d, err := startDaemon(socket, stateDir, "--containerd", containerdAddr,
 		"--max-concurrent", fmt.Sprint(maxConcurrent), "--max-queued", fmt.Sprint(maxQueued))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
 	}
-	daemonLog = d.log
+	daemonLog, mainDaemon = d.log, d
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- sandboxd log:\n%s\n", d.log)

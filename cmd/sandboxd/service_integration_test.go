@@ -306,7 +306,7 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 	}
 }
 
-func metricValue(t *testing.T, sock, name string) float64 {
+func metricValue(t testing.TB, sock, name string) float64 {
 	t.Helper()
 	status, body := request(sock, "GET", "/metrics", "", nil)
 	if status != 200 {

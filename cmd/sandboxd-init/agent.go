@@ -1,0 +1,236 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+)
+
+// The agent protocol, one JSON object per line on PID 1's stdin and
+// stdout. sandboxd writes a request; the agent answers with output frames
+// and one exit frame. A kill request ends the running program early.
+//
+// Nothing here is a boundary: the agent runs as the sandbox's user, under
+// its seccomp profile and limits, and its channel reaches only sandboxd.
+
+// request asks the agent to run a program, or to kill what runs.
+type request struct {
+	Args  []string `json:"args,omitempty"`
+	Env   []string `json:"env,omitempty"`
+	Dir   string   `json:"dir,omitempty"`
+	Stdin []byte   `json:"stdin,omitempty"`
+	// Last kills whatever the program leaves running once it exits.
+	Last bool `json:"last,omitempty"`
+	Kill bool `json:"kill,omitempty"`
+}
+
+// frame is one message back: output, or the end of the run.
+type frame struct {
+	Stream int    `json:"s,omitempty"` // 1 stdout, 2 stderr
+	Data   []byte `json:"d,omitempty"`
+	Exit   *int   `json:"exit,omitempty"`
+	Signal int    `json:"signal,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+type agent struct {
+	mu     sync.Mutex
+	out    *json.Encoder
+	exited chan syscall.WaitStatus // the running program's status
+	pid    int
+}
+
+func (a *agent) send(f frame) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.out.Encode(f)
+}
+
+// runAgent is PID 1 of sandboxes that sandboxd drives through stdio.
+func runAgent() {
+	// Same-user processes may not read or write this process's memory or
+	// open its file descriptors through /proc.
+	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
+	// The kernel shields PID 1 from its namespace's signals only while it
+	// has no handler; Go installs handlers (and dies of a SIGSEGV sent by
+	// kill). Taking every signal here keeps programs from killing it.
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs)
+	chld := make(chan os.Signal, 16)
+	go func() {
+		for sig := range sigs {
+			if sig == syscall.SIGCHLD {
+				select {
+				case chld <- sig:
+				default:
+				}
+			}
+		}
+	}()
+	a := &agent{out: json.NewEncoder(os.Stdout)}
+	go a.reap(chld)
+	reqs := make(chan request)
+	go func() {
+		dec := json.NewDecoder(bufio.NewReaderSize(os.Stdin, 1<<20))
+		for {
+			var req request
+			if err := dec.Decode(&req); err != nil {
+				if err != io.EOF {
+					// A broken stream cannot be resynchronized.
+					a.send(frame{Error: "bad request: " + err.Error()})
+				}
+				close(reqs)
+				return
+			}
+			reqs <- req
+		}
+	}()
+	for req := range reqs {
+		if req.Kill {
+			killOthers()
+			continue
+		}
+		if len(req.Args) == 0 {
+			a.send(frame{Error: "a request without args"})
+			continue
+		}
+		if !a.run(req, reqs) {
+			break
+		}
+	}
+	// sandboxd is gone for good: stay as a plain init, so that processes
+	// it execs in the sandbox still have their reaper.
+	select {}
+}
+
+// reap collects every child: the running program (whose status is
+// reported) and the orphans it leaves.
+func (a *agent) reap(chld chan os.Signal) {
+	for range chld {
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+			a.mu.Lock()
+			if pid == a.pid && a.exited != nil {
+				a.exited <- ws
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+// run runs one program, streaming its output, and answers kill requests
+// that arrive meanwhile. It returns false when the request stream ended.
+func (a *agent) run(req request, reqs <-chan request) bool {
+	fail := func(err error) bool {
+		code := 127
+		a.send(frame{Exit: &code, Error: err.Error()})
+		return true
+	}
+	stdinR, stdinW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	dir := req.Dir
+	if dir == "" {
+		dir = Workspace
+	}
+	exited := make(chan syscall.WaitStatus, 1)
+	a.mu.Lock()
+	a.exited = exited
+	pid, err := syscall.ForkExec(req.Args[0], req.Args, &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   req.Env,
+		Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	a.pid = pid
+	a.mu.Unlock()
+	stdinR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		stdinW.Close()
+		outR.Close()
+		errR.Close()
+		return fail(err)
+	}
+	go func() {
+		stdinW.Write(req.Stdin)
+		stdinW.Close()
+	}()
+	var drained sync.WaitGroup
+	for stream, r := range map[int]*os.File{1: outR, 2: errR} {
+		drained.Add(1)
+		go func() {
+			defer drained.Done()
+			defer r.Close()
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := r.Read(buf)
+				if n > 0 {
+					a.send(frame{Stream: stream, Data: append([]byte(nil), buf[:n]...)})
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	// Kill requests may come while the program runs.
+	open := true
+	var ws syscall.WaitStatus
+wait:
+	for {
+		select {
+		case ws = <-exited:
+			break wait
+		case next, ok := <-reqs:
+			if !ok {
+				// sandboxd left in the middle: nobody wants this run.
+				open, reqs = false, nil
+				killOthers()
+			} else if next.Kill {
+				killOthers()
+			}
+		}
+	}
+	if req.Last || !open {
+		// Orphans would hold the output open; the execution is over.
+		killOthers()
+	}
+	drained.Wait()
+	a.mu.Lock()
+	a.exited, a.pid = nil, 0
+	a.mu.Unlock()
+	f := frame{}
+	code := ws.ExitStatus()
+	if ws.Signaled() {
+		f.Signal = int(ws.Signal())
+		code = 128 + f.Signal
+	}
+	f.Exit = &code
+	a.send(f)
+	return open
+}
+
+// killOthers kills every process the sandbox's user runs but this one.
+// kill(-1) is atomic against fork: nothing escapes by forking.
+func killOthers() {
+	syscall.Kill(-1, syscall.SIGKILL)
+}

@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// pool keeps sandboxes created and started ahead of demand, that no code
+// has ever run in, so that a one-shot execution only has to hand its code
+// over. Each is used once and destroyed afterwards; a background loop
+// refills the pool one sandbox at a time. An empty pool is never waited
+// for: the request creates its own sandbox.
+type pool struct {
+	s      *Server
+	ready  chan Sandbox
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	size   int
+}
+
+func newPool(s *Server, size int) *pool {
+	return &pool{s: s, ready: make(chan Sandbox, 256), wake: make(chan struct{}, 1), size: size, done: make(chan struct{})}
+}
+
+// start fills the pool until stop.
+func (p *pool) start(ctx context.Context) {
+	ctx, p.cancel = context.WithCancel(ctx)
+	go p.fill(ctx)
+}
+
+func (p *pool) fill(ctx context.Context) {
+	defer close(p.done)
+	for {
+		for ctx.Err() == nil && len(p.ready) < p.target() {
+			sb, err := p.s.rt.Create(ctx, SandboxConfig{
+				ID:     "sbx-" + newID(),
+				Kind:   "pool",
+				Env:    baseEnv,
+				Limits: p.s.sandboxLimits(p.s.limits().DefaultMemory),
+			})
+			if err != nil {
+				if ctx.Err() == nil {
+					p.s.log.Warn("pool refill", "err", err)
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
+				}
+				break
+			}
+			p.s.known.Store(sb.ID(), struct{}{})
+			p.ready <- sb
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+func (p *pool) target() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.size
+}
+
+// resize changes the pool's size (on reload).
+func (p *pool) resize(n int) {
+	p.mu.Lock()
+	p.size = n
+	p.mu.Unlock()
+	p.poke()
+}
+
+func (p *pool) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns a ready sandbox with the given memory limit, or nil.
+func (p *pool) take(memory int64) Sandbox {
+	if memory != p.s.limits().DefaultMemory {
+		return nil
+	}
+	for {
+		select {
+		case sb := <-p.ready:
+			p.poke()
+			if sb.Alive() {
+				return sb
+			}
+			p.s.destroy(context.Background(), sb)
+		default:
+			return nil
+		}
+	}
+}
+
+// stop ends the refills and destroys the ready sandboxes.
+func (p *pool) stop(ctx context.Context) {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	for {
+		select {
+		case sb := <-p.ready:
+			p.s.destroy(ctx, sb)
+		default:
+			return
+		}
+	}
+}
+
+// destroy deletes a sandbox; one that will not go stays known as leaked.
+func (s *Server) destroy(ctx context.Context, sb Sandbox) {
+	if err := sb.Delete(ctx); err != nil {
+		s.log.Warn("delete sandbox", "container_id", sb.ID(), "err", err)
+		return
+	}
+	s.known.Delete(sb.ID())
+}

@@ -1,0 +1,152 @@
+package runtime
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// agentRequest and agentFrame are sandboxd-init's protocol (see
+// cmd/sandboxd-init/agent.go): JSON lines on PID 1's stdin and stdout.
+type agentRequest struct {
+	Args  []string `json:"args,omitempty"`
+	Env   []string `json:"env,omitempty"`
+	Stdin []byte   `json:"stdin,omitempty"`
+	Last  bool     `json:"last,omitempty"`
+	Kill  bool     `json:"kill,omitempty"`
+}
+
+type agentFrame struct {
+	Stream int    `json:"s,omitempty"`
+	Data   []byte `json:"d,omitempty"`
+	Exit   *int   `json:"exit,omitempty"`
+	Signal int    `json:"signal,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// agentConn is sandboxd's end of the agent's stdio. Programs run through
+// it without a runc exec each: the sandbox's seccomp filter and limits
+// were set up once, when the sandbox started.
+type agentConn struct {
+	mu     sync.Mutex // one run at a time
+	in     *io.PipeWriter
+	frames chan agentFrame
+	stderr *bytes.Buffer // the agent's own complaints
+}
+
+func newAgentConn(log *slog.Logger, id string) (*agentConn, io.Reader, io.Writer, io.Writer) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	a := &agentConn{in: inW, frames: make(chan agentFrame, 256), stderr: &bytes.Buffer{}}
+	go func() {
+		defer close(a.frames)
+		dec := json.NewDecoder(bufio.NewReaderSize(outR, 256<<10))
+		for {
+			var f agentFrame
+			if err := dec.Decode(&f); err != nil {
+				if err != io.EOF && err != io.ErrClosedPipe {
+					log.Warn("agent stream", "container_id", id, "err", err)
+				}
+				outR.CloseWithError(err)
+				return
+			}
+			a.frames <- f
+		}
+	}()
+	return a, inR, outW, &lockedBuffer{b: a.stderr}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() < 64<<10 {
+		l.b.Write(p)
+	}
+	return len(p), nil
+}
+
+func (a *agentConn) send(r agentRequest) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = a.in.Write(append(b, '\n'))
+	return err
+}
+
+// errAgentGone says the sandbox's agent is dead or does not answer: the
+// sandbox cannot run anything more.
+var errAgentGone = fmt.Errorf("the sandbox's agent is gone: %w", errdefs.ErrFailedPrecondition)
+
+// agentExec runs p through the agent and waits for its exit frame, which
+// comes after all of its output.
+func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) {
+	a := s.agent
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var stdin []byte
+	if p.Stdin != nil {
+		var err error
+		if stdin, err = io.ReadAll(p.Stdin); err != nil {
+			return ExitResult{}, err
+		}
+	}
+	env := append(append([]string(nil), s.procSpec.Env...), p.Env...)
+	sent := make(chan error, 1)
+	go func() { sent <- a.send(agentRequest{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last}) }()
+	var res ExitResult
+	var killTimer <-chan time.Time
+	done := ctx.Done()
+	for {
+		select {
+		case err := <-sent:
+			if err != nil {
+				return res, errAgentGone
+			}
+			sent = nil
+		case f, ok := <-a.frames:
+			if !ok {
+				return res, errAgentGone
+			}
+			switch {
+			case f.Exit != nil:
+				res.ExitCode, res.Signal = *f.Exit, f.Signal
+				if f.Error != "" {
+					fmt.Fprintf(p.Stderr, "sandboxd: %s\n", f.Error)
+				}
+				return res, nil
+			case f.Stream == 1:
+				p.Stdout.Write(f.Data)
+			case f.Stream == 2:
+				p.Stderr.Write(f.Data)
+			case f.Error != "":
+				s.c.log.Warn("agent", "container_id", s.id, "err", f.Error)
+			}
+		case <-done:
+			// The timeout, or the client left: the agent kills every
+			// process of the execution, which ends the run.
+			res.Killed, done = true, nil
+			go a.send(agentRequest{Kill: true})
+			killTimer = time.After(5 * time.Second)
+		case <-killTimer:
+			// The agent does not answer: end the sandbox from outside.
+			s.kill(context.WithoutCancel(ctx))
+			return res, errAgentGone
+		case <-s.dead:
+			return res, errAgentGone
+		}
+	}
+}
