@@ -126,13 +126,17 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		return nil, err
 	}
 	defer slot.release()
-	before, _ := x.sb.Stats(ctx)
 	o, err := s.runSteps(runCtx, x.sb, lang, req, id, map[string][]byte{lang.FileName: []byte(req.Code)})
 	if err != nil {
 		return nil, err
 	}
 	if st, err := x.sb.Stats(ctx); err == nil {
-		res.Usage = api.Usage{CPUMS: int64((st.CPUNanos - min(before.CPUNanos, st.CPUNanos)) / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
+		// The counters are the session's: this execution's CPU is what
+		// they grew by since the last one.
+		x.mu.Lock()
+		res.Usage = api.Usage{CPUMS: int64((st.CPUNanos - min(x.cpuNanos, st.CPUNanos)) / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
+		x.cpuNanos = st.CPUNanos
+		x.mu.Unlock()
 	}
 	s.touch(ctx, x, true)
 	s.finish(res, o, caller)

@@ -58,6 +58,10 @@ type session struct {
 	lastUsed   time.Time
 	executions int64
 	deleted    bool
+	cpuNanos   uint64 // the session's CPU counter after its last execution
+
+	// persisting serializes the label writes that record uses.
+	persisting sync.Mutex
 }
 
 func (x *session) expiresAt() time.Time {
@@ -155,6 +159,9 @@ func (s *Server) AdoptSessions(ctx context.Context) error {
 		s.sessions[x.id] = x
 		s.smu.Unlock()
 		s.known.Store(sb.ID(), struct{}{})
+		if st, err := sb.Stats(ctx); err == nil {
+			x.cpuNanos = st.CPUNanos
+		}
 		s.log.Info("adopted session", "session_id", x.id, "owner", x.owner, "alive", sb.Alive())
 	}
 	s.expire(ctx)
@@ -345,7 +352,8 @@ func (x *session) acquire(ctx context.Context) error {
 
 func (x *session) release() { <-x.lock }
 
-// touch records a use, and keeps it where a restarted daemon finds it.
+// touch records a use, and keeps it where a restarted daemon finds it:
+// in the container's labels, written off the caller's path.
 func (s *Server) touch(ctx context.Context, x *session, execution bool) {
 	x.mu.Lock()
 	x.lastUsed = time.Now()
@@ -353,9 +361,16 @@ func (s *Server) touch(ctx context.Context, x *session, execution bool) {
 		x.executions++
 	}
 	x.mu.Unlock()
-	if err := x.sb.SetLabels(ctx, x.labels()); err != nil {
-		s.log.Warn("record session use", "session_id", x.id, "err", err)
-	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		x.persisting.Lock()
+		defer x.persisting.Unlock()
+		// The newest values, whichever touch wrote them.
+		if err := x.sb.SetLabels(context.WithoutCancel(ctx), x.labels()); err != nil {
+			s.log.Warn("record session use", "session_id", x.id, "err", err)
+		}
+	}()
 }
 
 // maxPathLen bounds a workspace path in the files API.

@@ -158,7 +158,14 @@ func fifoDir(state string) string  { return filepath.Join(state, "fifo") }
 // Call it only when no sandbox of this Client of another kind is in use.
 func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 	ctx = c.ctx(ctx)
-	ctrs, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
+	// A connection of its own: the long-lived one may sit in gRPC's
+	// reconnect back-off after containerd restarted, and fail at once.
+	client, err := containerd.New(c.cfg.Address, containerd.WithDefaultNamespace(c.cfg.Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("containerd at %s: %w", c.cfg.Address, err)
+	}
+	defer client.Close()
+	ctrs, err := client.Containers(ctx, fmt.Sprintf("labels.%q==true", LabelManaged))
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
@@ -255,15 +262,33 @@ type Sandbox struct {
 	// from an earlier daemon, which run them by runc exec.
 	agent *agentConn
 
-	mu    sync.Mutex
-	final *Stats // the counters read just before the sandbox was killed
+	mu      sync.Mutex
+	final   *Stats        // the counters read just before the sandbox was killed
+	oomSeen atomic.Uint64 // the OOM kill count last read
 }
 
 // ID returns the sandbox's (and its container's) id.
 func (s *Sandbox) ID() string { return s.id }
 
 // Create creates and starts a sandbox. On error nothing is left behind.
-func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, retErr error) {
+func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (*Sandbox, error) {
+	// containerd is never interrupted in the middle of a create: a shim
+	// it started for a cancelled request would outlive everything. The
+	// create runs to its end, bounded, and is undone if nobody wants it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	defer cancel()
+	s, err := c.create(cctx, cfg)
+	if err == nil && ctx.Err() != nil {
+		s.Delete(cctx)
+		return nil, ctx.Err()
+	}
+	return s, err
+}
+
+// createTimeout bounds the creation of a sandbox.
+const createTimeout = 60 * time.Second
+
+func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, retErr error) {
 	ctx = c.ctx(ctx)
 	dir := filepath.Join(filesDir(c.cfg.StateDir), cfg.ID)
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -456,17 +481,12 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 			return ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
 	}
-	var oomBefore uint64
-	if s.reusable {
-		// OOM kills are counted for the sandbox's life: only new ones are
-		// this process's, and an old event is not.
-		if st, err := s.readStats(cctx); err == nil {
-			oomBefore = st.OOMKills
-		}
-		select {
-		case <-s.oomC:
-		default:
-		}
+	// OOM kills are counted for the sandbox's life: only those after the
+	// last count read are this process's, and an old event is not.
+	oomBefore := s.oomSeen.Load()
+	select {
+	case <-s.oomC:
+	default:
 	}
 	if s.agent != nil {
 		res, err := s.agentExec(ctx, p)
@@ -688,6 +708,7 @@ func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
 	default:
 		return Stats{}, fmt.Errorf("metrics of type %T: %w", v, errdefs.ErrNotImplemented)
 	}
+	s.oomSeen.Store(st.OOMKills)
 	return st, nil
 }
 

@@ -80,14 +80,14 @@ func BenchmarkSandboxd(b *testing.B) {
 		for _, l := range langs {
 			for _, mode := range []string{"one-shot", "session"} {
 				args := []string{"--socket", socket, "execute", "-l", l.lang, "-c", l.code}
+				var session string
 				if mode == "session" {
 					out, err := exec.Command(ctl, "--socket", socket, "session", "create", "-l", l.lang).Output()
 					if err != nil {
 						b.Fatal(err)
 					}
-					id := strings.TrimSpace(string(out))
-					defer exec.Command(ctl, "--socket", socket, "session", "delete", id).Run()
-					args = append(args, "--session", id)
+					session = strings.TrimSpace(string(out))
+					args = append(args, "--session", session)
 				}
 				var bare, sbx []time.Duration
 				for range benchSamples {
@@ -100,6 +100,9 @@ func BenchmarkSandboxd(b *testing.B) {
 					P50Ratio:   float64(percentile(sbx, 50)) / float64(percentile(bare, 50)),
 					P95Ratio:   float64(percentile(sbx, 95)) / float64(percentile(bare, 95)),
 					P95OverP50: float64(percentile(sbx, 95)) / float64(percentile(sbx, 50))})
+				if session != "" {
+					exec.Command(ctl, "--socket", socket, "session", "delete", session).Run()
+				}
 			}
 		}
 		seconds := 10
@@ -181,8 +184,8 @@ func throughput(b *testing.B, clients int, d time.Duration) throughputRow {
 	return row
 }
 
-// memory measures the drop of MemAvailable with idle sessions, and with a
-// full pool of a daemon of its own, against the same daemon without.
+// memory measures the drop of MemAvailable with idle sessions, then with
+// a full pool, on a daemon of its own that starts with neither.
 func memory(b *testing.B) memoryRow {
 	const n = 20
 	row := memoryRow{SandboxesMeasured: n}
@@ -190,10 +193,26 @@ func memory(b *testing.B) memoryRow {
 		time.Sleep(2 * time.Second)
 		return memAvailable(b)
 	}
+	dir, _ := os.MkdirTemp(suiteDir, "sbxb")
+	defer os.RemoveAll(dir)
+	config := filepath.Join(dir, "sandboxd.toml")
+	os.WriteFile(config, []byte("[pool]\nsize = 0\n[sessions]\nmax = 64\nmax_per_uid = 64\n"), 0o644)
+	sock := filepath.Join(dir, "s.sock")
+	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.stop()
+
 	before := settle()
 	var ids []string
+	defer func() {
+		for _, id := range ids {
+			request(sock, "DELETE", "/v1/sessions/"+id, "", nil)
+		}
+	}()
 	for range n {
-		status, body := request(socket, "POST", "/v1/sessions", `{"language":"python"}`, nil)
+		status, body := request(sock, "POST", "/v1/sessions", `{"language":"python"}`, nil)
 		var s api.Session
 		if status != 201 || json.Unmarshal(body, &s) != nil {
 			b.Fatalf("session: %d %s", status, body)
@@ -203,19 +222,10 @@ func memory(b *testing.B) memoryRow {
 	after := settle()
 	row.PerSessionMiB = float64(before-after) / n / (1 << 20)
 	for _, id := range ids {
-		request(socket, "DELETE", "/v1/sessions/"+id, "", nil)
+		request(sock, "DELETE", "/v1/sessions/"+id, "", nil)
 	}
+	ids = nil
 
-	dir, _ := os.MkdirTemp("/tmp", "sbxb")
-	defer os.RemoveAll(dir)
-	config := filepath.Join(dir, "sandboxd.toml")
-	os.WriteFile(config, []byte("[pool]\nsize = 0\n"), 0o644)
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.stop()
 	before = settle()
 	os.WriteFile(config, []byte(fmt.Sprintf("[pool]\nsize = %d\n", n)), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,7 +55,7 @@ func TestSocketInUse(t *testing.T) {
 // next start removes what the crash left and that a clean stop leaves
 // nothing running.
 func TestManagedContainerdAndCrashRecovery(t *testing.T) {
-	dir, err := os.MkdirTemp("/tmp", "sbxm")
+	dir, err := os.MkdirTemp(suiteDir, "sbxm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,10 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// A crash: no clean-up at all.
+	// A crash: no clean-up at all. (Not in the middle of a refill of the
+	// pool: a containerd that dies within a create leaves a shim it no
+	// longer knows; see the closing note of issue 5.)
+	waitPoolFull(t, sock)
 	crashed, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
 	d.cmd.Process.Kill()
 	<-d.done
@@ -108,6 +112,9 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 	if err := d.stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, d.log)
 	}
+	if os.Getenv("DEBUG_LOG") != "" {
+		t.Logf("daemon log:\n%s", d.log)
+	}
 	if out, err := exec.Command("pgrep", "-f", "containerd --config "+filepath.Join(state, "containerd")).Output(); err == nil {
 		t.Errorf("managed containerd still runs after sandboxd stopped: %s", out)
 	}
@@ -120,7 +127,7 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 // execution finishes within the grace period and its client gets the
 // result.
 func TestGracefulShutdown(t *testing.T) {
-	dir, err := os.MkdirTemp("/tmp", "sbxg")
+	dir, err := os.MkdirTemp(suiteDir, "sbxg")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,4 +159,19 @@ func TestGracefulShutdown(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("sandboxd did not exit after SIGTERM")
 	}
+}
+
+// waitPoolFull waits until a daemon's pool holds as many sandboxes as the
+// CPUs allow by default (2 per CPU), so that no refill is under way.
+func waitPoolFull(t *testing.T, sock string) {
+	t.Helper()
+	want := float64(2 * goruntime.NumCPU())
+	deadline := time.Now().Add(60 * time.Second)
+	for metricValue(t, sock, "sandboxd_pool_ready") < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pool did not fill to %v", want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
 }

@@ -40,6 +40,9 @@ var (
 	daemonLog      *bytes.Buffer
 	mainDaemon     *daemonProc
 	stateDir       string // the suite's daemon's
+	// suiteDir holds everything the suite makes; every test's directories
+	// are in it, so that what they leave behind can be found.
+	suiteDir string
 )
 
 func TestMain(m *testing.M) {
@@ -52,12 +55,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	// Short paths: Unix socket paths are limited to 108 bytes.
-	dir, err := os.MkdirTemp("/tmp", "sbxit")
+	dir, err := os.MkdirTemp(suiteDir, "sbxit")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	suiteDir = dir
 	// Let the unprivileged user of TestNotRootExitsAtOnce reach the binary.
 	os.Chmod(dir, 0o755)
 	binDir = filepath.Join(dir, "bin")
@@ -92,9 +96,15 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL: sandboxd did not stop cleanly:", err)
 		code = 1
 	}
-	// Every sandbox the suite ran must be gone from containerd.
+	// Every sandbox the suite ran must be gone from containerd, and so
+	// must the shims of every containerd the tests started.
 	if n, err := countContainers(containerdAddr); err != nil || n != 0 {
 		fmt.Fprintf(os.Stderr, "FAIL: %d containers left in containerd after the suite (err %v)\n", n, err)
+		code = 1
+	}
+	time.Sleep(time.Second) // shims exit a moment after their last task
+	if out, err := exec.Command("pgrep", "-af", "containerd-shim.*"+dir).Output(); err == nil {
+		fmt.Fprintf(os.Stderr, "FAIL: shims left running after the suite:\n%s", out)
 		code = 1
 	}
 	return code

@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -48,7 +47,7 @@ func TestUnitFilesVerify(t *testing.T) {
 }
 
 func TestSocketActivation(t *testing.T) {
-	dir, _ := os.MkdirTemp("/tmp", "sbxa")
+	dir, _ := os.MkdirTemp(suiteDir, "sbxa")
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "activated.sock")
 	cmd := exec.Command("systemd-socket-activate", "-l", sock,
@@ -133,7 +132,7 @@ func (n *notifications) until(t *testing.T, want string, timeout time.Duration) 
 }
 
 func TestSdNotify(t *testing.T) {
-	dir, _ := os.MkdirTemp("/tmp", "sbxn")
+	dir, _ := os.MkdirTemp(suiteDir, "sbxn")
 	defer os.RemoveAll(dir)
 	notify, path := listenNotify(t, dir)
 	defer notify.conn.Close()
@@ -230,7 +229,7 @@ func asUser(sock string, args ...string) (string, int) {
 }
 
 func TestConfigReloadAccessAndQuota(t *testing.T) {
-	dir, _ := os.MkdirTemp("/tmp", "sbxc")
+	dir, _ := os.MkdirTemp(suiteDir, "sbxc")
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
 	config := filepath.Join(dir, "sandboxd.toml")
@@ -364,7 +363,7 @@ func TestMetrics(t *testing.T) {
 	}
 	ctr.Delete(ctx)
 	// The TCP endpoint, on loopback.
-	dir, _ := os.MkdirTemp("/tmp", "sbxp")
+	dir, _ := os.MkdirTemp(suiteDir, "sbxp")
 	defer os.RemoveAll(dir)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
@@ -391,7 +390,7 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 	// With containerd stopped, doctor says so and fails.
-	dir, _ := os.MkdirTemp("/tmp", "sbxd")
+	dir, _ := os.MkdirTemp(suiteDir, "sbxd")
 	defer os.RemoveAll(dir)
 	addr, stopContainerd, err := startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
@@ -403,11 +402,19 @@ func TestDoctor(t *testing.T) {
 		stopContainerd()
 		t.Fatal(err)
 	}
-	defer d.stop()
+	waitPoolFull(t, sock)
 	stopContainerd()
 	out, _, code = sandboxctl(t, "", "--socket", sock, "doctor")
 	if code == 0 || !regexp.MustCompile(`(?m)^FAIL\s+containerd\s+containerd does not answer`).MatchString(out) || !strings.Contains(out, "fix:") {
 		t.Errorf("doctor with containerd stopped: %d\n%s", code, out)
 	}
-	_ = fmt.Sprint
+	// containerd back, so that the daemon cleans up its sandboxes at stop.
+	_, stopContainerd, err = startContainerd(filepath.Join(dir, "ctd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	stopContainerd()
 }

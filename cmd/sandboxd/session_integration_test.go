@@ -307,7 +307,7 @@ func TestSessionCapsAndExpiry(t *testing.T) {
 // starts another on the same containerd: sessions, their files and clocks
 // are there, and expired ones are gone.
 func TestSessionSurvivesRestart(t *testing.T) {
-	dir, err := os.MkdirTemp("/tmp", "sbxr")
+	dir, err := os.MkdirTemp(suiteDir, "sbxr")
 	if err != nil {
 		t.Fatal(err)
 	}
