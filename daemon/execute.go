@@ -54,7 +54,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	}()
 
 	id := newID()
-	sb := s.pool.take(memory)
+	sb := s.pool.take(s.sandboxLimits(memory))
 	if sb == nil {
 		sb, err = s.rt.Create(ctx, SandboxConfig{
 			ID:     "sbx-" + id,

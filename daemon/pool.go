@@ -13,7 +13,7 @@ import (
 // for: the request creates its own sandbox.
 type pool struct {
 	s      *Server
-	ready  chan Sandbox
+	ready  chan pooled
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -21,8 +21,15 @@ type pool struct {
 	size   int
 }
 
+// pooled is a ready sandbox and the limits it was made with: a reload may
+// change the limits of those made next.
+type pooled struct {
+	sb     Sandbox
+	limits SandboxLimits
+}
+
 func newPool(s *Server, size int) *pool {
-	return &pool{s: s, ready: make(chan Sandbox, 256), wake: make(chan struct{}, 1), size: size, done: make(chan struct{})}
+	return &pool{s: s, ready: make(chan pooled, 256), wake: make(chan struct{}, 1), size: size, done: make(chan struct{})}
 }
 
 // start fills the pool until stop.
@@ -35,11 +42,12 @@ func (p *pool) fill(ctx context.Context) {
 	defer close(p.done)
 	for {
 		for ctx.Err() == nil && len(p.ready) < p.target() {
+			limits := p.s.sandboxLimits(p.s.limits().DefaultMemory)
 			sb, err := p.s.rt.Create(ctx, SandboxConfig{
 				ID:     "sbx-" + newID(),
 				Kind:   "pool",
 				Env:    baseEnv,
-				Limits: p.s.sandboxLimits(p.s.limits().DefaultMemory),
+				Limits: limits,
 			})
 			if err != nil {
 				if ctx.Err() == nil {
@@ -52,7 +60,7 @@ func (p *pool) fill(ctx context.Context) {
 				break
 			}
 			p.s.known.Store(sb.ID(), struct{}{})
-			p.ready <- sb
+			p.ready <- pooled{sb, limits}
 		}
 		select {
 		case <-ctx.Done():
@@ -84,19 +92,21 @@ func (p *pool) poke() {
 	}
 }
 
-// take returns a ready sandbox with the given memory limit, or nil.
-func (p *pool) take(memory int64) Sandbox {
-	if memory != p.s.limits().DefaultMemory {
+// take returns a ready sandbox with the limits wanted, or nil. The pool
+// holds sandboxes of the default limits only; those made before a reload
+// changed them, or dead, are destroyed on the way.
+func (p *pool) take(want SandboxLimits) Sandbox {
+	if want != p.s.sandboxLimits(p.s.limits().DefaultMemory) {
 		return nil
 	}
 	for {
 		select {
-		case sb := <-p.ready:
+		case r := <-p.ready:
 			p.poke()
-			if sb.Alive() {
-				return sb
+			if r.limits == want && r.sb.Alive() {
+				return r.sb
 			}
-			p.s.destroy(context.Background(), sb)
+			p.s.destroy(context.Background(), r.sb)
 		default:
 			return nil
 		}
@@ -112,8 +122,8 @@ func (p *pool) stop(ctx context.Context) {
 	<-p.done
 	for {
 		select {
-		case sb := <-p.ready:
-			p.s.destroy(ctx, sb)
+		case r := <-p.ready:
+			p.s.destroy(ctx, r.sb)
 		default:
 			return
 		}

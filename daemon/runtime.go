@@ -44,7 +44,6 @@ type SandboxConfig struct {
 	ID       string
 	Kind     string            // what the sandbox is for: "execute" or "session"
 	Labels   map[string]string // what must outlive the daemon
-	Files    map[string][]byte // placed read-only in /sandbox
 	Env      []string
 	Limits   SandboxLimits
 	Reusable bool // many executions; each ends by killing its processes only

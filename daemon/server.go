@@ -236,11 +236,16 @@ func (s *Server) Status(ctx context.Context) Status {
 	return Status{Running: r, Queued: q, Sessions: n, ContainerdUp: s.rt.Info(ctx).Serving}
 }
 
-// Wait waits for the executions under way to end and be cleaned up.
+// Wait waits for the requests under way, and their clean-up, to end. Call
+// it once the HTTP server no longer accepts requests.
 func (s *Server) Wait() { s.wg.Wait() }
 
 // ServeHTTP refuses browser requests, stamps the version, and routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// Counted, so that Wait sees every request through, and what a request
+	// starts in the background (the record of a session's use) too.
+	s.wg.Add(1)
+	defer s.wg.Done()
 	w.Header().Set(api.VersionHeader, s.version)
 	// A web page can make a browser send requests to a local socket through
 	// a proxy; no legitimate caller of this API sends Origin.
@@ -417,8 +422,6 @@ func (s *Server) bodyLimit() int64 {
 }
 
 func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
-	s.wg.Add(1)
-	defer s.wg.Done()
 	var req api.ExecuteRequest
 	if err := readJSON(w, r, s.bodyLimit(), &req); err != nil {
 		return err

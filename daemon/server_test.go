@@ -286,3 +286,40 @@ func TestRoutes(t *testing.T) {
 		t.Errorf("text/plain: %d", w.Code)
 	}
 }
+
+func TestPool(t *testing.T) {
+	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	s := newTestServer(t, rt, func(l *Limits) { l.PoolSize = 2 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.pool.ready) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool did not fill")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if sb := s.pool.take(s.sandboxLimits(512 << 20)); sb != nil {
+		t.Error("a sandbox of the default memory served a request for more")
+	}
+	w, res, _ := post(t, s, `{"language":"python","code":"x"}`)
+	if w.Code != 200 || res.Status != api.StatusOK {
+		t.Fatalf("%d %+v", w.Code, res)
+	}
+	rt.mu.Lock()
+	created, deleted, kind := len(rt.created), rt.deleted, rt.created[0].Kind
+	rt.mu.Unlock()
+	if created != 2 && created != 3 || deleted != 1 {
+		t.Errorf("created %d (the pool's 2, maybe a refill), deleted %d (the one used)", created, deleted)
+	}
+	if kind != "pool" {
+		t.Errorf("pooled sandbox kind %q", kind)
+	}
+	s.Close(context.Background())
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.deleted != len(rt.created) {
+		t.Errorf("after Close: %d created, %d deleted", len(rt.created), rt.deleted)
+	}
+}

@@ -236,7 +236,6 @@ type SandboxConfig struct {
 	ID     string
 	Kind   string            // label value, such as "execute"
 	Labels map[string]string // more labels, such as what a session must remember
-	Files  map[string][]byte // placed read-only under SandboxDir
 	Env    []string          // the base environment of its processes
 	Limits Limits
 	// Reusable sandboxes run many executions: at the end of each, its
@@ -300,9 +299,6 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 			s.Delete(ctx)
 		}
 	}()
-	if err := writeFiles(dir, cfg.Files); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
-	}
 	labels := map[string]string{}
 	for k, v := range cfg.Labels {
 		labels[k] = v

@@ -20,7 +20,6 @@ func (r *containerdRuntime) Create(ctx context.Context, cfg daemon.SandboxConfig
 		ID:       cfg.ID,
 		Kind:     cfg.Kind,
 		Labels:   cfg.Labels,
-		Files:    cfg.Files,
 		Env:      cfg.Env,
 		Limits:   sbxruntime.Limits(cfg.Limits),
 		Reusable: cfg.Reusable,

@@ -8,10 +8,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -226,17 +224,7 @@ func TestSessionIDsAndOwnership(t *testing.T) {
 	// Another user may use the socket here, but not root's session.
 	os.Chmod(socket, 0o666)
 	defer os.Chmod(socket, 0o660)
-	asNobody := func(args ...string) (string, int) {
-		cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), args...)
-		cmd.Env = []string{"SANDBOXD_SOCKET=" + socket}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return string(out), code
-	}
+	asNobody := func(args ...string) (string, int) { return asUser(socket, args...) }
 	if out, code := asNobody("session", "list"); code != 0 || strings.Contains(out, id) {
 		t.Errorf("nobody lists root's session: %d %q", code, out)
 	}
