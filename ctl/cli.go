@@ -37,8 +37,8 @@ type globals struct {
 
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.socket, "socket", g.socket, "sandboxd's socket (env SANDBOXD_SOCKET)")
-	fs.StringVar(&g.format, "o", g.format, "output format: text or json")
-	fs.StringVar(&g.format, "output-format", g.format, "output format: text or json")
+	fs.StringVar(&g.format, "o", g.format, "output format: text or json; execute also takes ndjson (its events)")
+	fs.StringVar(&g.format, "output-format", g.format, "output format: text or json; execute also takes ndjson (its events)")
 	fs.BoolVar(&g.verbose, "v", g.verbose, "verbose: say more on stderr")
 	fs.BoolVar(&g.verbose, "verbose", g.verbose, "verbose: say more on stderr")
 }
@@ -120,8 +120,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return failed
 	}
-	if c.format != "text" && c.format != "json" {
-		fmt.Fprintf(stderr, "sandboxctl: -o %q: want text or json\n", c.format)
+	if c.format != "text" && c.format != "json" && !(c.format == "ndjson" && name == "execute") {
+		fmt.Fprintf(stderr, "sandboxctl: -o %q: want text or json (or ndjson for execute)\n", c.format)
 		return failed
 	}
 	return runCmd(c, ctx, fs.Args())
@@ -167,6 +167,7 @@ func (c *cli) printJSON(v any) {
 
 type execOptions struct {
 	language, code, input, inputFile, memory, session string
+	noStream                                          bool
 	timeout                                           float64
 	env                                               envFlag
 }
@@ -201,6 +202,7 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&o.inputFile, "input-file", "", "file to use as the program's standard input")
 	fs.Var(o.env, "env", "KEY=VALUE for the program's environment (repeatable)")
 	fs.StringVar(&o.session, "session", "", "run in this session (see sandboxctl session); -l defaults to the session's language")
+	fs.BoolVar(&o.noStream, "no-stream", false, "in text mode, wait for the whole result instead of printing output as it comes")
 	return func(c *cli, ctx context.Context, args []string) int { return c.execute(ctx, o, args) }
 }
 
@@ -276,25 +278,53 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 		}
 		req.MemoryBytes = n
 	}
-	res, err := client.Execute(ctx, req)
+	var res *api.ExecuteResult
+	var err error
+	streamed := false
+	switch {
+	case c.format == "ndjson":
+		enc := json.NewEncoder(c.stdout)
+		res, err = client.ExecuteStream(ctx, req, func(ev api.StreamEvent) error { return enc.Encode(ev) })
+		if err == nil {
+			enc.Encode(api.ResultEvent{Type: api.EventResult, ExecuteResult: *res})
+		}
+	case c.format == "text" && !o.noStream:
+		streamed = true
+		res, err = client.ExecuteStream(ctx, req, func(ev api.StreamEvent) error {
+			w := c.stdout
+			if ev.Type == api.EventStderr {
+				w = c.stderr
+			} else if ev.Type != api.EventStdout {
+				return nil
+			}
+			return writeStream(w, ev.Data, ev.Encoding)
+		})
+	default:
+		res, err = client.Execute(ctx, req)
+	}
 	if err != nil {
 		return c.fail(err, ExitFailed)
 	}
 	if c.verbose && client.ServerVersion != "" && client.ServerVersion != Version {
 		fmt.Fprintf(c.stderr, "sandboxctl: warning: sandboxctl is %s but sandboxd is %s\n", Version, client.ServerVersion)
 	}
-	if c.format == "json" {
+	switch {
+	case c.format == "json":
 		c.printJSON(res)
-	} else {
+	case c.format == "ndjson":
+	default:
+		if streamed {
+			break
+		}
 		if err := writeStream(c.stdout, res.Stdout, res.StdoutEncoding); err != nil {
 			return c.fail(fmt.Errorf("stdout: %w", err), ExitFailed)
 		}
 		if err := writeStream(c.stderr, res.Stderr, res.StderrEncoding); err != nil {
 			return c.fail(fmt.Errorf("stderr: %w", err), ExitFailed)
 		}
-		if res.StdoutTruncated || res.StderrTruncated {
-			fmt.Fprintln(c.stderr, "sandboxctl: output truncated at the daemon's cap")
-		}
+	}
+	if c.format == "text" && (res.StdoutTruncated || res.StderrTruncated) {
+		fmt.Fprintln(c.stderr, "sandboxctl: output truncated at the daemon's cap")
 	}
 	if c.verbose {
 		fmt.Fprintf(c.stderr, "id=%s status=%s exit_code=%d duration=%dms cpu=%dms memory_peak=%d\n",

@@ -6,6 +6,7 @@
 package ctl
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -44,6 +45,55 @@ func NewClient(socket string) *Client {
 func (c *Client) Execute(ctx context.Context, req *api.ExecuteRequest) (*api.ExecuteResult, error) {
 	var res api.ExecuteResult
 	return &res, c.do(ctx, http.MethodPost, "/v1/execute", req, &res)
+}
+
+// ExecuteStream runs code and calls onEvent with each event as the daemon
+// sends it (start, output chunks), then returns the result.
+func (c *Client) ExecuteStream(ctx context.Context, req *api.ExecuteRequest, onEvent func(api.StreamEvent) error) (*api.ExecuteResult, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://sandboxd/v1/execute", bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", api.NDJSON)
+	resp, err := c.http.Do(hreq)
+	if err != nil {
+		return nil, c.unreachable(err)
+	}
+	defer resp.Body.Close()
+	c.ServerVersion = resp.Header.Get(api.VersionHeader)
+	if resp.StatusCode >= 400 {
+		return nil, decodeError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 64<<20)
+	for sc.Scan() {
+		var ev api.StreamEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return nil, fmt.Errorf("decode event: %w", err)
+		}
+		switch ev.Type {
+		case api.EventResult:
+			var res api.ExecuteResult
+			if err := json.Unmarshal(sc.Bytes(), &res); err != nil {
+				return nil, fmt.Errorf("decode result: %w", err)
+			}
+			return &res, nil
+		case api.EventError:
+			return nil, &api.Error{Message: ev.Error, Code: ev.Code, Status: api.StatusOf(ev.Code)}
+		}
+		if err := onEvent(ev); err != nil {
+			return nil, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return nil, &api.Error{Code: api.CodeUnavailable, Message: "the stream ended without a result"}
 }
 
 // Languages lists the languages the daemon offers.
@@ -113,6 +163,11 @@ func escapePath(p string) string {
 	return strings.Join(parts, "/")
 }
 
+func (c *Client) unreachable(err error) error {
+	return &api.Error{Code: api.CodeUnavailable,
+		Message: fmt.Sprintf("cannot reach sandboxd at %s: %v (is it running, and may you use its socket?)", c.socket, unwrapURLError(err))}
+}
+
 // maxErrorBody bounds how much of an error response is read.
 const maxErrorBody = 1 << 20
 
@@ -146,8 +201,7 @@ func (c *Client) doRaw(ctx context.Context, method, path string, body io.Reader,
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return &api.Error{Code: api.CodeUnavailable, Status: 0,
-			Message: fmt.Sprintf("cannot reach sandboxd at %s: %v (is it running, and may you use its socket?)", c.socket, unwrapURLError(err))}
+		return c.unreachable(err)
 	}
 	defer resp.Body.Close()
 	c.ServerVersion = resp.Header.Get(api.VersionHeader)

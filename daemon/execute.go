@@ -33,9 +33,9 @@ var baseEnv = []string{
 // execute runs one request, in a fresh sandbox or in a session. Call done
 // once the result is sent: a fresh sandbox is torn down then, off the
 // caller's path, but still in its execution slot.
-func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Caller) (_ *api.ExecuteResult, done func(), _ error) {
+func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Caller, st *stream) (_ *api.ExecuteResult, done func(), _ error) {
 	if req.SessionID != "" {
-		res, err := s.executeInSession(ctx, req, caller)
+		res, err := s.executeInSession(ctx, req, caller, st)
 		return res, func() {}, err
 	}
 	lang, timeout, memory, err := s.validate(req, "")
@@ -77,7 +77,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	o, err := s.runSteps(runCtx, sb, lang, req, id, map[string][]byte{lang.FileName: []byte(req.Code)})
+	o, err := s.runSteps(runCtx, sb, lang, req, id, "", st)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -94,7 +94,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 }
 
 // executeInSession runs a request in a session, in the session's turn.
-func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, caller Caller) (*api.ExecuteResult, error) {
+func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, caller Caller, st *stream) (*api.ExecuteResult, error) {
 	x, err := s.sessionFor(req.SessionID, caller)
 	if err != nil {
 		return nil, err
@@ -126,7 +126,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		return nil, err
 	}
 	defer slot.release()
-	o, err := s.runSteps(runCtx, x.sb, lang, req, id, map[string][]byte{lang.FileName: []byte(req.Code)})
+	o, err := s.runSteps(runCtx, x.sb, lang, req, id, x.id, st)
 	if err != nil {
 		return nil, err
 	}
@@ -152,9 +152,12 @@ type outcome struct {
 }
 
 // runSteps compiles (for compiled languages) and runs the code in sb. The
-// code is placed for this execution in /sandbox/filesDir.
-func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *api.ExecuteRequest, filesDir string, files map[string][]byte) (outcome, error) {
+// code is placed for this execution, id, in /sandbox/id. With a stream,
+// the run's output goes out as it comes.
+func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *api.ExecuteRequest, id, sessionID string, st *stream) (outcome, error) {
 	start := time.Now()
+	filesDir, files := id, map[string][]byte{lang.FileName: []byte(req.Code)}
+	st.start(api.StreamEvent{Type: api.EventStart, ID: id, SessionID: sessionID, Language: lang.Name})
 	env := append(append([]string(nil), lang.Env...), envList(req.Env)...)
 	cmd := func(c []string) []string {
 		out := make([]string, len(c))
@@ -175,6 +178,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 		}
 	}
 	if err == nil && o.compiled {
+		o.stdout.tee, o.stderr.tee = st.output(api.EventStdout), st.output(api.EventStderr)
 		args := append(cmd(lang.Run), req.Args...)
 		o.exit, err = sb.Exec(ctx, Process{Args: args, Env: env, Stdin: strings.NewReader(req.Stdin), Stdout: o.stdout, Stderr: o.stderr,
 			Last: true, Files: files, FilesDir: filesDir})
@@ -289,6 +293,8 @@ type cappedBuffer struct {
 	buf   bytes.Buffer
 	limit int64
 	total int64
+	// tee, when set, gets what is kept of each write, as it is written.
+	tee func([]byte)
 }
 
 func newCappedBuffer(limit int64) *cappedBuffer { return &cappedBuffer{limit: limit} }
@@ -297,7 +303,11 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if room := c.limit - int64(c.buf.Len()); room > 0 {
-		c.buf.Write(p[:min(int64(len(p)), room)])
+		kept := p[:min(int64(len(p)), room)]
+		c.buf.Write(kept)
+		if c.tee != nil {
+			c.tee(kept)
+		}
 	}
 	c.total += int64(len(p))
 	return len(p), nil

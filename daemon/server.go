@@ -415,6 +415,16 @@ func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error 
 	return nil
 }
 
+// accepts reports whether the request's Accept header names a media type.
+func accepts(r *http.Request, mediaType string) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if mt, _, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == mediaType {
+			return true
+		}
+	}
+	return false
+}
+
 // bodyLimit is what a request may weigh: code and stdin at their maxima,
 // JSON-escaped (up to 6 bytes a byte), and room for the rest.
 func (s *Server) bodyLimit() int64 {
@@ -426,11 +436,27 @@ func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(w, r, s.bodyLimit(), &req); err != nil {
 		return err
 	}
-	res, done, err := s.execute(r.Context(), &req, callerOf(r.Context()))
+	var st *stream
+	if accepts(r, api.NDJSON) {
+		st = newStream(w)
+	}
+	res, done, err := s.execute(r.Context(), &req, callerOf(r.Context()), st)
 	if err != nil {
+		if st != nil && st.isStarted() {
+			if r.Context().Err() == nil {
+				e := toAPIError(err)
+				s.log.Error("streamed execution failed", "status", e.Status, "err", err)
+				st.fail(e)
+			}
+			return nil
+		}
 		return err
 	}
-	writeJSON(w, http.StatusOK, res)
+	if st != nil {
+		st.result(res)
+	} else {
+		writeJSON(w, http.StatusOK, res)
+	}
 	// The answer goes out before the sandbox is torn down.
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()

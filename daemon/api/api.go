@@ -69,6 +69,42 @@ type ExecuteResult struct {
 	Usage           Usage  `json:"usage"`
 }
 
+// NDJSON is the media type of streamed executions: ask for it in Accept.
+const NDJSON = "application/x-ndjson"
+
+// Event types of a streamed execution.
+const (
+	EventStart  = "start"
+	EventStdout = "stdout"
+	EventStderr = "stderr"
+	EventResult = "result"
+	EventError  = "error"
+)
+
+// StreamEvent is one line of a streamed execution: a start event, output
+// chunks as the program writes them, then exactly one result event (or an
+// error event when the execution could not finish).
+type StreamEvent struct {
+	Type      string `json:"type"`
+	ID        string `json:"id,omitempty"`
+	SessionID string `json:"session_id,omitempty"`
+	Language  string `json:"language,omitempty"`
+	// Data is a chunk of output; base64 when Encoding says so (a chunk
+	// that is not valid UTF-8).
+	Data     string `json:"data,omitempty"`
+	Encoding string `json:"encoding,omitempty"`
+	// Error and Code are set on an error event.
+	Error string `json:"error,omitempty"`
+	Code  string `json:"code,omitempty"`
+}
+
+// ResultEvent is the last event of a streamed execution: the full result,
+// with its type.
+type ResultEvent struct {
+	Type string `json:"type"`
+	ExecuteResult
+}
+
 // Language is one entry of GET /v1/languages.
 type Language struct {
 	Name       string   `json:"name"`
