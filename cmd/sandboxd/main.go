@@ -150,6 +150,14 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	watchdog := systemd.WatchdogInterval()
+	// The socket first: a second sandboxd started by mistake stops here,
+	// before it touches the first one's containers. Requests wait in the
+	// backlog until the daemon serves.
+	ln, activated, err := listener(settings)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 
 	address, managed, err := startContainerd(ctx, settings, watchdog, log)
 	if err != nil {
@@ -201,10 +209,6 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	})
 	if err := srv.AdoptSessions(ctx); err != nil {
 		return fmt.Errorf("adopt sessions: %w", err)
-	}
-	ln, activated, err := listener(settings)
-	if err != nil {
-		return err
 	}
 	// Requests get a context of their own that outlives the signal, so that
 	// running executions may finish within the grace period.
