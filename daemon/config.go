@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"time"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
+
+// namespaceRE is what containerd accepts as a namespace.
+var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$`)
 
 // DefaultConfigPath is where sandboxd reads its configuration by default.
 const DefaultConfigPath = "/etc/sandboxd/sandboxd.toml"
@@ -60,6 +64,7 @@ type Settings struct {
 	SocketGroup    string   `toml:"socket_group" comment:"its group, when that group exists"`
 	Containerd     string   `toml:"containerd" comment:"containerd socket; empty: the system's when it answers, else a managed one; \"managed\": always a managed one"`
 	ContainerdWait Duration `toml:"containerd_wait" comment:"how long to wait at start for containerd to answer (0: not at all)"`
+	Namespace      string   `toml:"namespace" comment:"containerd namespace of everything sandboxd creates; one daemon per namespace"`
 	StateDir       string   `toml:"state_dir"`
 	ShutdownGrace  Duration `toml:"shutdown_grace" comment:"how long running executions may finish at shutdown"`
 	LogLevel       string   `toml:"log_level" comment:"debug, info, warn or error"`
@@ -139,6 +144,7 @@ func DefaultSettings(cpus int) Settings {
 		SocketMode:     "0660",
 		SocketGroup:    "sandboxd",
 		StateDir:       "/var/lib/sandboxd",
+		Namespace:      "sandboxd",
 		ContainerdWait: 0,
 		ShutdownGrace:  Duration(30 * time.Second),
 		LogLevel:       "info",
@@ -222,6 +228,7 @@ func (s Settings) Validate() error {
 		"sessions.idle_timeout and max_lifetime must be positive and at most sessions.max_lifetime_cap")
 	check(ss.Max >= 0 && ss.MaxPerUID >= 0 && ss.MaxFile > 0, "sessions.max, max_per_uid and max_file must not be negative")
 	check(s.Pool.Size >= 0 && s.Pool.Size <= 256, "pool.size must be from 0 to 256")
+	check(namespaceRE.MatchString(s.Namespace), "namespace %q must be letters, digits, '.', '_' or '-', starting with a letter or digit", s.Namespace)
 	_, err := strconv.ParseUint(s.SocketMode, 8, 32)
 	check(err == nil, "socket_mode %q is not octal", s.SocketMode)
 	check(s.LogFormat == "text" || s.LogFormat == "json", "log_format must be text or json")

@@ -24,6 +24,7 @@ socket_mode = "0600"
 socket_group = "wheel"
 containerd = "managed"
 containerd_wait = "1m"
+namespace = "sbx-test"
 state_dir = "/srv/sbx"
 shutdown_grace = "5s"
 log_level = "debug"
@@ -79,7 +80,7 @@ run = ["awk", "-f", "/sandbox/main.awk"]
 	}
 	l := s.ServerLimits()
 	if s.Socket != "/run/x.sock" || s.SocketMode != "0600" || s.SocketGroup != "wheel" || s.Containerd != "managed" ||
-		time.Duration(s.ContainerdWait) != time.Minute || s.StateDir != "/srv/sbx" || time.Duration(s.ShutdownGrace) != 5*time.Second ||
+		time.Duration(s.ContainerdWait) != time.Minute || s.Namespace != "sbx-test" || s.StateDir != "/srv/sbx" || time.Duration(s.ShutdownGrace) != 5*time.Second ||
 		s.LogLevel != "debug" || s.LogFormat != "json" || s.Metrics.Address != "127.0.0.1:9464" {
 		t.Errorf("top level: %+v", s)
 	}

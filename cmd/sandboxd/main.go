@@ -29,7 +29,6 @@ var version = "dev"
 
 const (
 	systemContainerd = "/run/containerd/containerd.sock"
-	namespace        = "sandboxd"
 	sandboxUID       = 65534 // nobody
 	sandboxGID       = 65534 // nogroup
 )
@@ -47,6 +46,7 @@ func main() {
 	fs.StringVar(&o.Socket, "socket", def.Socket, "Unix socket to serve the API on")
 	fs.StringVar(&o.Containerd, "containerd", def.Containerd, "containerd socket; empty: "+systemContainerd+" when it answers, else a managed containerd; \"managed\": always a managed one")
 	fs.StringVar(&o.StateDir, "state-dir", def.StateDir, "directory for sandboxd's state")
+	fs.StringVar(&o.Namespace, "namespace", def.Namespace, "containerd namespace of everything sandboxd creates; one daemon per namespace")
 	fs.StringVar(&o.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&o.LogFormat, "log-format", def.LogFormat, "text or json")
 	fs.IntVar(&o.Limits.MaxConcurrent, "max-concurrent", def.Limits.MaxConcurrent, "executions that run at once")
@@ -72,6 +72,8 @@ func main() {
 				s.Containerd = o.Containerd
 			case "state-dir":
 				s.StateDir = o.StateDir
+			case "namespace":
+				s.Namespace = o.Namespace
 			case "log-level":
 				s.LogLevel = o.LogLevel
 			case "log-format":
@@ -173,7 +175,7 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	langs := daemon.DetectLanguages(ctx, specs)
 	rt, err := sbxruntime.New(ctx, sbxruntime.Config{
 		Address:   address,
-		Namespace: namespace,
+		Namespace: settings.Namespace,
 		StateDir:  settings.StateDir,
 		Root: &sbxruntime.HostRootFS{
 			Dir: settings.StateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath,
@@ -305,8 +307,8 @@ func applyReload(ctx context.Context, srv *daemon.Server, old daemon.Settings, r
 		log.Error("reload refused: the configuration stays as it was", "err", err)
 		return
 	}
-	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.Containerd != old.Containerd || s.Metrics != old.Metrics {
-		log.Warn("reload: socket, state_dir, containerd and metrics change only at restart")
+	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.Containerd != old.Containerd || s.Namespace != old.Namespace || s.Metrics != old.Metrics {
+		log.Warn("reload: socket, state_dir, containerd, namespace and metrics change only at restart")
 	}
 	langs := daemon.DetectLanguages(ctx, specs)
 	srv.Reload(s.ServerLimits(), langs, daemon.Access{UIDs: s.Access.AllowUIDs, GIDs: s.Access.AllowGIDs})

@@ -8,6 +8,7 @@ package main_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -155,14 +156,31 @@ func startContainerd(dir string) (string, func(), error) {
 	}
 }
 
+// countContainers counts the containers of every namespace of a containerd.
 func countContainers(addr string) (int, error) {
 	c, err := containerd.New(addr)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	ctrs, err := c.Containers(namespaces.WithNamespace(context.Background(), "sandboxd"))
-	return len(ctrs), err
+	nss, err := c.NamespaceService().List(context.Background())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ns := range nss {
+		ctrs, err := c.Containers(namespaces.WithNamespace(context.Background(), ns))
+		if err != nil {
+			return 0, err
+		}
+		n += len(ctrs)
+	}
+	return n, nil
+}
+
+// namespaceOf is the containerd namespace of a test daemon's state dir.
+func namespaceOf(state string) string {
+	return fmt.Sprintf("sandboxd-%x", sha256.Sum256([]byte(state)))[:24]
 }
 
 type daemonProc struct {
@@ -176,10 +194,17 @@ func startDaemon(sock, state string, args ...string) (*daemonProc, error) {
 }
 
 // startDaemonEnv starts sandboxd with more environment, such as systemd's,
-// and an empty configuration file, and waits until it serves.
+// and an empty configuration file, and waits until it serves. A daemon
+// other than the suite's own gets a containerd namespace of its own, named
+// after its state dir (so a restart finds it again): daemons sharing a
+// namespace would clean up each other's sandboxes.
 func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonProc, error) {
 	d := &daemonProc{log: &bytes.Buffer{}, done: make(chan error, 1)}
-	args = append([]string{"--config", "/nonexistent/sandboxd.toml", "--socket", sock, "--state-dir", state}, args...)
+	ns := "sandboxd"
+	if mainDaemon != nil {
+		ns = namespaceOf(state)
+	}
+	args = append([]string{"--config", "/nonexistent/sandboxd.toml", "--socket", sock, "--state-dir", state, "--namespace", ns}, args...)
 	d.cmd = exec.Command(filepath.Join(binDir, "sandboxd"), args...)
 	d.cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()

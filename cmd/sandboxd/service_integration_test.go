@@ -51,7 +51,7 @@ func TestSocketActivation(t *testing.T) {
 	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "activated.sock")
 	cmd := exec.Command("systemd-socket-activate", "-l", sock,
-		filepath.Join(binDir, "sandboxd"), "--config", "/nonexistent", "--socket", filepath.Join(dir, "unused.sock"),
+		filepath.Join(binDir, "sandboxd"), "--config", "/nonexistent", "--namespace", "sandboxd-activated", "--socket", filepath.Join(dir, "unused.sock"),
 		"--state-dir", filepath.Join(dir, "state"), "--containerd", containerdAddr)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log

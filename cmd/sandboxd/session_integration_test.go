@@ -32,15 +32,20 @@ func newSession(t *testing.T, args ...string) string {
 	return id
 }
 
-// containerExists reports whether containerd still holds a container.
+// containerExists reports whether containerd still holds a container of
+// the suite's daemon.
 func containerExists(t *testing.T, addr, id string) bool {
+	return containerExistsIn(t, addr, "sandboxd", id)
+}
+
+func containerExistsIn(t *testing.T, addr, ns, id string) bool {
 	t.Helper()
 	c, err := containerd.New(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = c.LoadContainer(namespaces.WithNamespace(context.Background(), "sandboxd"), id)
+	_, err = c.LoadContainer(namespaces.WithNamespace(context.Background(), ns), id)
 	return err == nil
 }
 
@@ -354,7 +359,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 		if status, _ := request(sock, "GET", "/v1/sessions/"+short.ID, "", nil); status != 404 {
 			t.Errorf("after %s: the expired session answers %d", stop, status)
 		}
-		if containerExists(t, containerdAddr, "ses-"+short.ID) {
+		if containerExistsIn(t, containerdAddr, namespaceOf(state), "ses-"+short.ID) {
 			t.Errorf("after %s: the expired session's container remains", stop)
 		}
 	}
