@@ -8,11 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"unicode/utf8"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
@@ -168,9 +170,17 @@ func (c *cli) printJSON(v any) {
 type execOptions struct {
 	language, code, input, inputFile, memory, session string
 	noStream                                          bool
+	files, collect                                    listFlag
+	dir, entrypoint, collectDir                       string
 	timeout                                           float64
 	env                                               envFlag
 }
+
+// listFlag is a flag that may be given many times.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 
 type envFlag map[string]string
 
@@ -203,6 +213,11 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	fs.Var(o.env, "env", "KEY=VALUE for the program's environment (repeatable)")
 	fs.StringVar(&o.session, "session", "", "run in this session (see sandboxctl session); -l defaults to the session's language")
 	fs.BoolVar(&o.noStream, "no-stream", false, "in text mode, wait for the whole result instead of printing output as it comes")
+	fs.Var(&o.files, "f", "a file to place in /workspace (repeatable); without -c, the first is the entrypoint")
+	fs.StringVar(&o.dir, "d", "", "a directory whose files are placed in /workspace (with --entrypoint)")
+	fs.StringVar(&o.entrypoint, "entrypoint", "", "the file of -f or -d to run")
+	fs.Var(&o.collect, "collect", "a glob of files under /workspace to return after the run (repeatable)")
+	fs.StringVar(&o.collectDir, "collect-dir", "", "write the returned files under this directory")
 	return func(c *cli, ctx context.Context, args []string) int { return c.execute(ctx, o, args) }
 }
 
@@ -215,13 +230,25 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	if len(req.Args) == 0 {
 		req.Args = nil
 	}
-	if o.code == "" {
-		return c.fail(errors.New("no code: pass -c CODE, -c FILE or -c -"), ExitFailed)
+	if err := o.addFiles(req); err != nil {
+		return c.fail(err, ExitFailed)
+	}
+	req.Collect = o.collect
+	if o.code == "" && req.Entrypoint == "" {
+		return c.fail(errors.New("no code: pass -c CODE, -c FILE, -c -, or -f FILE"), ExitFailed)
+	}
+	if req.Entrypoint != "" && req.Language == "" && req.SessionID == "" {
+		lang, err := c.languageOf(ctx, client, req.Entrypoint)
+		if err != nil {
+			return c.fail(err, ExitFailed)
+		}
+		req.Language = lang
 	}
 	if o.code == "-" && o.input == "-" {
 		return c.fail(errors.New("-c - and -i - both want standard input"), ExitFailed)
 	}
 	switch {
+	case o.code == "":
 	case o.code == "-":
 		b, err := io.ReadAll(c.stdin)
 		if err != nil {
@@ -326,11 +353,98 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	if c.format == "text" && (res.StdoutTruncated || res.StderrTruncated) {
 		fmt.Fprintln(c.stderr, "sandboxctl: output truncated at the daemon's cap")
 	}
+	if o.collectDir != "" {
+		if err := writeCollected(o.collectDir, res.Files, c.stderr); err != nil {
+			return c.fail(fmt.Errorf("--collect-dir: %w", err), ExitFailed)
+		}
+	}
 	if c.verbose {
 		fmt.Fprintf(c.stderr, "id=%s status=%s exit_code=%d duration=%dms cpu=%dms memory_peak=%d\n",
 			res.ID, res.Status, res.ExitCode, res.DurationMS, res.Usage.CPUMS, res.Usage.MemoryPeakBytes)
 	}
 	return ExitCode(res)
+}
+
+// addFiles puts the files of -f and -d in the request, and picks the
+// entrypoint.
+func (o *execOptions) addFiles(req *api.ExecuteRequest) error {
+	add := func(local, remote string) error {
+		data, err := os.ReadFile(local)
+		if err != nil {
+			return err
+		}
+		f := api.File{Path: remote, Content: string(data)}
+		if !utf8.Valid(data) {
+			f.Content, f.Encoding = base64.StdEncoding.EncodeToString(data), api.EncodingBase64
+		}
+		if fi, err := os.Stat(local); err == nil {
+			f.Mode = uint32(fi.Mode().Perm())
+		}
+		req.Files = append(req.Files, f)
+		return nil
+	}
+	for _, f := range o.files {
+		remote := filepath.ToSlash(f)
+		if !filepath.IsLocal(f) {
+			remote = filepath.Base(f)
+		}
+		if err := add(f, remote); err != nil {
+			return err
+		}
+	}
+	if o.dir != "" {
+		err := filepath.WalkDir(o.dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			rel, err := filepath.Rel(o.dir, p)
+			if err != nil {
+				return err
+			}
+			return add(p, filepath.ToSlash(rel))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	switch {
+	case o.entrypoint != "":
+		req.Entrypoint = o.entrypoint
+	case o.code == "" && len(o.files) > 0:
+		req.Entrypoint = req.Files[0].Path
+	case o.code == "" && o.dir != "":
+		return errors.New("-d needs --entrypoint to say which file to run")
+	}
+	return nil
+}
+
+// writeCollected writes returned files under dir; a path that would leave
+// it is refused.
+func writeCollected(dir string, files []api.File, stderr io.Writer) error {
+	for _, f := range files {
+		if !filepath.IsLocal(filepath.FromSlash(f.Path)) {
+			return fmt.Errorf("returned file %q leaves %s", f.Path, dir)
+		}
+		if f.Truncated {
+			fmt.Fprintf(stderr, "sandboxctl: %s (%d bytes) is over the daemon's cap: not returned\n", f.Path, f.Size)
+			continue
+		}
+		data := []byte(f.Content)
+		if f.Encoding == api.EncodingBase64 {
+			var err error
+			if data, err = base64.StdEncoding.DecodeString(f.Content); err != nil {
+				return err
+			}
+		}
+		dst := filepath.Join(dir, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst, data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ExitCode is sandboxctl execute's exit status for a result.

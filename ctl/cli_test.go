@@ -35,6 +35,9 @@ type echoSandbox struct{ cfg daemon.SandboxConfig }
 
 func (echoSandbox) ID() string  { return "echo" }
 func (echoSandbox) Alive() bool { return true }
+func (echoSandbox) Collect(context.Context, []string, int64) ([]daemon.CollectedFile, error) {
+	return nil, nil
+}
 func (echoSandbox) Helper(context.Context, io.Reader, io.Writer, ...string) (int, error) {
 	return 0, nil
 }

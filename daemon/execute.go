@@ -145,6 +145,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 
 // outcome is how an execution's steps went.
 type outcome struct {
+	files          []api.File
 	exit           ExitResult
 	compiled       bool
 	stdout, stderr *cappedBuffer
@@ -158,11 +159,19 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 	start := time.Now()
 	filesDir, files := id, map[string][]byte{lang.FileName: []byte(req.Code)}
 	st.start(api.StreamEvent{Type: api.EventStart, ID: id, SessionID: sessionID, Language: lang.Name})
+	workspace, _ := s.workspaceFiles(req) // checked by validate
+	codePath := "/sandbox/" + filesDir + "/" + lang.FileName
+	if req.Entrypoint != "" {
+		p, _ := checkFilePath(req.Entrypoint)
+		codePath = "/workspace/" + p
+	}
 	env := append(append([]string(nil), lang.Env...), envList(req.Env)...)
+	// The language's commands name its file in /sandbox: this execution's
+	// code, or the entrypoint among the submitted files.
 	cmd := func(c []string) []string {
 		out := make([]string, len(c))
 		for i, a := range c {
-			out[i] = strings.Replace(a, "/sandbox/", "/sandbox/"+filesDir+"/", 1)
+			out[i] = strings.Replace(a, "/sandbox/"+lang.FileName, codePath, 1)
 		}
 		return out
 	}
@@ -170,7 +179,9 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 	o := outcome{compiled: true, stdout: newCappedBuffer(out), stderr: newCappedBuffer(out)}
 	var err error
 	if len(lang.Compile) > 0 {
-		o.exit, err = sb.Exec(ctx, Process{Args: cmd(lang.Compile), Env: env, Stdout: o.stdout, Stderr: o.stderr, Files: files, FilesDir: filesDir})
+		o.exit, err = sb.Exec(ctx, Process{Args: cmd(lang.Compile), Env: env, Stdout: o.stdout, Stderr: o.stderr,
+			Files: files, FilesDir: filesDir, WorkspaceFiles: workspace})
+		workspace = nil // placed
 		o.compiled = err == nil && o.exit.ExitCode == 0 && !o.exit.Killed
 		if o.compiled {
 			// A successful compiler's chatter is not the program's output.
@@ -181,7 +192,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 		o.stdout.tee, o.stderr.tee = st.output(api.EventStdout), st.output(api.EventStderr)
 		args := append(cmd(lang.Run), req.Args...)
 		o.exit, err = sb.Exec(ctx, Process{Args: args, Env: env, Stdin: strings.NewReader(req.Stdin), Stdout: o.stdout, Stderr: o.stderr,
-			Last: true, Files: files, FilesDir: filesDir})
+			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace})
 	}
 	o.duration = time.Since(start)
 	if err != nil {
@@ -196,6 +207,17 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 	if o.exit.Killed && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return o, ctx.Err() // the client left: nobody to answer
 	}
+	if len(req.Collect) > 0 {
+		got, err := sb.Collect(context.WithoutCancel(ctx), req.Collect, s.limits().MaxFileBytes)
+		if err != nil {
+			return o, fmt.Errorf("collect: %w", err)
+		}
+		for _, f := range got {
+			af := api.File{Path: f.Path, Size: f.Size, Truncated: f.Truncated}
+			af.Content, af.Encoding = encodeOutput(f.Data)
+			o.files = append(o.files, af)
+		}
+	}
 	return o, nil
 }
 
@@ -209,6 +231,7 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	res.Stderr, res.StderrEncoding = encodeOutput(o.stderr.Bytes())
 	res.StdoutTruncated, res.StderrTruncated = o.stdout.Truncated(), o.stderr.Truncated()
 	res.Status, res.Signal = status(o.exit, o.compiled)
+	res.Files = o.files
 	s.metrics.executions.WithLabelValues(res.Language, res.Status).Inc()
 	s.metrics.duration.WithLabelValues(res.Language).Observe(o.duration.Seconds())
 	if res.OOMKilled {

@@ -35,6 +35,9 @@ type Sandbox interface {
 	SetLabels(ctx context.Context, labels map[string]string) error
 	// Alive reports whether the sandbox's PID 1 still runs.
 	Alive() bool
+	// Collect returns the files of /workspace matching globs, with at most
+	// max bytes of content in all, never following symlinks.
+	Collect(ctx context.Context, globs []string, max int64) ([]CollectedFile, error)
 	// Delete destroys the sandbox and all in it, even when ctx is done.
 	Delete(ctx context.Context) error
 }
@@ -72,6 +75,23 @@ type Process struct {
 	// Files are placed read-only in /sandbox/FilesDir while it runs.
 	Files    map[string][]byte
 	FilesDir string
+	// WorkspaceFiles are written into /workspace before it runs.
+	WorkspaceFiles []WorkspaceFile
+}
+
+// WorkspaceFile is a file placed in /workspace.
+type WorkspaceFile struct {
+	Path string
+	Data []byte
+	Mode uint32
+}
+
+// CollectedFile is a file of /workspace; Data is nil when over the cap.
+type CollectedFile struct {
+	Path      string
+	Size      int64
+	Data      []byte
+	Truncated bool
 }
 
 // ExitResult is how a process ended.

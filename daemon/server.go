@@ -426,9 +426,11 @@ func accepts(r *http.Request, mediaType string) bool {
 }
 
 // bodyLimit is what a request may weigh: code and stdin at their maxima,
-// JSON-escaped (up to 6 bytes a byte), and room for the rest.
+// JSON-escaped (up to 6 bytes a byte), files at theirs in base64, and room
+// for the rest.
 func (s *Server) bodyLimit() int64 {
-	return 6*(s.limits().MaxCodeBytes+s.limits().MaxStdinBytes) + maxArgsBytes*6 + maxEnvBytes*6 + 64<<10
+	l := s.limits()
+	return 6*(l.MaxCodeBytes+l.MaxStdinBytes) + 2*l.MaxFileBytes + maxArgsBytes*6 + maxEnvBytes*6 + 256<<10
 }
 
 func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {

@@ -42,6 +42,9 @@ type fakeSandbox struct{ f *fakeRuntime }
 
 func (s *fakeSandbox) ID() string  { return "fake" }
 func (s *fakeSandbox) Alive() bool { return true }
+func (s *fakeSandbox) Collect(context.Context, []string, int64) ([]CollectedFile, error) {
+	return []CollectedFile{{Path: "out.txt", Size: 2, Data: []byte("ok")}}, nil
+}
 func (s *fakeSandbox) Helper(context.Context, io.Reader, io.Writer, ...string) (int, error) {
 	return 0, nil
 }

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"encoding/base64"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -76,7 +78,90 @@ func (s *Server) validate(req *api.ExecuteRequest, sessionLang string) (Language
 	if err := checkEnv(req.Env); err != nil {
 		return Language{}, 0, 0, err
 	}
+	if _, err := s.workspaceFiles(req); err != nil {
+		return Language{}, 0, 0, err
+	}
+	if err := checkCollect(req.Collect); err != nil {
+		return Language{}, 0, 0, err
+	}
 	return lang, timeout, memory, nil
+}
+
+// Bounds on the files of a submission and on what is collected.
+const (
+	maxFiles = 1000
+	maxGlobs = 32
+)
+
+// workspaceFiles decodes and checks a submission's files: relative paths
+// that stay in /workspace, no NUL, within the size cap; the entrypoint is
+// one of them.
+func (s *Server) workspaceFiles(req *api.ExecuteRequest) ([]WorkspaceFile, error) {
+	if len(req.Files) > maxFiles {
+		return nil, invalid("%d files, more than the maximum of %d", len(req.Files), maxFiles)
+	}
+	var total int64
+	files := make([]WorkspaceFile, 0, len(req.Files))
+	seen := map[string]bool{}
+	for _, f := range req.Files {
+		p, err := checkFilePath(f.Path)
+		if err != nil {
+			return nil, err
+		}
+		if seen[p] {
+			return nil, invalid("file %q is given twice", p)
+		}
+		seen[p] = true
+		data := []byte(f.Content)
+		switch f.Encoding {
+		case "", "utf-8":
+		case api.EncodingBase64:
+			if data, err = base64.StdEncoding.DecodeString(f.Content); err != nil {
+				return nil, invalid("file %q: content is not base64: %v", p, err)
+			}
+		default:
+			return nil, invalid("file %q: encoding %q is not utf-8 or base64", p, f.Encoding)
+		}
+		mode := f.Mode
+		if mode == 0 {
+			mode = 0o644
+		}
+		if mode > 0o777 {
+			return nil, invalid("file %q: mode %o is not a permission", p, mode)
+		}
+		if total += int64(len(data)); total > s.limits().MaxFileBytes {
+			return nil, invalid("files are more than the maximum of %d bytes", s.limits().MaxFileBytes)
+		}
+		files = append(files, WorkspaceFile{Path: p, Data: data, Mode: mode})
+	}
+	if req.Entrypoint != "" {
+		p, err := checkFilePath(req.Entrypoint)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[p] {
+			return nil, invalid("entrypoint %q is not one of the files", req.Entrypoint)
+		}
+		if req.Code != "" {
+			return nil, invalid("code and entrypoint are exclusive: the entrypoint is the code")
+		}
+	}
+	return files, nil
+}
+
+func checkCollect(globs []string) error {
+	if len(globs) > maxGlobs {
+		return invalid("%d collect globs, more than the maximum of %d", len(globs), maxGlobs)
+	}
+	for _, g := range globs {
+		if _, err := checkFilePath(g); err != nil {
+			return err
+		}
+		if _, err := path.Match(g, ""); err != nil {
+			return invalid("collect glob %q: %v", truncate(g, 80), err)
+		}
+	}
+	return nil
 }
 
 // checkDuration applies a default to a duration in milliseconds and checks

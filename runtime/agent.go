@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -17,19 +18,39 @@ import (
 // agentRequest and agentFrame are sandboxd-init's protocol (see
 // cmd/sandboxd-init/agent.go): JSON lines on PID 1's stdin and stdout.
 type agentRequest struct {
-	Args  []string `json:"args,omitempty"`
-	Env   []string `json:"env,omitempty"`
-	Stdin []byte   `json:"stdin,omitempty"`
-	Last  bool     `json:"last,omitempty"`
-	Kill  bool     `json:"kill,omitempty"`
+	Args       []string        `json:"args,omitempty"`
+	Env        []string        `json:"env,omitempty"`
+	Stdin      []byte          `json:"stdin,omitempty"`
+	Last       bool            `json:"last,omitempty"`
+	Kill       bool            `json:"kill,omitempty"`
+	Files      []WorkspaceFile `json:"files,omitempty"`
+	Collect    []string        `json:"collect,omitempty"`
+	CollectMax int64           `json:"collect_max,omitempty"`
 }
 
 type agentFrame struct {
-	Stream int    `json:"s,omitempty"`
-	Data   []byte `json:"d,omitempty"`
-	Exit   *int   `json:"exit,omitempty"`
-	Signal int    `json:"signal,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Stream int            `json:"s,omitempty"`
+	Data   []byte         `json:"d,omitempty"`
+	Exit   *int           `json:"exit,omitempty"`
+	Signal int            `json:"signal,omitempty"`
+	Error  string         `json:"error,omitempty"`
+	File   *CollectedFile `json:"file,omitempty"`
+}
+
+// WorkspaceFile is a file placed in /workspace before a process runs.
+type WorkspaceFile struct {
+	Path string `json:"path"`
+	Data []byte `json:"data"`
+	Mode uint32 `json:"mode"`
+}
+
+// CollectedFile is a file of /workspace returned after a run; Data is nil
+// when it was over the cap.
+type CollectedFile struct {
+	Path      string `json:"path"`
+	Size      int64  `json:"size"`
+	Data      []byte `json:"data,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
 }
 
 // agentConn is sandboxd's end of the agent's stdio. Programs run through
@@ -106,7 +127,9 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 	}
 	env := append(append([]string(nil), s.procSpec.Env...), p.Env...)
 	sent := make(chan error, 1)
-	go func() { sent <- a.send(agentRequest{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last}) }()
+	go func() {
+		sent <- a.send(agentRequest{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: p.WorkspaceFiles})
+	}()
 	var res ExitResult
 	var killTimer <-chan time.Time
 	done := ctx.Done()
@@ -147,6 +170,62 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 			return res, errAgentGone
 		case <-s.dead:
 			return res, errAgentGone
+		}
+	}
+}
+
+// Collect returns the files of /workspace that match globs, with at most
+// max bytes of content in all. Symlinks are never followed.
+func (s *Sandbox) Collect(ctx context.Context, globs []string, max int64) ([]CollectedFile, error) {
+	if len(globs) == 0 {
+		return nil, nil
+	}
+	if s.agent == nil {
+		var out bytes.Buffer
+		code, err := s.Helper(ctx, nil, &out, append([]string{"collect", strconv.FormatInt(max, 10)}, globs...)...)
+		if err != nil {
+			return nil, err
+		}
+		if code != 0 {
+			return nil, fmt.Errorf("collect exited %d", code)
+		}
+		var files []CollectedFile
+		dec := json.NewDecoder(&out)
+		for {
+			var f CollectedFile
+			if err := dec.Decode(&f); err != nil {
+				break
+			}
+			files = append(files, f)
+		}
+		return files, nil
+	}
+	a := s.agent
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.send(agentRequest{Collect: globs, CollectMax: max}); err != nil {
+		return nil, errAgentGone
+	}
+	var files []CollectedFile
+	for {
+		select {
+		case f, ok := <-a.frames:
+			if !ok {
+				return nil, errAgentGone
+			}
+			if f.File != nil {
+				files = append(files, *f.File)
+			}
+			if f.Exit != nil {
+				if *f.Exit != 0 {
+					return files, fmt.Errorf("collect: %s", f.Error)
+				}
+				return files, nil
+			}
+		case <-s.dead:
+			return nil, errAgentGone
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }

@@ -445,6 +445,8 @@ type Process struct {
 	// process; FilesDir is a plain name.
 	Files    map[string][]byte
 	FilesDir string
+	// WorkspaceFiles are written into /workspace before the process runs.
+	WorkspaceFiles []WorkspaceFile
 }
 
 // ExitResult is how a process ended.
@@ -483,6 +485,17 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	select {
 	case <-s.oomC:
 	default:
+	}
+	if s.agent == nil {
+		for _, f := range p.WorkspaceFiles {
+			code, err := s.Helper(ctx, bytes.NewReader(f.Data), io.Discard, "put", f.Path, strconv.FormatUint(uint64(f.Mode), 8))
+			if err == nil && code != 0 {
+				err = fmt.Errorf("placing %s in /workspace: helper exited %d: %w", f.Path, code, errdefs.ErrInvalidArgument)
+			}
+			if err != nil {
+				return ExitResult{}, err
+			}
+		}
 	}
 	if s.agent != nil {
 		res, err := s.agentExec(ctx, p)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -26,15 +28,29 @@ type request struct {
 	// Last kills whatever the program leaves running once it exits.
 	Last bool `json:"last,omitempty"`
 	Kill bool `json:"kill,omitempty"`
+	// Files are written into the workspace before the program starts.
+	Files []wfile `json:"files,omitempty"`
+	// Collect, without Args, asks for the workspace's files that match
+	// these globs, up to CollectMax bytes of content.
+	Collect    []string `json:"collect,omitempty"`
+	CollectMax int64    `json:"collect_max,omitempty"`
+}
+
+// wfile is a file to place in the workspace.
+type wfile struct {
+	Path string `json:"path"`
+	Data []byte `json:"data"`
+	Mode uint32 `json:"mode"`
 }
 
 // frame is one message back: output, or the end of the run.
 type frame struct {
-	Stream int    `json:"s,omitempty"` // 1 stdout, 2 stderr
-	Data   []byte `json:"d,omitempty"`
-	Exit   *int   `json:"exit,omitempty"`
-	Signal int    `json:"signal,omitempty"`
-	Error  string `json:"error,omitempty"`
+	Stream int        `json:"s,omitempty"` // 1 stdout, 2 stderr
+	Data   []byte     `json:"d,omitempty"`
+	Exit   *int       `json:"exit,omitempty"`
+	Signal int        `json:"signal,omitempty"`
+	Error  string     `json:"error,omitempty"`
+	File   *collected `json:"file,omitempty"`
 }
 
 type agent struct {
@@ -94,6 +110,10 @@ func runAgent() {
 			killOthers()
 			continue
 		}
+		if len(req.Collect) > 0 {
+			a.collect(req)
+			continue
+		}
 		if len(req.Args) == 0 {
 			a.send(frame{Error: "a request without args"})
 			continue
@@ -133,6 +153,11 @@ func (a *agent) run(req request, reqs <-chan request) bool {
 		code := 127
 		a.send(frame{Exit: &code, Error: err.Error()})
 		return true
+	}
+	for _, f := range req.Files {
+		if err := writeFile(f.Path, f.Mode, bytes.NewReader(f.Data)); err != nil {
+			return fail(fmt.Errorf("placing %s in /workspace: %v", f.Path, err))
+		}
 	}
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
@@ -227,6 +252,20 @@ wait:
 	f.Exit = &code
 	a.send(f)
 	return open
+}
+
+// collect answers a collect request: one frame a file, then an exit frame.
+func (a *agent) collect(req request) {
+	files, err := collect(req.Collect, req.CollectMax)
+	code := 0
+	f := frame{Exit: &code}
+	if err != nil {
+		code, f.Error = 1, err.Error()
+	}
+	for i := range files {
+		a.send(frame{File: &files[i]})
+	}
+	a.send(f)
 }
 
 // killOthers kills every process the sandbox's user runs but this one.

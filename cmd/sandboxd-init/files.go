@@ -47,31 +47,100 @@ func clean(p string) (string, error) {
 }
 
 func get(p string) error {
-	p, err := clean(p)
-	if err != nil {
-		return err
-	}
-	root, err := openRoot()
-	if err != nil {
-		return err
-	}
-	f, err := openIn(root, p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	f, err := openFile(p)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if !fi.Mode().IsRegular() {
-		return errInvalid
-	}
 	_, err = io.Copy(os.Stdout, f)
 	return err
 }
 
-func put(p string, mode uint32) error {
+// openFile opens a regular file of the workspace for reading.
+func openFile(p string) (*os.File, error) {
+	p, err := clean(p)
+	if err != nil {
+		return nil, err
+	}
+	root, err := openRoot()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	f, err := openIn(root, p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, errInvalid
+	}
+	return f, nil
+}
+
+// collected is a file of the workspace returned after a run.
+type collected struct {
+	Path      string `json:"path"`
+	Size      int64  `json:"size"`
+	Data      []byte `json:"data,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
+}
+
+// collect returns the regular files of the workspace whose paths match a
+// glob, up to max bytes of content in all; past it, files are listed with
+// Truncated and no content. The walk is the listing's: symlinks are never
+// followed, and each file is opened under the workspace's confinement.
+func collect(globs []string, max int64) ([]collected, error) {
+	var entries []entry
+	root, err := unix.Open(Workspace, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	n := 0
+	if err := walkEntries(os.NewFile(uintptr(root), Workspace), "", &n, func(e entry) { entries = append(entries, e) }); err != nil {
+		return nil, err
+	}
+	var out []collected
+	for _, e := range entries {
+		if e.Type != "file" || !matchAny(globs, e.Path) {
+			continue
+		}
+		c := collected{Path: e.Path, Size: e.Size}
+		if e.Size > max {
+			c.Truncated = true
+			out = append(out, c)
+			continue
+		}
+		f, err := openFile(e.Path)
+		if err != nil {
+			continue // gone, or swapped for something else: not collected
+		}
+		c.Data, err = io.ReadAll(io.LimitReader(f, max+1))
+		f.Close()
+		if err != nil || int64(len(c.Data)) > max {
+			c.Data, c.Truncated = nil, true
+		} else {
+			max -= int64(len(c.Data))
+			c.Size = int64(len(c.Data))
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func matchAny(globs []string, p string) bool {
+	for _, g := range globs {
+		if ok, _ := path.Match(g, p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func put(p string, mode uint32) error { return writeFile(p, mode, os.Stdin) }
+
+// writeFile writes r to p in the workspace, creating its directories.
+func writeFile(p string, mode uint32, r io.Reader) error {
 	p, err := clean(p)
 	if err != nil {
 		return err
@@ -95,7 +164,7 @@ func put(p string, mode uint32) error {
 		f.Close()
 		return errInvalid
 	}
-	if _, err := io.Copy(f, os.Stdin); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
 		return err
 	}
@@ -144,12 +213,13 @@ func list() error {
 		return err
 	}
 	n := 0
-	return walk(json.NewEncoder(os.Stdout), os.NewFile(uintptr(root), Workspace), "", &n)
+	enc := json.NewEncoder(os.Stdout)
+	return walkEntries(os.NewFile(uintptr(root), Workspace), "", &n, func(e entry) { enc.Encode(e) })
 }
 
-// walk lists dir, descending only into real directories opened under the
-// same confinement: a symlink is listed, never followed.
-func walk(enc *json.Encoder, dir *os.File, prefix string, n *int) error {
+// walkEntries lists dir, descending only into real directories opened
+// under the same confinement: a symlink is listed, never followed.
+func walkEntries(dir *os.File, prefix string, n *int, emit func(entry)) error {
 	defer dir.Close()
 	entries, err := dir.ReadDir(-1)
 	if err != nil {
@@ -172,13 +242,11 @@ func walk(enc *json.Encoder, dir *os.File, prefix string, n *int) error {
 		case unix.S_IFDIR:
 			e.Type, e.Size = "dir", 0
 		}
-		if err := enc.Encode(e); err != nil {
-			return err
-		}
+		emit(e)
 		if e.Type == "dir" {
 			sub, err := openIn(int(dir.Fd()), d.Name(), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_NOFOLLOW, 0)
 			if err == nil {
-				walk(enc, sub, e.Path+"/", n)
+				walkEntries(sub, e.Path+"/", n, emit)
 			}
 		}
 	}

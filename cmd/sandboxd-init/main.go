@@ -6,6 +6,7 @@
 //	sandboxd-init get PATH        copy a workspace file to stdout
 //	sandboxd-init put PATH MODE   copy stdin to a workspace file
 //	sandboxd-init list            list the workspace as JSON lines
+//	sandboxd-init collect MAX GLOB...  the matching files, as JSON lines
 //
 // It is not a security boundary: it runs as the sandbox's user, holds no
 // secret and has no channel out of the sandbox. A program that kills or
@@ -13,6 +14,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -44,8 +46,20 @@ func main() {
 		err = put(os.Args[2], uint32(mode))
 	case cmd == "list" && len(os.Args) == 2:
 		err = list()
+	case cmd == "collect" && len(os.Args) >= 4:
+		max, perr := strconv.ParseInt(os.Args[2], 10, 64)
+		if perr != nil || max < 0 {
+			fail(exitInvalid, fmt.Errorf("max %q", os.Args[2]))
+		}
+		var files []collected
+		if files, err = collect(os.Args[3:], max); err == nil {
+			enc := json.NewEncoder(os.Stdout)
+			for _, f := range files {
+				enc.Encode(f)
+			}
+		}
 	default:
-		fail(2, fmt.Errorf("usage: sandboxd-init [reap | get PATH | put PATH MODE | list]"))
+		fail(2, fmt.Errorf("usage: sandboxd-init [reap | get PATH | put PATH MODE | list | collect MAX GLOB...]"))
 	}
 	if err != nil {
 		fail(exitCode(err), err)

@@ -51,8 +51,24 @@ func (r *containerdRuntime) Info(ctx context.Context) daemon.RuntimeInfo {
 type sandbox struct{ *sbxruntime.Sandbox }
 
 func (s sandbox) Exec(ctx context.Context, p daemon.Process) (daemon.ExitResult, error) {
-	res, err := s.Sandbox.Exec(ctx, sbxruntime.Process(p))
+	files := make([]sbxruntime.WorkspaceFile, len(p.WorkspaceFiles))
+	for i, f := range p.WorkspaceFiles {
+		files[i] = sbxruntime.WorkspaceFile(f)
+	}
+	res, err := s.Sandbox.Exec(ctx, sbxruntime.Process{
+		Args: p.Args, Env: p.Env, Stdin: p.Stdin, Stdout: p.Stdout, Stderr: p.Stderr,
+		Last: p.Last, Files: p.Files, FilesDir: p.FilesDir, WorkspaceFiles: files,
+	})
 	return daemon.ExitResult(res), err
+}
+
+func (s sandbox) Collect(ctx context.Context, globs []string, max int64) ([]daemon.CollectedFile, error) {
+	files, err := s.Sandbox.Collect(ctx, globs, max)
+	out := make([]daemon.CollectedFile, len(files))
+	for i, f := range files {
+		out[i] = daemon.CollectedFile(f)
+	}
+	return out, err
 }
 
 func (s sandbox) Stats(ctx context.Context) (daemon.Stats, error) {

@@ -440,7 +440,7 @@ func TestBadRequests(t *testing.T) {
 		{"absurd timeout", "POST", "/v1/execute", `{"language":"python","code":"1","timeout_ms":99999999999}`, nil, 400, api.CodeInvalidArgument},
 		{"absurd memory", "POST", "/v1/execute", `{"language":"python","code":"1","memory_bytes":1125899906842624}`, nil, 400, api.CodeInvalidArgument},
 		{"bad env name", "POST", "/v1/execute", `{"language":"python","code":"1","env":{"A=B":"c"}}`, nil, 400, api.CodeInvalidArgument},
-		{"oversized body", "POST", "/v1/execute", `{"language":"python","code":"` + strings.Repeat("x", 64<<20) + `"}`, nil, 413, api.CodeInvalidArgument},
+		{"oversized body", "POST", "/v1/execute", `{"language":"python","code":"` + strings.Repeat("x", 96<<20) + `"}`, nil, 413, api.CodeInvalidArgument},
 		{"wrong content type", "POST", "/v1/execute", `{}`, map[string]string{"Content-Type": "text/plain"}, 415, api.CodeInvalidArgument},
 		{"browser origin", "GET", "/v1/info", "", map[string]string{"Origin": "http://evil.example"}, 403, api.CodePermissionDenied},
 		{"unknown route", "GET", "/v1/nope", "", nil, 404, api.CodeNotFound},

@@ -41,6 +41,24 @@ type ExecuteRequest struct {
 	Env         map[string]string `json:"env,omitempty"`
 	// SessionID runs the code in a session; Language may then be left out.
 	SessionID string `json:"session_id,omitempty"`
+	// Files are placed under /workspace before the run; Entrypoint names
+	// the one to run, instead of Code.
+	Files      []File `json:"files,omitempty"`
+	Entrypoint string `json:"entrypoint,omitempty"`
+	// Collect lists globs, relative to /workspace, of files to return.
+	Collect []string `json:"collect,omitempty"`
+}
+
+// File is a file of a submission, or one returned by collect.
+type File struct {
+	Path     string `json:"path"`
+	Content  string `json:"content,omitempty"`
+	Encoding string `json:"encoding,omitempty"` // "utf-8" (the default) or "base64"
+	Mode     uint32 `json:"mode,omitempty"`     // permissions; default 0644
+	// Size and Truncated are set on returned files: over the cap, a file
+	// is listed with Truncated and no content.
+	Size      int64 `json:"size,omitempty"`
+	Truncated bool  `json:"truncated,omitempty"`
 }
 
 // Usage is what an execution consumed, as the kernel's cgroup counted it.
@@ -67,6 +85,7 @@ type ExecuteResult struct {
 	OOMKilled       bool   `json:"oom_killed"`
 	DurationMS      int64  `json:"duration_ms"`
 	Usage           Usage  `json:"usage"`
+	Files           []File `json:"files,omitempty"`
 }
 
 // NDJSON is the media type of streamed executions: ask for it in Accept.
