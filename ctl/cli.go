@@ -69,6 +69,7 @@ var commands = []command{
 	{"languages", "", "list the languages the daemon offers", noFlags((*cli).languages)},
 	{"info", "", "show the daemon's version, containerd and limits", noFlags((*cli).info)},
 	{"doctor", "", "check the host and the daemon, with a fix for each problem", noFlags((*cli).doctor)},
+	{"mcp", "", "serve the Model Context Protocol on stdin/stdout, for AI agents", noFlags((*cli).mcp)},
 	{"version", "", "print sandboxctl's and the daemon's versions", noFlags((*cli).version)},
 }
 
