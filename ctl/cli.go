@@ -208,7 +208,7 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	}
 	fs.StringVar(&o.memory, "memory", "", "memory limit, such as 512m or 1g (default: the daemon's)")
 	for _, n := range []string{"i", "input"} {
-		fs.StringVar(&o.input, n, "", "the program's standard input, or - to pass on sandboxctl's")
+		fs.StringVar(&o.input, n, "", "the program's standard input, or - to pass on sandboxctl's (live, as it comes, when output is streamed)")
 	}
 	fs.StringVar(&o.inputFile, "input-file", "", "file to use as the program's standard input")
 	fs.Var(o.env, "env", "KEY=VALUE for the program's environment (repeatable)")
@@ -280,6 +280,9 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	switch {
 	case o.input != "" && o.inputFile != "":
 		return c.fail(errors.New("-i and --input-file are exclusive"), ExitFailed)
+	case o.input == "-" && (c.format == "ndjson" || c.format == "text" && !o.noStream):
+		// Forwarded live while the program runs, once it has started.
+		req.StdinStream = true
 	case o.input == "-":
 		b, err := io.ReadAll(c.stdin)
 		if err != nil {
@@ -309,16 +312,23 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	var res *api.ExecuteResult
 	var err error
 	streamed := false
+	// feed sends live stdin once the start event names the execution.
+	feed := func(ev api.StreamEvent) {
+		if req.StdinStream && ev.Type == api.EventStart {
+			go client.SendStdin(ctx, ev.ID, c.stdin)
+		}
+	}
 	switch {
 	case c.format == "ndjson":
 		enc := json.NewEncoder(c.stdout)
-		res, err = client.ExecuteStream(ctx, req, func(ev api.StreamEvent) error { return enc.Encode(ev) })
+		res, err = client.ExecuteStream(ctx, req, func(ev api.StreamEvent) error { feed(ev); return enc.Encode(ev) })
 		if err == nil {
 			enc.Encode(api.ResultEvent{Type: api.EventResult, ExecuteResult: *res})
 		}
 	case c.format == "text" && !o.noStream:
 		streamed = true
 		res, err = client.ExecuteStream(ctx, req, func(ev api.StreamEvent) error {
+			feed(ev)
 			w := c.stdout
 			if ev.Type == api.EventStderr {
 				w = c.stderr

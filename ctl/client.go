@@ -96,6 +96,14 @@ func (c *Client) ExecuteStream(ctx context.Context, req *api.ExecuteRequest, onE
 	return nil, &api.Error{Code: api.CodeUnavailable, Message: "the stream ended without a result"}
 }
 
+// SendStdin feeds a streamed execution's stdin (one started with
+// StdinStream) from r, as r gives it; the end of r is the end of the
+// program's input.
+func (c *Client) SendStdin(ctx context.Context, id string, r io.Reader) error {
+	return c.doRaw(ctx, http.MethodPost, "/v1/executions/"+url.PathEscape(id)+"/stdin", io.NopCloser(r), "application/octet-stream",
+		func(io.Reader) error { return nil })
+}
+
 // Languages lists the languages the daemon offers.
 func (c *Client) Languages(ctx context.Context) ([]api.Language, error) {
 	var res api.LanguagesResponse

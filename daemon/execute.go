@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -158,6 +159,13 @@ type outcome struct {
 func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *api.ExecuteRequest, id, sessionID string, st *stream) (outcome, error) {
 	start := time.Now()
 	filesDir, files := id, map[string][]byte{lang.FileName: []byte(req.Code)}
+	// Live stdin is taken from before the start event, which tells the
+	// client where to send it.
+	var live *liveStdin
+	if req.StdinStream && st != nil {
+		live = s.openStdin(id, st.owner)
+		defer s.closeStdin(id, live)
+	}
 	st.start(api.StreamEvent{Type: api.EventStart, ID: id, SessionID: sessionID, Language: lang.Name})
 	workspace, _ := s.workspaceFiles(req) // checked by validate
 	codePath := "/sandbox/" + filesDir + "/" + lang.FileName
@@ -191,8 +199,12 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 	if err == nil && o.compiled {
 		o.stdout.tee, o.stderr.tee = st.output(api.EventStdout), st.output(api.EventStderr)
 		args := append(cmd(lang.Run), req.Args...)
-		o.exit, err = sb.Exec(ctx, Process{Args: args, Env: env, Stdin: strings.NewReader(req.Stdin), Stdout: o.stdout, Stderr: o.stderr,
-			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace})
+		var stdin io.Reader = strings.NewReader(req.Stdin)
+		if live != nil {
+			stdin = io.MultiReader(stdin, live.r)
+		}
+		o.exit, err = sb.Exec(ctx, Process{Args: args, Env: env, Stdin: stdin, Stdout: o.stdout, Stderr: o.stderr,
+			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace, StdinLive: live != nil})
 	}
 	o.duration = time.Since(start)
 	if err != nil {

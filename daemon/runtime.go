@@ -77,6 +77,8 @@ type Process struct {
 	FilesDir string
 	// WorkspaceFiles are written into /workspace before it runs.
 	WorkspaceFiles []WorkspaceFile
+	// StdinLive says Stdin is fed while the process runs.
+	StdinLive bool
 }
 
 // WorkspaceFile is a file placed in /workspace.

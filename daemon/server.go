@@ -159,6 +159,7 @@ type Server struct {
 
 	metrics *metrics
 	pool    *pool
+	stdins  sync.Map // execution id → *liveStdin
 	// known holds the ids of the containers this daemon uses now, to tell
 	// leaked ones from them.
 	known sync.Map
@@ -197,6 +198,7 @@ func New(cfg Config) *Server {
 		{"DELETE /v1/sessions/{id}", s.serveDeleteSession},
 		{"GET /v1/sessions/{id}/files/{path...}", s.serveGetFile},
 		{"PUT /v1/sessions/{id}/files/{path...}", s.servePutFile},
+		{"POST /v1/executions/{id}/stdin", s.serveStdin},
 	} {
 		s.mux.HandleFunc(rt.pattern, s.handle(rt.h))
 	}
@@ -441,6 +443,9 @@ func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
 	var st *stream
 	if accepts(r, api.NDJSON) {
 		st = newStream(w)
+		st.owner = callerUID(callerOf(r.Context()))
+	} else if req.StdinStream {
+		return invalid("stdin_stream needs a streamed execution (Accept: %s), whose start event gives the id to send stdin to", api.NDJSON)
 	}
 	res, done, err := s.execute(r.Context(), &req, callerOf(r.Context()), st)
 	if err != nil {

@@ -3,6 +3,9 @@ package daemon
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"unicode/utf8"
@@ -22,6 +25,8 @@ type stream struct {
 	// pending holds, per stream, the start of a UTF-8 sequence cut by a
 	// chunk's end, sent with the next chunk.
 	pending map[string][]byte
+	// owner is the caller's uid: only it (or root) may feed live stdin.
+	owner uint32
 }
 
 func newStream(w http.ResponseWriter) *stream {
@@ -111,4 +116,60 @@ func (s *stream) isStarted() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.started
+}
+
+// liveStdin is the open stdin of a running execution, fed by POST
+// /v1/executions/{id}/stdin.
+type liveStdin struct {
+	r     *io.PipeReader
+	w     *io.PipeWriter
+	owner uint32
+	mu    sync.Mutex
+	taken bool
+}
+
+// openStdin registers an execution's live stdin; the caller owns it.
+func (s *Server) openStdin(id string, owner uint32) *liveStdin {
+	r, w := io.Pipe()
+	l := &liveStdin{r: r, w: w, owner: owner}
+	s.stdins.Store(id, l)
+	return l
+}
+
+// closeStdin ends an execution's live stdin: a writer still sending gets
+// an error.
+func (s *Server) closeStdin(id string, l *liveStdin) {
+	s.stdins.Delete(id)
+	l.r.CloseWithError(errors.New("the execution is over"))
+}
+
+func (s *Server) serveStdin(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	v, ok := s.stdins.Load(id)
+	c := callerOf(r.Context())
+	if !ok || (v.(*liveStdin).owner != callerUID(c) && callerUID(c) != 0) {
+		return api.Errorf(api.CodeNotFound, "no running execution %q takes stdin", truncate(id, 40))
+	}
+	l := v.(*liveStdin)
+	l.mu.Lock()
+	taken := l.taken
+	l.taken = true
+	l.mu.Unlock()
+	if taken {
+		return api.Errorf(api.CodeFailedPrecondition, "execution %s already has its stdin writer", id)
+	}
+	max := s.limits().MaxStdinBytes
+	n, err := io.Copy(l.w, io.LimitReader(r.Body, max+1))
+	if n > max {
+		l.w.CloseWithError(errors.New("stdin over its cap"))
+		return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusRequestEntityTooLarge,
+			Message: fmt.Sprintf("stdin is more than the maximum of %d bytes", max)}
+	}
+	if err != nil {
+		return api.Errorf(api.CodeFailedPrecondition, "stdin of %s: %v", id, err)
+	}
+	// The end of the body is the end of the program's input.
+	l.w.Close()
+	writeJSON(w, http.StatusOK, map[string]int64{"bytes": n})
+	return nil
 }

@@ -26,6 +26,9 @@ type agentRequest struct {
 	Files      []WorkspaceFile `json:"files,omitempty"`
 	Collect    []string        `json:"collect,omitempty"`
 	CollectMax int64           `json:"collect_max,omitempty"`
+	StdinLive  bool            `json:"stdin_live,omitempty"`
+	StdinData  []byte          `json:"stdin_data,omitempty"`
+	StdinClose bool            `json:"stdin_close,omitempty"`
 }
 
 type agentFrame struct {
@@ -119,7 +122,7 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var stdin []byte
-	if p.Stdin != nil {
+	if p.Stdin != nil && !p.StdinLive {
 		var err error
 		if stdin, err = io.ReadAll(p.Stdin); err != nil {
 			return ExitResult{}, err
@@ -128,7 +131,23 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 	env := append(append([]string(nil), s.procSpec.Env...), p.Env...)
 	sent := make(chan error, 1)
 	go func() {
-		sent <- a.send(agentRequest{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: p.WorkspaceFiles})
+		err := a.send(agentRequest{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: p.WorkspaceFiles, StdinLive: p.StdinLive})
+		sent <- err
+		if err == nil && p.StdinLive {
+			// Forward the input as it comes; the agent drops what arrives
+			// after the run.
+			buf := make([]byte, 32<<10)
+			for {
+				n, rerr := p.Stdin.Read(buf)
+				if n > 0 && a.send(agentRequest{StdinData: append([]byte(nil), buf[:n]...)}) != nil {
+					return
+				}
+				if rerr != nil {
+					a.send(agentRequest{StdinClose: true})
+					return
+				}
+			}
+		}
 	}()
 	var res ExitResult
 	var killTimer <-chan time.Time

@@ -447,6 +447,9 @@ type Process struct {
 	FilesDir string
 	// WorkspaceFiles are written into /workspace before the process runs.
 	WorkspaceFiles []WorkspaceFile
+	// StdinLive says Stdin is fed while the process runs: it is forwarded
+	// as it comes rather than read whole first.
+	StdinLive bool
 }
 
 // ExitResult is how a process ended.

@@ -27,7 +27,12 @@ type request struct {
 	Stdin []byte   `json:"stdin,omitempty"`
 	// Last kills whatever the program leaves running once it exits.
 	Last bool `json:"last,omitempty"`
-	Kill bool `json:"kill,omitempty"`
+	// StdinLive keeps the program's stdin open after Stdin: more comes in
+	// StdinData requests while it runs, until a StdinClose one.
+	StdinLive  bool   `json:"stdin_live,omitempty"`
+	StdinData  []byte `json:"stdin_data,omitempty"`
+	StdinClose bool   `json:"stdin_close,omitempty"`
+	Kill       bool   `json:"kill,omitempty"`
 	// Files are written into the workspace before the program starts.
 	Files []wfile `json:"files,omitempty"`
 	// Collect, without Args, asks for the workspace's files that match
@@ -114,6 +119,9 @@ func runAgent() {
 			a.collect(req)
 			continue
 		}
+		if req.StdinData != nil || req.StdinClose {
+			continue // input for a run that is over
+		}
 		if len(req.Args) == 0 {
 			a.send(frame{Error: "a request without args"})
 			continue
@@ -195,10 +203,26 @@ func (a *agent) run(req request, reqs <-chan request) bool {
 		errR.Close()
 		return fail(err)
 	}
+	// The program's stdin is fed in order, never blocking this loop: the
+	// queue is bounded by what sandboxd lets a caller send.
+	stdinQ := newQueue()
 	go func() {
-		stdinW.Write(req.Stdin)
-		stdinW.Close()
+		defer stdinW.Close()
+		for {
+			chunk, ok := stdinQ.pop()
+			if !ok {
+				return
+			}
+			if _, err := stdinW.Write(chunk); err != nil {
+				return // the program closed its stdin
+			}
+		}
 	}()
+	stdinQ.push(req.Stdin)
+	stdinOpen := req.StdinLive
+	if !stdinOpen {
+		stdinQ.close()
+	}
 	var drained sync.WaitGroup
 	for stream, r := range map[int]*os.File{1: outR, 2: errR} {
 		drained.Add(1)
@@ -232,9 +256,16 @@ wait:
 				killOthers()
 			} else if next.Kill {
 				killOthers()
+			} else if stdinOpen && (len(next.StdinData) > 0 || next.StdinClose) {
+				stdinQ.push(next.StdinData)
+				if next.StdinClose {
+					stdinOpen = false
+					stdinQ.close()
+				}
 			}
 		}
 	}
+	stdinQ.close()
 	if req.Last || !open {
 		// Orphans would hold the output open; the execution is over.
 		killOthers()
@@ -272,4 +303,50 @@ func (a *agent) collect(req request) {
 // kill(-1) is atomic against fork: nothing escapes by forking.
 func killOthers() {
 	syscall.Kill(-1, syscall.SIGKILL)
+}
+
+// queue is an unbounded FIFO of byte chunks.
+type queue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	chunks [][]byte
+	closed bool
+}
+
+func newQueue() *queue {
+	q := &queue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *queue) push(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	q.mu.Lock()
+	q.chunks = append(q.chunks, b)
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// pop waits for a chunk; false once closed and drained.
+func (q *queue) pop() ([]byte, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.chunks) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.chunks) == 0 {
+		return nil, false
+	}
+	b := q.chunks[0]
+	q.chunks = q.chunks[1:]
+	return b, true
 }

@@ -57,7 +57,7 @@ func (s sandbox) Exec(ctx context.Context, p daemon.Process) (daemon.ExitResult,
 	}
 	res, err := s.Sandbox.Exec(ctx, sbxruntime.Process{
 		Args: p.Args, Env: p.Env, Stdin: p.Stdin, Stdout: p.Stdout, Stderr: p.Stderr,
-		Last: p.Last, Files: p.Files, FilesDir: p.FilesDir, WorkspaceFiles: files,
+		Last: p.Last, Files: p.Files, FilesDir: p.FilesDir, WorkspaceFiles: files, StdinLive: p.StdinLive,
 	})
 	return daemon.ExitResult(res), err
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os/exec"
@@ -197,5 +198,59 @@ func TestCLIStreams(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if code != 0 || len(lines) != 3 || !strings.Contains(lines[0], `"type":"start"`) || !strings.Contains(lines[2], `"type":"result"`) {
 		t.Errorf("-o ndjson: %d %q", code, out)
+	}
+}
+
+// TestInteractiveStdin: `-i -` forwards input while the program runs, so a
+// program that answers line by line answers each line as it is sent.
+func TestInteractiveStdin(t *testing.T) {
+	for _, lang := range []struct{ name, code string }{
+		{"python", "import sys\nfor line in sys.stdin:\n    print(line.strip().upper(), flush=True)\nprint('bye')"},
+		{"bash", "while read -r l; do echo \"got $l\"; done; echo bye"},
+	} {
+		t.Run(lang.name, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), "--socket", socket, "execute", "-l", lang.name, "-c", lang.code, "-i", "-")
+			in, _ := cmd.StdinPipe()
+			outPipe, _ := cmd.StdoutPipe()
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			out := bufio.NewReader(outPipe)
+			for _, word := range []string{"alpha", "beta", "gamma"} {
+				if _, err := in.Write([]byte(word + "\n")); err != nil {
+					t.Fatal(err)
+				}
+				got := make(chan string, 1)
+				go func() { line, _ := out.ReadString('\n'); got <- line }()
+				select {
+				case line := <-got:
+					want := strings.ToUpper(word) + "\n"
+					if lang.name == "bash" {
+						want = "got " + word + "\n"
+					}
+					if line != want {
+						t.Fatalf("answer to %q: %q (stderr %q)", word, line, stderr.String())
+					}
+				case <-time.After(10 * time.Second):
+					cmd.Process.Kill()
+					t.Fatalf("no answer to %q while the program runs (stderr %q)", word, stderr.String())
+				}
+			}
+			in.Close()
+			rest, _ := io.ReadAll(out)
+			if err := cmd.Wait(); err != nil || string(rest) != "bye\n" {
+				t.Fatalf("after EOF: %v, %q, stderr %q", err, rest, stderr.String())
+			}
+		})
+	}
+	// Only with a streamed execution.
+	status, body := request(socket, "POST", "/v1/execute", `{"language":"bash","code":"cat","stdin_stream":true}`, nil)
+	if status != 400 {
+		t.Errorf("stdin_stream without streaming: %d %s", status, body)
+	}
+	if status, _ := request(socket, "POST", "/v1/executions/0123/stdin", "x", nil); status != 404 {
+		t.Errorf("stdin for no execution: %d", status)
 	}
 }

@@ -47,6 +47,10 @@ type ExecuteRequest struct {
 	Entrypoint string `json:"entrypoint,omitempty"`
 	// Collect lists globs, relative to /workspace, of files to return.
 	Collect []string `json:"collect,omitempty"`
+	// StdinStream, with a streamed (NDJSON) execution, keeps the program's
+	// stdin open after Stdin: more comes by POST /v1/executions/{id}/stdin,
+	// the id being the start event's, until that request's body ends.
+	StdinStream bool `json:"stdin_stream,omitempty"`
 }
 
 // File is a file of a submission, or one returned by collect.
