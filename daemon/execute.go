@@ -113,18 +113,23 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	runCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	if err := x.acquire(runCtx); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+	// Waiting for the session's turn, or for a slot, the timeout may come
+	// before the program ever ran: that is a timed-out execution too.
+	timedOut := func(err error) (*api.ExecuteResult, error) {
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
 		}
 		res.Status, res.TimedOut, res.ExitCode, res.Signal = api.StatusTimedOut, true, 128+9, "SIGKILL"
 		res.DurationMS = time.Since(start).Milliseconds()
 		return res, nil
 	}
+	if err := x.acquire(runCtx); err != nil {
+		return timedOut(err)
+	}
 	defer x.release()
 	slot, err := s.slots.acquire(runCtx, callerUID(caller))
 	if err != nil {
-		return nil, err
+		return timedOut(err)
 	}
 	defer slot.release()
 	o, err := s.runSteps(runCtx, x.sb, lang, req, id, x.id, st)

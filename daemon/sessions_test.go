@@ -240,3 +240,34 @@ func TestAccess(t *testing.T) {
 		t.Errorf("uid 1000 after reload: %d", w.Code)
 	}
 }
+
+// TestSessionTimeoutWhileWaiting: the timeout of a session execution also
+// runs while it waits for a slot, and ends as a timed-out result.
+func TestSessionTimeoutWhileWaiting(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	rt := &sessionRuntime{boxes: map[string]*labeledSandbox{}}
+	s := newSessionServer(t, rt)
+	s.Reload(func() Limits { l := s.limits(); l.MaxConcurrent = 1; return l }(), s.languages(), Access{})
+	sess := createAs(t, s, 1, `{"language":"py"}`)
+	// The only slot goes to an execution that waits.
+	rt.boxes["ses-"+sess.ID].f.exec = func(context.Context, Process) (ExitResult, error) {
+		<-release
+		return ExitResult{}, nil
+	}
+	other := createAs(t, s, 1, `{"language":"py"}`)
+	go as(s, 1, "POST", "/v1/execute", `{"session_id":"`+sess.ID+`","code":"x"}`)
+	deadline := time.Now().Add(5 * time.Second)
+	for r, _ := s.slots.counts(); r == 0; r, _ = s.slots.counts() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first execution never ran")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	w := as(s, 1, "POST", "/v1/execute", `{"session_id":"`+other.ID+`","code":"x","timeout_ms":50}`)
+	var res api.ExecuteResult
+	json.Unmarshal(w.Body.Bytes(), &res)
+	if w.Code != 200 || res.Status != api.StatusTimedOut || !res.TimedOut {
+		t.Fatalf("%d %s", w.Code, w.Body)
+	}
+}
