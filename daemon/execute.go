@@ -39,7 +39,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 		res, err := s.executeInSession(ctx, req, caller, st)
 		return res, func() {}, err
 	}
-	lang, timeout, memory, err := s.validate(req, "")
+	c, err := s.validate(req, "")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -55,13 +55,13 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	}()
 
 	id := newID()
-	sb := s.pool.take(s.sandboxLimits(memory))
+	sb := s.pool.take(s.sandboxLimits(c.memory))
 	if sb == nil {
 		sb, err = s.rt.Create(ctx, SandboxConfig{
 			ID:     "sbx-" + id,
 			Kind:   "execute",
 			Env:    baseEnv,
-			Limits: s.sandboxLimits(memory),
+			Limits: s.sandboxLimits(c.memory),
 		})
 		if err != nil {
 			return nil, nil, s.createError(ctx, err)
@@ -76,13 +76,13 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 		}
 	}()
 
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	runCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	o, err := s.runSteps(runCtx, sb, lang, req, id, "", st)
+	o, err := s.runSteps(runCtx, sb, c, req, id, "", st)
 	if err != nil {
 		return nil, nil, err
 	}
-	res := &api.ExecuteResult{ID: id, Language: lang.Name}
+	res := &api.ExecuteResult{ID: id, Language: c.lang.Name}
 	if st, err := sb.Stats(ctx); err == nil {
 		res.Usage = api.Usage{CPUMS: int64(st.CPUNanos / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
 	}
@@ -100,7 +100,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	if err != nil {
 		return nil, err
 	}
-	lang, timeout, _, err := s.validate(req, x.lang)
+	c, err := s.validate(req, x.lang)
 	if err != nil {
 		return nil, err
 	}
@@ -108,9 +108,9 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		return nil, api.Errorf(api.CodeFailedPrecondition, "session %s is dead: its sandbox was killed (see its state); delete it", x.id)
 	}
 	id := newID()
-	res := &api.ExecuteResult{ID: id, SessionID: x.id, Language: lang.Name}
+	res := &api.ExecuteResult{ID: id, SessionID: x.id, Language: c.lang.Name}
 	// The timeout covers the wait for the session's turn.
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	runCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
 	// Waiting for the session's turn, or for a slot, the timeout may come
@@ -132,7 +132,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		return timedOut(err)
 	}
 	defer slot.release()
-	o, err := s.runSteps(runCtx, x.sb, lang, req, id, x.id, st)
+	o, err := s.runSteps(runCtx, x.sb, c, req, id, x.id, st)
 	if err != nil {
 		return nil, err
 	}
@@ -161,8 +161,9 @@ type outcome struct {
 // runSteps compiles (for compiled languages) and runs the code in sb. The
 // code is placed for this execution, id, in /sandbox/id. With a stream,
 // the run's output goes out as it comes.
-func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *api.ExecuteRequest, id, sessionID string, st *stream) (outcome, error) {
+func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.ExecuteRequest, id, sessionID string, st *stream) (outcome, error) {
 	start := time.Now()
+	lang, workspace := c.lang, c.files
 	filesDir, files := id, map[string][]byte{lang.FileName: []byte(req.Code)}
 	// Live stdin is taken from before the start event, which tells the
 	// client where to send it.
@@ -172,7 +173,6 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, lang Language, req *a
 		defer s.closeStdin(id, live)
 	}
 	st.start(api.StreamEvent{Type: api.EventStart, ID: id, SessionID: sessionID, Language: lang.Name})
-	workspace, _ := s.workspaceFiles(req) // checked by validate
 	codePath := "/sandbox/" + filesDir + "/" + lang.FileName
 	if req.Entrypoint != "" {
 		p, _ := checkFilePath(req.Entrypoint)

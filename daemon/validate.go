@@ -26,65 +26,81 @@ func invalid(format string, args ...any) error {
 	return api.Errorf(api.CodeInvalidArgument, format, args...)
 }
 
-// validate checks a request against the limits and returns its language,
-// timeout and memory limit with defaults applied. In a session, the
+// checked is a request that passed validate, with defaults applied and
+// its files decoded.
+type checked struct {
+	lang    Language
+	timeout time.Duration
+	memory  int64
+	files   []WorkspaceFile
+}
+
+// validate checks a request against the limits. In a session, the
 // language defaults to the session's, and memory is the session's.
-func (s *Server) validate(req *api.ExecuteRequest, sessionLang string) (Language, time.Duration, int64, error) {
+func (s *Server) validate(req *api.ExecuteRequest, sessionLang string) (checked, error) {
+	c, err := s.check(req, sessionLang)
+	if err != nil {
+		return checked{}, err
+	}
+	if c.files, err = s.workspaceFiles(req); err != nil {
+		return checked{}, err
+	}
+	if err := checkCollect(req.Collect); err != nil {
+		return checked{}, err
+	}
+	return c, nil
+}
+
+func (s *Server) check(req *api.ExecuteRequest, sessionLang string) (checked, error) {
 	l := s.limits()
 	name := req.Language
 	if name == "" {
 		name = sessionLang
 	}
 	if name == "" {
-		return Language{}, 0, 0, invalid("language is required (available: %s)", s.languageNames())
+		return checked{}, invalid("language is required (available: %s)", s.languageNames())
 	}
 	lang, ok := findLanguage(s.languages(), name)
 	if !ok {
-		return Language{}, 0, 0, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
+		return checked{}, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
 	}
 	if !utf8.ValidString(req.Code) {
-		return Language{}, 0, 0, invalid("code is not valid UTF-8")
+		return checked{}, invalid("code is not valid UTF-8")
 	}
 	if int64(len(req.Code)) > l.MaxCodeBytes {
-		return Language{}, 0, 0, invalid("code is %d bytes, more than the maximum of %d", len(req.Code), l.MaxCodeBytes)
+		return checked{}, invalid("code is %d bytes, more than the maximum of %d", len(req.Code), l.MaxCodeBytes)
 	}
 	if int64(len(req.Stdin)) > l.MaxStdinBytes {
-		return Language{}, 0, 0, invalid("stdin is %d bytes, more than the maximum of %d", len(req.Stdin), l.MaxStdinBytes)
+		return checked{}, invalid("stdin is %d bytes, more than the maximum of %d", len(req.Stdin), l.MaxStdinBytes)
 	}
 	timeout, err := checkDuration("timeout_ms", req.TimeoutMS, l.DefaultTimeout, l.MaxTimeout)
 	if err != nil {
-		return Language{}, 0, 0, err
+		return checked{}, err
 	}
 	memory, err := checkMemory(req.MemoryBytes, l)
 	if err != nil {
-		return Language{}, 0, 0, err
+		return checked{}, err
 	}
 	if sessionLang != "" && req.MemoryBytes != 0 {
-		return Language{}, 0, 0, invalid("memory_bytes is set when the session is created, not per execution")
+		return checked{}, invalid("memory_bytes is set when the session is created, not per execution")
 	}
 	if len(req.Args) > maxArgs {
-		return Language{}, 0, 0, invalid("%d args, more than the maximum of %d", len(req.Args), maxArgs)
+		return checked{}, invalid("%d args, more than the maximum of %d", len(req.Args), maxArgs)
 	}
 	size := 0
 	for _, a := range req.Args {
 		if strings.IndexByte(a, 0) >= 0 {
-			return Language{}, 0, 0, invalid("an arg contains a NUL byte")
+			return checked{}, invalid("an arg contains a NUL byte")
 		}
 		size += len(a)
 	}
 	if size > maxArgsBytes {
-		return Language{}, 0, 0, invalid("args are %d bytes, more than the maximum of %d", size, maxArgsBytes)
+		return checked{}, invalid("args are %d bytes, more than the maximum of %d", size, maxArgsBytes)
 	}
 	if err := checkEnv(req.Env); err != nil {
-		return Language{}, 0, 0, err
+		return checked{}, err
 	}
-	if _, err := s.workspaceFiles(req); err != nil {
-		return Language{}, 0, 0, err
-	}
-	if err := checkCollect(req.Collect); err != nil {
-		return Language{}, 0, 0, err
-	}
-	return lang, timeout, memory, nil
+	return checked{lang: lang, timeout: timeout, memory: memory}, nil
 }
 
 // Bounds on the files of a submission and on what is collected.
