@@ -697,6 +697,10 @@ func (s *Sandbox) Stats(ctx context.Context) (Stats, error) {
 }
 
 func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
+	if st, err := readCgroupStats(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id)); err == nil {
+		s.oomSeen.Store(st.OOMKills)
+		return st, nil
+	}
 	m, err := s.task.Metrics(s.c.ctx(ctx))
 	if err != nil {
 		return Stats{}, err
