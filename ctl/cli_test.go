@@ -27,6 +27,15 @@ func (echoRuntime) Create(_ context.Context, cfg daemon.SandboxConfig) (daemon.S
 }
 func (echoRuntime) Adopt(context.Context, string) ([]daemon.Sandbox, error) { return nil, nil }
 func (echoRuntime) List(context.Context) ([]string, error)                  { return nil, nil }
+func (echoRuntime) Images(context.Context) ([]daemon.ImageInfo, error)      { return nil, nil }
+func (echoRuntime) ImportImages(context.Context, io.Reader) ([]daemon.ImageInfo, error) {
+	return nil, nil
+}
+func (echoRuntime) PullImage(context.Context, string) error   { return nil }
+func (echoRuntime) RemoveImage(context.Context, string) error { return nil }
+func (echoRuntime) ImageReady(context.Context, string) error  { return nil }
+func (echoRuntime) OCIRuntimeReady(string) error              { return nil }
+
 func (echoRuntime) Info(context.Context) daemon.RuntimeInfo {
 	return daemon.RuntimeInfo{Address: "/fake", Version: "1.7", CgroupVersion: 2, Serving: true}
 }

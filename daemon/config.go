@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -70,12 +71,26 @@ type Settings struct {
 	LogLevel       string   `toml:"log_level" comment:"debug, info, warn or error"`
 	LogFormat      string   `toml:"log_format" comment:"text or json"`
 
-	Limits    LimitSettings      `toml:"limits"`
-	Sessions  SessionSettings    `toml:"sessions"`
-	Pool      PoolSettings       `toml:"pool"`
-	Access    AccessSettings     `toml:"access"`
-	Metrics   MetricsSettings    `toml:"metrics"`
-	Languages []LanguageSettings `toml:"languages" comment:"add, override or disable languages"`
+	Limits    LimitSettings              `toml:"limits"`
+	Sessions  SessionSettings            `toml:"sessions"`
+	Pool      PoolSettings               `toml:"pool"`
+	Access    AccessSettings             `toml:"access"`
+	Metrics   MetricsSettings            `toml:"metrics"`
+	Images    ImageSettings              `toml:"images"`
+	Runtimes  map[string]RuntimeSettings `toml:"runtimes" comment:"OCI runtimes besides runc that languages and requests may name"`
+	Languages []LanguageSettings         `toml:"languages" comment:"add, override or disable languages"`
+}
+
+// ImageSettings configures languages that run from OCI images.
+type ImageSettings struct {
+	Pull bool `toml:"pull" comment:"pull a language's missing image from its registry (in the background, at start and reload); false: images come only by sandboxctl image import"`
+}
+
+// RuntimeSettings is an OCI runtime that containerd's runc shim drives in
+// place of runc.
+type RuntimeSettings struct {
+	Binary string   `toml:"binary" comment:"path, or a name looked up in PATH"`
+	Flags  []string `toml:"flags,omitempty" comment:"global flags, such as [\"--platform=ptrace\"] for runsc"`
 }
 
 // LimitSettings are the defaults and maxima of executions.
@@ -134,6 +149,8 @@ type LanguageSettings struct {
 	Version    []string `toml:"version,omitempty"`
 	Env        []string `toml:"env,omitempty"`
 	HostPaths  []string `toml:"host_paths,omitempty"`
+	Image      string   `toml:"image,omitempty" comment:"run from this OCI image (tag or digest) instead of the host's runtimes"`
+	Runtime    string   `toml:"runtime,omitempty" comment:"OCI runtime: runc (default) or one of [runtimes], such as runsc"`
 }
 
 // DefaultSettings are the built-in defaults for a host with cpus CPUs.
@@ -156,7 +173,9 @@ func DefaultSettings(cpus int) Settings {
 			MaxCode: Size(l.MaxCodeBytes), MaxStdin: Size(l.MaxStdinBytes),
 			MaxConcurrent: l.MaxConcurrent, MaxQueued: l.MaxQueued, MaxConcurrentPerUID: l.MaxConcurrentPerUID,
 		},
-		Pool: PoolSettings{Size: l.PoolSize},
+		Pool:     PoolSettings{Size: l.PoolSize},
+		Images:   ImageSettings{Pull: true},
+		Runtimes: map[string]RuntimeSettings{"runsc": {Binary: "runsc"}},
 		Sessions: SessionSettings{
 			IdleTimeout: Duration(l.SessionIdleTimeout), MaxLifetime: Duration(l.SessionMaxLifetime),
 			MaxLifetimeCap: Duration(l.MaxSessionLifetime), Max: l.MaxSessions, MaxPerUID: l.MaxSessionsPerUser,
@@ -232,8 +251,20 @@ func (s Settings) Validate() error {
 	_, err := strconv.ParseUint(s.SocketMode, 8, 32)
 	check(err == nil, "socket_mode %q is not octal", s.SocketMode)
 	check(s.LogFormat == "text" || s.LogFormat == "json", "log_format must be text or json")
+	for name, rt := range s.Runtimes {
+		check(name != "runc" && namespaceRE.MatchString(name), "runtimes.%s: a runtime's name is letters, digits, '.', '_' or '-', and not runc (the default)", name)
+		check(rt.Binary != "", "runtimes.%s: binary is required", name)
+	}
 	for i, lang := range s.Languages {
 		check(lang.Name != "", "languages[%d]: name is required", i)
+		if lang.Runtime != "" && lang.Runtime != "runc" {
+			_, ok := s.Runtimes[lang.Runtime]
+			check(ok, "languages[%d] (%s): runtime %q is neither runc nor one of [runtimes]", i, lang.Name, lang.Runtime)
+		}
+		if lang.Image != "" {
+			_, err := reference.ParseDockerRef(lang.Image)
+			check(err == nil, "languages[%d] (%s): image %q is not an image reference: %v", i, lang.Name, lang.Image, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -294,6 +325,12 @@ func (s Settings) LanguageSpecs(builtin []LanguageSpec) ([]LanguageSpec, error) 
 		set(&l.Version, ls.Version)
 		set(&l.Env, ls.Env)
 		set(&l.HostPaths, ls.HostPaths)
+		if ls.Image != "" {
+			l.Image = ls.Image
+		}
+		if ls.Runtime != "" {
+			l.Runtime = ls.Runtime
+		}
 		if ls.FileName != "" {
 			l.FileName = ls.FileName
 		}

@@ -55,13 +55,15 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	}()
 
 	id := newID()
-	sb := s.pool.take(s.sandboxLimits(c.memory))
+	sb := s.takePooled(c.class, s.sandboxLimits(c.memory))
 	if sb == nil {
 		sb, err = s.rt.Create(ctx, SandboxConfig{
-			ID:     "sbx-" + id,
-			Kind:   "execute",
-			Env:    baseEnv,
-			Limits: s.sandboxLimits(c.memory),
+			ID:         "sbx-" + id,
+			Kind:       "execute",
+			Env:        baseEnv,
+			Limits:     s.sandboxLimits(c.memory),
+			Image:      c.class.Image,
+			OCIRuntime: c.class.Runtime,
 		})
 		if err != nil {
 			return nil, nil, s.createError(ctx, err)
@@ -82,7 +84,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	if err != nil {
 		return nil, nil, err
 	}
-	res := &api.ExecuteResult{ID: id, Language: c.lang.Name}
+	res := &api.ExecuteResult{ID: id, Language: c.lang.Name, Runtime: c.class.Runtime}
 	if st, err := sb.Stats(ctx); err == nil {
 		res.Usage = api.Usage{CPUMS: int64(st.CPUNanos / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
 	}
@@ -100,15 +102,22 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	if err != nil {
 		return nil, err
 	}
+	if req.Runtime != "" && req.Runtime != x.class.Runtime {
+		return nil, invalid("session %s runs on %s: runtime is chosen when a session is created", x.id, x.class.Runtime)
+	}
+	req.Runtime = x.class.Runtime
 	c, err := s.validate(req, x.lang)
 	if err != nil {
 		return nil, err
+	}
+	if c.class.Image != x.class.Image {
+		return nil, invalid("language %s does not run in session %s, whose root is %s", c.lang.Name, x.id, describeRoot(x.class.Image))
 	}
 	if !x.sb.Alive() {
 		return nil, api.Errorf(api.CodeFailedPrecondition, "session %s is dead: its sandbox was killed (see its state); delete it", x.id)
 	}
 	id := newID()
-	res := &api.ExecuteResult{ID: id, SessionID: x.id, Language: c.lang.Name}
+	res := &api.ExecuteResult{ID: id, SessionID: x.id, Language: c.lang.Name, Runtime: x.class.Runtime}
 	// The timeout covers the wait for the session's turn.
 	runCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -282,7 +291,20 @@ func (s *Server) createError(ctx context.Context, err error) error {
 	if !s.rt.Info(ctx).Serving {
 		return api.Errorf(api.CodeUnavailable, "containerd does not answer: %v", err)
 	}
+	if errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) {
+		// A missing image or runtime: the language cannot run until an
+		// administrator acts.
+		return api.Errorf(api.CodeUnavailable, "%v", err)
+	}
 	return fmt.Errorf("create sandbox: %w", err)
+}
+
+// describeRoot names where a sandbox's root comes from.
+func describeRoot(image string) string {
+	if image == "" {
+		return "the host's"
+	}
+	return "image " + image
 }
 
 // status classifies an exit.

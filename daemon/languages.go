@@ -26,6 +26,11 @@ type LanguageSpec struct {
 	Version    []string // run on the host to learn the version
 	Env        []string
 	HostPaths  []string // globs of host paths the runtime needs, mounted read-only
+	// Image, when set, is the OCI image the language runs from; its
+	// commands are then looked up in the image's PATH, not the host's.
+	Image string
+	// Runtime is the OCI runtime: runc when empty, or runsc, say.
+	Runtime string
 }
 
 // Language is a LanguageSpec whose tools were found, with absolute paths.
@@ -142,6 +147,12 @@ func DetectLanguages(ctx context.Context, specs []LanguageSpec) []Language {
 		found []Language
 	)
 	for _, spec := range specs {
+		if spec.Image != "" {
+			mu.Lock()
+			found = append(found, Language{LanguageSpec: spec, Version: imageVersion(spec.Image)})
+			mu.Unlock()
+			continue
+		}
 		compile, ok1 := resolve(spec.Compile)
 		run, ok2 := resolve(spec.Run)
 		if !ok1 || !ok2 {
@@ -166,6 +177,18 @@ func DetectLanguages(ctx context.Context, specs []LanguageSpec) []Language {
 	wg.Wait()
 	sort.Slice(found, func(i, j int) bool { return found[i].Name < found[j].Name })
 	return found
+}
+
+// imageVersion is what an image reference says of its version: its tag,
+// or its digest.
+func imageVersion(ref string) string {
+	if i := strings.LastIndex(ref, "@"); i >= 0 {
+		return ref[i+1:]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[i+1:]
+	}
+	return "latest"
 }
 
 func toolVersion(ctx context.Context, cmd []string) string {

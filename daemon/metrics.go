@@ -52,7 +52,7 @@ func newMetrics(s *Server) *metrics {
 			defer s.smu.Unlock()
 			return float64(len(s.sessions))
 		}),
-		gauge("sandboxd_pool_ready", "Ready sandboxes in the pool.", func() float64 { return float64(len(s.pool.ready)) }),
+		gauge("sandboxd_pool_ready", "Ready sandboxes in the pool.", func() float64 { return float64(s.poolReady()) }),
 		containerCollector{s},
 		prometheus.NewGoCollector(),
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),

@@ -13,6 +13,7 @@ import (
 // for: the request creates its own sandbox.
 type pool struct {
 	s      *Server
+	class  sandboxClass
 	ready  chan pooled
 	wake   chan struct{}
 	cancel context.CancelFunc
@@ -28,8 +29,8 @@ type pooled struct {
 	limits SandboxLimits
 }
 
-func newPool(s *Server, size int) *pool {
-	return &pool{s: s, ready: make(chan pooled, 256), wake: make(chan struct{}, 1), size: size, done: make(chan struct{})}
+func newPool(s *Server, class sandboxClass, size int) *pool {
+	return &pool{s: s, class: class, ready: make(chan pooled, 256), wake: make(chan struct{}, 1), size: size, done: make(chan struct{})}
 }
 
 // start fills the pool until stop.
@@ -40,25 +41,33 @@ func (p *pool) start(ctx context.Context) {
 
 func (p *pool) fill(ctx context.Context) {
 	defer close(p.done)
+	// After a failure (an image not there yet, say), the next try waits
+	// longer each time, up to a minute; a poke tries at once.
+	backoff := time.Second
 	for {
 		for ctx.Err() == nil && len(p.ready) < p.target() {
 			limits := p.s.sandboxLimits(p.s.limits().DefaultMemory)
 			sb, err := p.s.rt.Create(ctx, SandboxConfig{
-				ID:     "sbx-" + newID(),
-				Kind:   "pool",
-				Env:    baseEnv,
-				Limits: limits,
+				ID:         "sbx-" + newID(),
+				Kind:       "pool",
+				Env:        baseEnv,
+				Limits:     limits,
+				Image:      p.class.Image,
+				OCIRuntime: p.class.Runtime,
 			})
 			if err != nil {
 				if ctx.Err() == nil {
-					p.s.log.Warn("pool refill", "err", err)
+					p.s.log.Warn("pool refill", "image", p.class.Image, "runtime", p.class.Runtime, "err", err, "retry_in", backoff)
 					select {
 					case <-ctx.Done():
-					case <-time.After(time.Second):
+					case <-p.wake:
+					case <-time.After(backoff):
 					}
+					backoff = min(2*backoff, time.Minute)
 				}
 				break
 			}
+			backoff = time.Second
 			p.s.known.Store(sb.ID(), struct{}{})
 			p.ready <- pooled{sb, limits}
 		}
@@ -111,6 +120,75 @@ func (p *pool) take(want SandboxLimits) Sandbox {
 			return nil
 		}
 	}
+}
+
+// syncPools makes one pool for each class that an available language runs
+// in by default, of size sandboxes each, and stops those of classes no
+// language uses any more.
+func (s *Server) syncPools(size int) {
+	want := map[sandboxClass]bool{}
+	for _, l := range s.languages() {
+		want[l.class()] = true
+	}
+	s.pmu.Lock()
+	if s.poolCtx == nil {
+		s.pmu.Unlock()
+		return
+	}
+	var gone []*pool
+	for c, p := range s.pools {
+		if !want[c] {
+			gone = append(gone, p)
+			delete(s.pools, c)
+		}
+	}
+	for c := range want {
+		if p, ok := s.pools[c]; ok {
+			p.resize(size)
+			continue
+		}
+		p := newPool(s, c, size)
+		s.pools[c] = p
+		p.start(s.poolCtx)
+	}
+	s.pmu.Unlock()
+	for _, p := range gone {
+		go p.stop(context.Background())
+	}
+}
+
+// takePooled returns a ready sandbox of a class and limits, or nil.
+func (s *Server) takePooled(c sandboxClass, want SandboxLimits) Sandbox {
+	s.pmu.Lock()
+	p := s.pools[c]
+	s.pmu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.take(want)
+}
+
+// pokePools makes the pools of an image try again at once, as when it
+// has just been imported.
+func (s *Server) pokePools(image string) {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	for c, p := range s.pools {
+		if c.Image == image {
+			p.poke()
+		}
+	}
+}
+
+// poolReady is how many ready sandboxes the pools hold.
+func (s *Server) poolReady() int {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	n := 0
+	for _, p := range s.pools {
+		n += len(p.ready)
+	}
+	return n
 }
 
 // stop ends the refills and destroys the ready sandboxes.

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"io"
+	"time"
 )
 
 // Runtime is what the daemon needs of a container runtime. cmd/sandboxd
@@ -17,6 +18,29 @@ type Runtime interface {
 	Info(ctx context.Context) RuntimeInfo
 	// List returns the ids of every container the runtime holds for sandboxd.
 	List(ctx context.Context) ([]string, error)
+
+	// Images lists the images in sandboxd's namespace.
+	Images(ctx context.Context) ([]ImageInfo, error)
+	// ImportImages imports the images of a tarball (OCI layout or
+	// docker-archive) and unpacks them.
+	ImportImages(ctx context.Context, r io.Reader) ([]ImageInfo, error)
+	// PullImage fetches and unpacks an image from its registry.
+	PullImage(ctx context.Context, ref string) error
+	// RemoveImage deletes an image; a missing one is a NotFound error.
+	RemoveImage(ctx context.Context, ref string) error
+	// ImageReady returns nil when sandboxes can be made from an image,
+	// readying it if need be, or why not (a NotFound error when missing).
+	ImageReady(ctx context.Context, ref string) error
+	// OCIRuntimeReady returns nil when an OCI runtime can be used, or why not.
+	OCIRuntimeReady(name string) error
+}
+
+// ImageInfo describes an image.
+type ImageInfo struct {
+	Ref     string
+	Digest  string
+	Size    int64
+	Created time.Time
 }
 
 // Sandbox is one started sandbox.
@@ -50,6 +74,28 @@ type SandboxConfig struct {
 	Env      []string
 	Limits   SandboxLimits
 	Reusable bool // many executions; each ends by killing its processes only
+	// Image, when set, is the OCI image the sandbox's root comes from.
+	Image string
+	// OCIRuntime is runc when empty, or another, such as runsc.
+	OCIRuntime string
+}
+
+// sandboxClass is what makes sandboxes interchangeable: their root and
+// their OCI runtime. A pool holds sandboxes of one class.
+type sandboxClass struct {
+	Image   string
+	Runtime string
+}
+
+// defaultOCIRuntime is the OCI runtime of a language that names none.
+const defaultOCIRuntime = "runc"
+
+func (l Language) class() sandboxClass {
+	rt := l.Runtime
+	if rt == "" {
+		rt = defaultOCIRuntime
+	}
+	return sandboxClass{Image: l.Image, Runtime: rt}
 }
 
 // SandboxLimits are enforced by the kernel on the whole sandbox.

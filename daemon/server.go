@@ -84,12 +84,16 @@ func DefaultLimits(cpus int) Limits {
 
 // Config configures a Server. All fields are required but Access.
 type Config struct {
-	Runtime   Runtime
-	Languages []Language
-	Limits    Limits
-	Access    Access
-	Version   string
-	Logger    *slog.Logger
+	Runtime Runtime
+	// OCIRuntimes are the OCI runtimes configured besides runc.
+	OCIRuntimes []string
+	// PullImages lets the daemon pull a language's missing image.
+	PullImages bool
+	Languages  []Language
+	Limits     Limits
+	Access     Access
+	Version    string
+	Logger     *slog.Logger
 }
 
 // Access is who may use the API beyond the socket's permissions. Empty
@@ -158,8 +162,15 @@ type Server struct {
 	wg      sync.WaitGroup
 
 	metrics *metrics
-	pool    *pool
-	stdins  sync.Map // execution id → *liveStdin
+	// pools hold ready sandboxes, one pool per class that a language
+	// runs in by default.
+	pmu         sync.Mutex
+	pools       map[sandboxClass]*pool
+	poolCtx     context.Context
+	ociRuntimes []string
+	pullImages  bool
+	pulling     sync.Map // image ref → struct{}: pulls under way
+	stdins      sync.Map // execution id → *liveStdin
 	// known holds the ids of the containers this daemon uses now, to tell
 	// leaked ones from them.
 	known sync.Map
@@ -172,18 +183,20 @@ type Server struct {
 // New returns a Server.
 func New(cfg Config) *Server {
 	s := &Server{
-		rt:       cfg.Runtime,
-		version:  cfg.Version,
-		log:      cfg.Logger,
-		slots:    newSlots(cfg.Limits),
-		started:  time.Now(),
-		mux:      http.NewServeMux(),
-		sessions: map[string]*session{},
-		creating: map[uint32]int{},
+		rt:          cfg.Runtime,
+		version:     cfg.Version,
+		log:         cfg.Logger,
+		slots:       newSlots(cfg.Limits),
+		started:     time.Now(),
+		mux:         http.NewServeMux(),
+		sessions:    map[string]*session{},
+		creating:    map[uint32]int{},
+		pools:       map[sandboxClass]*pool{},
+		ociRuntimes: cfg.OCIRuntimes,
+		pullImages:  cfg.PullImages,
 	}
 	s.cfg.Store(&live{lim: cfg.Limits, langs: cfg.Languages, access: cfg.Access})
 	s.metrics = newMetrics(s)
-	s.pool = newPool(s, cfg.Limits.PoolSize)
 	for _, rt := range []struct {
 		pattern string
 		h       func(http.ResponseWriter, *http.Request) error
@@ -199,6 +212,10 @@ func New(cfg Config) *Server {
 		{"GET /v1/sessions/{id}/files/{path...}", s.serveGetFile},
 		{"PUT /v1/sessions/{id}/files/{path...}", s.servePutFile},
 		{"POST /v1/executions/{id}/stdin", s.serveStdin},
+		{"GET /v1/images", s.serveListImages},
+		{"POST /v1/images/import", s.serveImportImages},
+		{"POST /v1/images/pull", s.servePullImage},
+		{"DELETE /v1/images/{ref...}", s.serveRemoveImage},
 	} {
 		s.mux.HandleFunc(rt.pattern, s.handle(rt.h))
 	}
@@ -214,14 +231,31 @@ func (s *Server) languages() []Language { return s.cfg.Load().langs }
 func (s *Server) Reload(l Limits, langs []Language, access Access) {
 	s.cfg.Store(&live{lim: l, langs: langs, access: access})
 	s.slots.resize(l)
-	s.pool.resize(l.PoolSize)
+	s.syncPools(l.PoolSize)
+	s.pullMissing()
 }
 
-// Start fills the pool of ready sandboxes until Close.
-func (s *Server) Start(ctx context.Context) { s.pool.start(ctx) }
+// Start fills the pools of ready sandboxes until Close, and pulls the
+// languages' missing images.
+func (s *Server) Start(ctx context.Context) {
+	s.pmu.Lock()
+	s.poolCtx = ctx
+	s.pmu.Unlock()
+	s.syncPools(s.limits().PoolSize)
+	s.pullMissing()
+}
 
-// Close stops the pool and destroys its sandboxes.
-func (s *Server) Close(ctx context.Context) { s.pool.stop(ctx) }
+// Close stops the pools and destroys their sandboxes.
+func (s *Server) Close(ctx context.Context) {
+	s.pmu.Lock()
+	pools := s.pools
+	s.pools = map[sandboxClass]*pool{}
+	s.poolCtx = nil
+	s.pmu.Unlock()
+	for _, p := range pools {
+		p.stop(ctx)
+	}
+}
 
 // Status is a summary of what the daemon is doing.
 type Status struct {
@@ -518,12 +552,15 @@ func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
 	resp := api.LanguagesResponse{Languages: make([]api.Language, 0, len(s.languages()))}
 	for _, l := range s.languages() {
 		resp.Languages = append(resp.Languages, api.Language{
-			Name:       l.Name,
-			Aliases:    l.Aliases,
-			Extensions: l.Extensions,
-			Version:    l.Version,
-			FileName:   l.FileName,
-			Compiled:   len(l.Compile) > 0,
+			Name:        l.Name,
+			Aliases:     l.Aliases,
+			Extensions:  l.Extensions,
+			Version:     l.Version,
+			FileName:    l.FileName,
+			Compiled:    len(l.Compile) > 0,
+			Runtime:     l.class().Runtime,
+			Image:       l.Image,
+			Unavailable: s.unavailable(r.Context(), l),
 		})
 	}
 	writeJSON(w, http.StatusOK, resp)

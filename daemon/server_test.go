@@ -3,14 +3,18 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
@@ -33,6 +37,22 @@ func (f *fakeRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, err
 
 func (f *fakeRuntime) Adopt(context.Context, string) ([]Sandbox, error) { return nil, nil }
 func (f *fakeRuntime) List(context.Context) ([]string, error)           { return nil, nil }
+
+func (f *fakeRuntime) Images(context.Context) ([]ImageInfo, error) { return nil, nil }
+func (f *fakeRuntime) ImportImages(context.Context, io.Reader) ([]ImageInfo, error) {
+	return nil, errdefs.ErrInvalidArgument
+}
+func (f *fakeRuntime) PullImage(context.Context, string) error   { return errdefs.ErrNotFound }
+func (f *fakeRuntime) RemoveImage(context.Context, string) error { return errdefs.ErrNotFound }
+
+// ImageReady knows one image, "present:1".
+func (f *fakeRuntime) ImageReady(_ context.Context, ref string) error {
+	if ref == "present:1" {
+		return nil
+	}
+	return fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
+}
+func (f *fakeRuntime) OCIRuntimeReady(string) error { return nil }
 
 func (f *fakeRuntime) Info(context.Context) RuntimeInfo {
 	return RuntimeInfo{Address: "/fake.sock", Version: "1.0", CgroupVersion: 2, Serving: true}
@@ -297,13 +317,13 @@ func TestPool(t *testing.T) {
 	defer cancel()
 	s.Start(ctx)
 	deadline := time.Now().Add(5 * time.Second)
-	for len(s.pool.ready) < 2 {
+	for s.poolReady() < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("the pool did not fill")
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if sb := s.pool.take(s.sandboxLimits(512 << 20)); sb != nil {
+	if sb := s.takePooled(sandboxClass{Runtime: "runc"}, s.sandboxLimits(512<<20)); sb != nil {
 		t.Error("a sandbox of the default memory served a request for more")
 	}
 	w, res, _ := post(t, s, `{"language":"python","code":"x"}`)
@@ -324,5 +344,79 @@ func TestPool(t *testing.T) {
 	defer rt.mu.Unlock()
 	if rt.deleted != len(rt.created) {
 		t.Errorf("after Close: %d created, %d deleted", len(rt.created), rt.deleted)
+	}
+}
+
+// Languages from images and on other runtimes: one pool per class, the
+// request's runtime as policy allows, and a missing image said plainly.
+func TestClassesAndPolicy(t *testing.T) {
+	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	langs := append(slices.Clone(testLanguages),
+		Language{LanguageSpec: LanguageSpec{Name: "imgpy", FileName: "main.py", Run: []string{"python3", "/sandbox/main.py"}, Image: "present:1"}},
+		Language{LanguageSpec: LanguageSpec{Name: "gone", FileName: "main.py", Run: []string{"python3", "/sandbox/main.py"}, Image: "missing:1"}},
+		Language{LanguageSpec: LanguageSpec{Name: "strict", FileName: "main.sh", Run: []string{"/bin/sh", "/sandbox/main.sh"}, Runtime: "runsc"}},
+	)
+	lim := DefaultLimits(2)
+	lim.PoolSize = 1
+	s := New(Config{Runtime: rt, Languages: langs, Limits: lim, Version: "test", OCIRuntimes: []string{"runsc"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx)
+	defer s.Close(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for s.poolReady() < 4 { // host/runc, present:1, missing:1 (the fake makes it), host/runsc
+		if time.Now().After(deadline) {
+			t.Fatalf("pools hold %d sandboxes, want one per class", s.poolReady())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	rt.mu.Lock()
+	classes := map[sandboxClass]bool{}
+	for _, c := range rt.created {
+		classes[sandboxClass{c.Image, c.OCIRuntime}] = true
+	}
+	rt.mu.Unlock()
+	for _, c := range []sandboxClass{{"", "runc"}, {"present:1", "runc"}, {"missing:1", "runc"}, {"", "runsc"}} {
+		if !classes[c] {
+			t.Errorf("no pooled sandbox of class %+v (made: %v)", c, classes)
+		}
+	}
+
+	for _, tc := range []struct {
+		body, runtime string
+		status        int
+		msg           string
+	}{
+		{`{"language":"python","code":"x"}`, "runc", 200, ""},
+		{`{"language":"python","code":"x","runtime":"runsc"}`, "runsc", 200, ""},
+		{`{"language":"python","code":"x","runtime":"kata"}`, "", 400, "unknown runtime"},
+		{`{"language":"strict","code":"x","runtime":"runc"}`, "", 403, "always runs on runsc"},
+		{`{"language":"strict","code":"x"}`, "runsc", 200, ""},
+		{`{"language":"imgpy","code":"x"}`, "runc", 200, ""},
+	} {
+		w, res, e := post(t, s, tc.body)
+		if w.Code != tc.status || res.Runtime != tc.runtime || !strings.Contains(e.Message, tc.msg) {
+			t.Errorf("%s: %d runtime %q %q, want %d %q %q", tc.body, w.Code, res.Runtime, e.Message, tc.status, tc.runtime, tc.msg)
+		}
+	}
+
+	req := httptest.NewRequest("GET", "/v1/languages", nil)
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	var lr api.LanguagesResponse
+	json.Unmarshal(w.Body.Bytes(), &lr)
+	got := map[string]api.Language{}
+	for _, l := range lr.Languages {
+		got[l.Name] = l
+	}
+	if l := got["gone"]; !strings.Contains(l.Unavailable, "missing:1 is not in containerd") || !strings.Contains(l.Unavailable, "sandboxctl image import") {
+		t.Errorf("missing image: unavailable %q", l.Unavailable)
+	}
+	if l := got["imgpy"]; l.Unavailable != "" || l.Image != "present:1" || l.Runtime != "runc" {
+		t.Errorf("present image: %+v", l)
+	}
+	if l := got["strict"]; l.Runtime != "runsc" {
+		t.Errorf("strict: %+v", l)
 	}
 }

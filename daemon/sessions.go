@@ -28,6 +28,8 @@ const (
 	labelLastUsed   = "io.sandboxd.session.last-used"
 	labelExecutions = "io.sandboxd.session.executions"
 	labelLimits     = "io.sandboxd.session.limits"
+	labelImage      = "io.sandboxd.session.image"
+	labelRuntime    = "io.sandboxd.session.runtime"
 )
 
 // timeFormat has the millisecond precision that the labels keep, so that
@@ -48,6 +50,7 @@ type session struct {
 	id     string
 	owner  uint32
 	lang   string
+	class  sandboxClass
 	sb     Sandbox
 	limits api.SessionLimits
 	// lock admits one execution or file operation at a time.
@@ -86,6 +89,8 @@ func (x *session) labels() map[string]string {
 		labelLastUsed:   strconv.FormatInt(x.lastUsed.UnixMilli(), 10),
 		labelExecutions: strconv.FormatInt(x.executions, 10),
 		labelLimits:     string(limits),
+		labelImage:      x.class.Image,
+		labelRuntime:    x.class.Runtime,
 	}
 }
 
@@ -95,7 +100,11 @@ func sessionFromLabels(sb Sandbox, l map[string]string) (*session, error) {
 	lastUsed, err3 := strconv.ParseInt(l[labelLastUsed], 10, 64)
 	execs, err4 := strconv.ParseInt(l[labelExecutions], 10, 64)
 	x := &session{id: strings.TrimPrefix(sb.ID(), "ses-"), owner: uint32(owner), lang: l[labelLanguage], sb: sb,
-		lock: make(chan struct{}, 1), created: time.UnixMilli(created), lastUsed: time.UnixMilli(lastUsed), executions: execs}
+		lock: make(chan struct{}, 1), created: time.UnixMilli(created), lastUsed: time.UnixMilli(lastUsed), executions: execs,
+		class: sandboxClass{Image: l[labelImage], Runtime: l[labelRuntime]}}
+	if x.class.Runtime == "" { // made before runtimes were chosen
+		x.class.Runtime = defaultOCIRuntime
+	}
 	err5 := json.Unmarshal([]byte(l[labelLimits]), &x.limits)
 	for _, err := range []error{err1, err2, err3, err4, err5} {
 		if err != nil {
@@ -240,6 +249,10 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 	if err := checkEnv(req.Env); err != nil {
 		return nil, err
 	}
+	class, err := s.classFor(lang, req.Runtime)
+	if err != nil {
+		return nil, err
+	}
 	owner := callerUID(c)
 	// Count and reserve under one lock, so that racing creations cannot
 	// pass the caps together.
@@ -271,19 +284,21 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 	}()
 
 	now := time.Now()
-	x := &session{id: newID(), owner: owner, lang: lang.Name, lock: make(chan struct{}, 1), created: now, lastUsed: now,
+	x := &session{id: newID(), owner: owner, lang: lang.Name, class: class, lock: make(chan struct{}, 1), created: now, lastUsed: now,
 		limits: api.SessionLimits{MemoryBytes: memory, CPUs: l.CPUs, Pids: l.Pids, TmpfsBytes: l.TmpfsBytes,
 			IdleTimeoutMS: idle.Milliseconds(), MaxLifetimeMS: life.Milliseconds()}}
 	// The language's environment comes with each execution, whatever its
 	// language; the session's own is the base.
 	env := append(append([]string(nil), baseEnv...), envList(req.Env)...)
 	sb, err := s.rt.Create(ctx, SandboxConfig{
-		ID:       "ses-" + x.id,
-		Kind:     SessionKind,
-		Labels:   x.labels(),
-		Env:      env,
-		Limits:   s.sandboxLimits(memory),
-		Reusable: true,
+		ID:         "ses-" + x.id,
+		Kind:       SessionKind,
+		Labels:     x.labels(),
+		Env:        env,
+		Limits:     s.sandboxLimits(memory),
+		Reusable:   true,
+		Image:      class.Image,
+		OCIRuntime: class.Runtime,
 	})
 	if err != nil {
 		return nil, s.createError(ctx, err)
@@ -308,6 +323,7 @@ func (s *Server) sessionInfo(ctx context.Context, x *session, withUsage bool) *a
 		State:      api.SessionRunning,
 		Executions: x.executions,
 		Limits:     x.limits,
+		Runtime:    x.class.Runtime,
 	}
 	x.mu.Unlock()
 	if !x.sb.Alive() {

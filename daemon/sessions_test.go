@@ -17,8 +17,9 @@ import (
 
 // sessionRuntime keeps its sandboxes' labels, as containerd would.
 type sessionRuntime struct {
-	mu    sync.Mutex
-	boxes map[string]*labeledSandbox
+	fakeRuntime // for the image methods; the rest are its own
+	mu          sync.Mutex
+	boxes       map[string]*labeledSandbox
 }
 
 type labeledSandbox struct {

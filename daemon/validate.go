@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -30,6 +31,7 @@ func invalid(format string, args ...any) error {
 // its files decoded.
 type checked struct {
 	lang    Language
+	class   sandboxClass
 	timeout time.Duration
 	memory  int64
 	files   []WorkspaceFile
@@ -100,7 +102,30 @@ func (s *Server) check(req *api.ExecuteRequest, sessionLang string) (checked, er
 	if err := checkEnv(req.Env); err != nil {
 		return checked{}, err
 	}
-	return checked{lang: lang, timeout: timeout, memory: memory}, nil
+	class, err := s.classFor(lang, req.Runtime)
+	if err != nil {
+		return checked{}, err
+	}
+	return checked{lang: lang, class: class, timeout: timeout, memory: memory}, nil
+}
+
+// classFor is the class of a language's sandboxes, on the runtime a
+// request asks for. A request may move a language from runc, the default,
+// to another configured runtime (gVisor, say), never away from the one a
+// language is configured with: that is the administrator's policy.
+func (s *Server) classFor(lang Language, runtime string) (sandboxClass, error) {
+	c := lang.class()
+	if runtime == "" || runtime == c.Runtime {
+		return c, nil
+	}
+	if c.Runtime != defaultOCIRuntime {
+		return c, api.Errorf(api.CodePermissionDenied, "language %s always runs on %s (its configuration says so); runtime %q is refused", lang.Name, c.Runtime, truncate(runtime, 40))
+	}
+	if !slices.Contains(s.ociRuntimes, runtime) {
+		return c, invalid("unknown runtime %q (available: %s)", truncate(runtime, 40), strings.Join(append([]string{defaultOCIRuntime}, s.ociRuntimes...), ", "))
+	}
+	c.Runtime = runtime
+	return c, nil
 }
 
 // Bounds on the files of a submission and on what is collected.

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,8 @@ import (
 	"github.com/containerd/cgroups/v3"
 	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/api/types/runc/options"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -41,7 +44,28 @@ import (
 const (
 	LabelManaged = "io.sandboxd.managed"
 	LabelKind    = "io.sandboxd.kind"
+	// LabelImage and LabelOCIRuntime record a sandbox's image and OCI
+	// runtime, when not the host's and runc.
+	LabelImage      = "io.sandboxd.image"
+	LabelOCIRuntime = "io.sandboxd.oci-runtime"
 )
+
+// mergeEnv returns base with the variables of over added or replacing
+// theirs.
+func mergeEnv(base, over []string) []string {
+	out := make([]string, 0, len(base)+len(over))
+	seen := map[string]bool{}
+	for _, kv := range over {
+		k, _, _ := strings.Cut(kv, "=")
+		seen[k] = true
+	}
+	for _, kv := range base {
+		if k, _, _ := strings.Cut(kv, "="); !seen[k] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, over...)
+}
 
 // cleanupTimeout bounds each teardown, which runs on a context of its own
 // because the caller's may already be cancelled.
@@ -63,6 +87,22 @@ type Config struct {
 	Logger    *slog.Logger
 	// Runtime is the containerd runtime (shim) name; optional.
 	Runtime string
+	// Init is the host path of sandboxd-init, put into image roots.
+	Init string
+	// Snapshotter unpacks images; default overlayfs.
+	Snapshotter string
+	// OCIRuntimes are the OCI runtimes a sandbox may name besides runc,
+	// the default, such as runsc (gVisor).
+	OCIRuntimes map[string]OCIRuntime
+}
+
+// OCIRuntime is an OCI runtime binary that containerd's runc shim drives
+// in place of runc.
+type OCIRuntime struct {
+	// Binary is its path, or a name looked up in PATH.
+	Binary string
+	// Flags are global flags it is run with, such as --platform=ptrace.
+	Flags []string
 }
 
 // Client creates sandboxes on containerd.
@@ -77,6 +117,13 @@ type Client struct {
 	cgroupNS   bool
 	oom        *oomWatch
 	execSeq    atomic.Uint64
+	// snapshotter unpacks images; initHash names the bases made with
+	// this agent; baseMu makes one base at a time.
+	snapshotter string
+	initHash    string
+	baseMu      sync.Mutex
+	// ociRuntimes are the runc shim's options for each OCI runtime but runc.
+	ociRuntimes map[string]*options.Options
 }
 
 // New connects to containerd and prepares the root filesystem.
@@ -99,15 +146,33 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
+	if cfg.Snapshotter == "" {
+		cfg.Snapshotter = "overlayfs"
+	}
+	initHash := strings.Repeat("0", 64)
+	if cfg.Init != "" {
+		if initHash, err = fileHash(cfg.Init); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("init: %w", err)
+		}
+	}
+	ociRuntimes, err := prepareOCIRuntimes(cfg.StateDir, cfg.OCIRuntimes)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
 	mode := cgroups.Mode()
 	rc := &Client{
-		cfg:        cfg,
-		client:     c,
-		log:        cfg.Logger,
-		root:       root,
-		rootMounts: mounts,
-		cgroupV2:   mode == cgroups.Unified,
-		cgroupNS:   hasCgroupNS(),
+		snapshotter: cfg.Snapshotter,
+		initHash:    initHash,
+		ociRuntimes: ociRuntimes,
+		cfg:         cfg,
+		client:      c,
+		log:         cfg.Logger,
+		root:        root,
+		rootMounts:  mounts,
+		cgroupV2:    mode == cgroups.Unified,
+		cgroupNS:    hasCgroupNS(),
 	}
 	_, memswErr := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 	rc.swapLimit = rc.cgroupV2 || memswErr == nil
@@ -178,7 +243,7 @@ func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 			kept[ctr.ID()] = true
 			continue
 		}
-		if err := deleteContainer(ctx, ctr); err != nil {
+		if err := deleteContainer(ctx, client, ctr); err != nil {
 			errs = append(errs, err)
 		}
 		deleted++
@@ -191,6 +256,9 @@ func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 			}
 		}
 	}
+	// Views of sandboxes gone with an earlier daemon, and bases of images
+	// removed or of another agent.
+	c.removeStale(ctx, true)
 	// FIFOs are per process, and no process of ours runs now.
 	entries, _ = os.ReadDir(fifoDir(c.cfg.StateDir))
 	for _, e := range entries {
@@ -216,11 +284,17 @@ func (c *Client) List(ctx context.Context) ([]string, error) {
 
 // deleteContainer kills and deletes a container's task, then the container
 // and its snapshot; what is already gone is not an error.
-func deleteContainer(ctx context.Context, ctr containerd.Container) error {
+func deleteContainer(ctx context.Context, client *containerd.Client, ctr containerd.Container) error {
 	task, err := ctr.Task(ctx, nil)
 	if err == nil {
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("delete task %s: %w", ctr.ID(), err)
+			// runsc cannot signal a task that was created but never
+			// started; such a task is deleted without a kill, by the
+			// task service (the client refuses to delete a created task).
+			_, err2 := client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: ctr.ID()})
+			if err2 != nil && !errdefs.IsNotFound(err2) {
+				return fmt.Errorf("delete task %s: %w", ctr.ID(), errors.Join(err, err2))
+			}
 		}
 	} else if !errdefs.IsNotFound(err) {
 		return fmt.Errorf("task %s: %w", ctr.ID(), err)
@@ -238,6 +312,12 @@ type SandboxConfig struct {
 	Labels map[string]string // more labels, such as what a session must remember
 	Env    []string          // the base environment of its processes
 	Limits Limits
+	// Image, when set, is the image whose root the sandbox has, as a
+	// read-only view, instead of the host's; its environment comes first.
+	Image string
+	// OCIRuntime is the OCI runtime: runc when empty, or one of
+	// Config.OCIRuntimes, such as runsc.
+	OCIRuntime string
 	// Reusable sandboxes run many executions: at the end of each, its
 	// processes are killed, not the sandbox.
 	Reusable bool
@@ -317,11 +397,39 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 		SwapLimit:  c.swapLimit,
 		CgroupNS:   c.cgroupNS,
 	}
-	ctr, err := c.client.NewContainer(ctx, cfg.ID,
+	rtOpts, err := c.runtimeOptions(cfg.OCIRuntime)
+	if err != nil {
+		return nil, err
+	}
+	var rootOpt []containerd.NewContainerOpts
+	if cfg.Image != "" {
+		base, imageEnv, err := c.imageRoot(ctx, cfg.Image)
+		if err != nil {
+			return nil, err
+		}
+		// The shim mounts the view at the bundle's rootfs.
+		spec.RootPath, spec.RootMounts = "rootfs", nil
+		// The image's PATH finds its tools; the rest of ours wins.
+		env := cfg.Env
+		if slices.ContainsFunc(imageEnv, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+			env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "PATH=") })
+		}
+		spec.Env = mergeEnv(imageEnv, env)
+		labels[LabelImage] = cfg.Image
+		rootOpt = append(rootOpt, withView(c.snapshotter, cfg.ID, base, map[string]string{LabelManaged: "true"}))
+	}
+	if cfg.OCIRuntime != "" {
+		labels[LabelOCIRuntime] = cfg.OCIRuntime
+	}
+	var runtimeOpts any
+	if rtOpts != nil {
+		runtimeOpts = rtOpts
+	}
+	ctr, err := c.client.NewContainer(ctx, cfg.ID, append(rootOpt,
 		containerd.WithNewSpec(SpecOpts(spec)...),
-		containerd.WithRuntime(c.cfg.Runtime, nil),
+		containerd.WithRuntime(c.cfg.Runtime, runtimeOpts),
 		containerd.WithContainerLabels(labels),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", cfg.ID, err)
 	}
@@ -755,7 +863,7 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 		dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
 		defer cancel()
 		if s.ctr != nil {
-			err = deleteContainer(dctx, s.ctr)
+			err = deleteContainer(dctx, s.c.client, s.ctr)
 			s.c.oom.unregister(s.id)
 		}
 		if rmErr := os.RemoveAll(s.dir); rmErr != nil {

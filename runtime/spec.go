@@ -135,7 +135,7 @@ func withOOMScoreAdj(adj int) oci.SpecOpts {
 func withMounts(c SpecConfig) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		tmpfsSize := "size=" + strconv.FormatInt(c.Limits.TmpfsBytes, 10)
-		owner := fmt.Sprintf("uid=%d,gid=%d", c.UID, c.GID)
+		uid, gid := fmt.Sprintf("uid=%d", c.UID), fmt.Sprintf("gid=%d", c.GID)
 		s.Mounts = []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "noexec", "strictatime", "mode=755", "size=65536k"}},
@@ -144,7 +144,7 @@ func withMounts(c SpecConfig) oci.SpecOpts {
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", tmpfsSize}},
-			{Destination: WorkDir, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=700", owner, tmpfsSize}},
+			{Destination: WorkDir, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=700", uid, gid, tmpfsSize}},
 		}
 		s.Mounts = append(s.Mounts, c.RootMounts...)
 		if c.FilesDir != "" {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -186,7 +188,7 @@ func (a *agent) run(req request, reqs <-chan request) bool {
 	exited := make(chan syscall.WaitStatus, 1)
 	a.mu.Lock()
 	a.exited = exited
-	pid, err := syscall.ForkExec(req.Args[0], req.Args, &syscall.ProcAttr{
+	pid, err := syscall.ForkExec(lookPath(req.Args[0], req.Env), req.Args, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   req.Env,
 		Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
@@ -349,4 +351,29 @@ func (q *queue) pop() ([]byte, bool) {
 	b := q.chunks[0]
 	q.chunks = q.chunks[1:]
 	return b, true
+}
+
+// lookPath finds a command named without a slash in the PATH of the
+// program's environment, as a shell would: languages from images name
+// their tools so, for the image's PATH to find them.
+func lookPath(name string, env []string) string {
+	if strings.Contains(name, "/") {
+		return name
+	}
+	path := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return name // ForkExec then fails with "no such file", which is the answer
 }

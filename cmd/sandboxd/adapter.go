@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 
 	"github.com/sandboxd/sandboxd/daemon"
 	sbxruntime "github.com/sandboxd/sandboxd/runtime"
@@ -17,12 +18,14 @@ type containerdRuntime struct {
 
 func (r *containerdRuntime) Create(ctx context.Context, cfg daemon.SandboxConfig) (daemon.Sandbox, error) {
 	sb, err := r.c.Create(ctx, sbxruntime.SandboxConfig{
-		ID:       cfg.ID,
-		Kind:     cfg.Kind,
-		Labels:   cfg.Labels,
-		Env:      cfg.Env,
-		Limits:   sbxruntime.Limits(cfg.Limits),
-		Reusable: cfg.Reusable,
+		ID:         cfg.ID,
+		Kind:       cfg.Kind,
+		Labels:     cfg.Labels,
+		Env:        cfg.Env,
+		Limits:     sbxruntime.Limits(cfg.Limits),
+		Reusable:   cfg.Reusable,
+		Image:      cfg.Image,
+		OCIRuntime: cfg.OCIRuntime,
 	})
 	if err != nil {
 		return nil, err
@@ -77,3 +80,35 @@ func (s sandbox) Stats(ctx context.Context) (daemon.Stats, error) {
 }
 
 func (r *containerdRuntime) List(ctx context.Context) ([]string, error) { return r.c.List(ctx) }
+
+func (r *containerdRuntime) Images(ctx context.Context) ([]daemon.ImageInfo, error) {
+	imgs, err := r.c.Images(ctx)
+	return imageInfos(imgs), err
+}
+
+func (r *containerdRuntime) ImportImages(ctx context.Context, rd io.Reader) ([]daemon.ImageInfo, error) {
+	imgs, err := r.c.ImportImages(ctx, rd)
+	return imageInfos(imgs), err
+}
+
+func imageInfos(imgs []sbxruntime.ImageInfo) []daemon.ImageInfo {
+	out := make([]daemon.ImageInfo, len(imgs))
+	for i, img := range imgs {
+		out[i] = daemon.ImageInfo(img)
+	}
+	return out
+}
+
+func (r *containerdRuntime) PullImage(ctx context.Context, ref string) error {
+	return r.c.PullImage(ctx, ref)
+}
+
+func (r *containerdRuntime) RemoveImage(ctx context.Context, ref string) error {
+	return r.c.RemoveImage(ctx, ref)
+}
+
+func (r *containerdRuntime) ImageReady(ctx context.Context, ref string) error {
+	return r.c.ImageReady(ctx, ref)
+}
+
+func (r *containerdRuntime) OCIRuntimeReady(name string) error { return r.c.OCIRuntimeReady(name) }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -181,10 +183,12 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 			Dir: settings.StateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath,
 			UID: sandboxUID, GID: sandboxGID,
 		},
-		InitArgs: []string{sbxruntime.InitPath},
-		UID:      sandboxUID,
-		GID:      sandboxGID,
-		Logger:   log,
+		InitArgs:    []string{sbxruntime.InitPath},
+		Init:        initPath,
+		UID:         sandboxUID,
+		GID:         sandboxGID,
+		Logger:      log,
+		OCIRuntimes: ociRuntimes(settings),
 	})
 	if err != nil {
 		return err
@@ -202,12 +206,14 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	}
 
 	srv := daemon.New(daemon.Config{
-		Runtime:   &containerdRuntime{c: rt, address: address, managed: managed != nil},
-		Languages: langs,
-		Limits:    settings.ServerLimits(),
-		Access:    daemon.Access{UIDs: settings.Access.AllowUIDs, GIDs: settings.Access.AllowGIDs},
-		Version:   version,
-		Logger:    log,
+		Runtime:     &containerdRuntime{c: rt, address: address, managed: managed != nil},
+		OCIRuntimes: slices.Sorted(maps.Keys(settings.Runtimes)),
+		PullImages:  settings.Images.Pull,
+		Languages:   langs,
+		Limits:      settings.ServerLimits(),
+		Access:      daemon.Access{UIDs: settings.Access.AllowUIDs, GIDs: settings.Access.AllowGIDs},
+		Version:     version,
+		Logger:      log,
 	})
 	if err := srv.AdoptSessions(ctx); err != nil {
 		return fmt.Errorf("adopt sessions: %w", err)
@@ -293,6 +299,15 @@ loop:
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// ociRuntimes are the runtimes of the settings, for the runtime package.
+func ociRuntimes(s daemon.Settings) map[string]sbxruntime.OCIRuntime {
+	out := map[string]sbxruntime.OCIRuntime{}
+	for name, rt := range s.Runtimes {
+		out[name] = sbxruntime.OCIRuntime{Binary: rt.Binary, Flags: rt.Flags}
+	}
+	return out
 }
 
 // applyReload applies a new configuration's limits, languages and access

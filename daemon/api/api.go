@@ -51,6 +51,10 @@ type ExecuteRequest struct {
 	// stdin open after Stdin: more comes by POST /v1/executions/{id}/stdin,
 	// the id being the start event's, until that request's body ends.
 	StdinStream bool `json:"stdin_stream,omitempty"`
+	// Runtime asks for an OCI runtime other than the language's, such as
+	// "runsc" (gVisor), for a language that runs on runc by default; a
+	// language configured with another runtime always runs on it.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // File is a file of a submission, or one returned by collect.
@@ -76,6 +80,7 @@ type ExecuteResult struct {
 	ID              string `json:"id"`
 	SessionID       string `json:"session_id,omitempty"`
 	Language        string `json:"language"`
+	Runtime         string `json:"runtime"` // the OCI runtime it ran on
 	Status          string `json:"status"`
 	ExitCode        int    `json:"exit_code"`
 	Signal          string `json:"signal,omitempty"`
@@ -136,6 +141,34 @@ type Language struct {
 	Version    string   `json:"version"`
 	FileName   string   `json:"file_name"`
 	Compiled   bool     `json:"compiled"`
+	// Runtime is the OCI runtime its sandboxes run on: runc or runsc.
+	Runtime string `json:"runtime"`
+	// Image is the OCI image its sandboxes' root comes from; empty: the
+	// host's runtimes.
+	Image string `json:"image,omitempty"`
+	// Unavailable, when set, says why the language cannot run now (its
+	// image is missing, say) and how to fix it.
+	Unavailable string `json:"unavailable,omitempty"`
+}
+
+// Image is an OCI image in sandboxd's containerd namespace.
+type Image struct {
+	Ref       string `json:"ref"`
+	Digest    string `json:"digest"`
+	SizeBytes int64  `json:"size_bytes"`
+	Created   string `json:"created,omitempty"` // RFC 3339
+	// Languages are those configured to run from it.
+	Languages []string `json:"languages,omitempty"`
+}
+
+// ImagesResponse is the answer to GET /v1/images and to an import.
+type ImagesResponse struct {
+	Images []Image `json:"images"`
+}
+
+// PullRequest is the body of POST /v1/images/pull.
+type PullRequest struct {
+	Ref string `json:"ref"`
 }
 
 // LanguagesResponse is the answer to GET /v1/languages.
@@ -196,6 +229,8 @@ type CreateSessionRequest struct {
 	IdleTimeoutMS int64             `json:"idle_timeout_ms,omitempty"`
 	MaxLifetimeMS int64             `json:"max_lifetime_ms,omitempty"`
 	Env           map[string]string `json:"env,omitempty"`
+	// Runtime is as ExecuteRequest's.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // SessionLimits cover a whole session.
@@ -221,6 +256,7 @@ type Session struct {
 	Executions       int64         `json:"executions"`
 	MemoryUsageBytes int64         `json:"memory_usage_bytes"`
 	Limits           SessionLimits `json:"limits"`
+	Runtime          string        `json:"runtime"`
 }
 
 // SessionsResponse is the answer to GET /v1/sessions.
