@@ -67,6 +67,7 @@ var commands = []command{
 	{"execute", "-l LANG -c CODE|FILE|- [flags] [ARGS...]", "run code in a fresh sandbox", executeFlags},
 	{"session", "create|list|show|delete|files|upload|download ...", "work with sessions: sandboxes that keep their files across executions", noFlags((*cli).session)},
 	{"languages", "", "list the languages the daemon offers", noFlags((*cli).languages)},
+	{"image", "import|list|pull|rm ...", "manage the OCI images languages run from", noFlags((*cli).image)},
 	{"info", "", "show the daemon's version, containerd and limits", noFlags((*cli).info)},
 	{"doctor", "", "check the host and the daemon, with a fix for each problem", noFlags((*cli).doctor)},
 	{"mcp", "", "serve the Model Context Protocol on stdin/stdout, for AI agents", noFlags((*cli).mcp)},
@@ -172,7 +173,7 @@ type execOptions struct {
 	language, code, input, inputFile, memory, session string
 	noStream                                          bool
 	files, collect                                    listFlag
-	dir, entrypoint, collectDir                       string
+	dir, entrypoint, collectDir, runtime              string
 	timeout                                           float64
 	env                                               envFlag
 }
@@ -219,12 +220,13 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	fs.StringVar(&o.entrypoint, "entrypoint", "", "the file of -f or -d to run")
 	fs.Var(&o.collect, "collect", "a glob of files under /workspace to return after the run (repeatable)")
 	fs.StringVar(&o.collectDir, "collect-dir", "", "write the returned files under this directory")
+	fs.StringVar(&o.runtime, "runtime", "", "OCI runtime, such as runsc (gVisor), for a language that runs on runc by default")
 	return func(c *cli, ctx context.Context, args []string) int { return c.execute(ctx, o, args) }
 }
 
 func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	client := NewClient(c.socket)
-	req := &api.ExecuteRequest{Language: o.language, Args: args, Env: o.env, SessionID: o.session}
+	req := &api.ExecuteRequest{Language: o.language, Args: args, Env: o.env, SessionID: o.session, Runtime: o.runtime}
 	if len(o.env) == 0 {
 		req.Env = nil
 	}
@@ -363,6 +365,9 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) int {
 	}
 	if c.format == "text" && (res.StdoutTruncated || res.StderrTruncated) {
 		fmt.Fprintln(c.stderr, "sandboxctl: output truncated at the daemon's cap")
+	}
+	if c.format == "text" && res.Message != "" {
+		fmt.Fprintln(c.stderr, "sandboxctl: "+res.Message)
 	}
 	if o.collectDir != "" {
 		if err := writeCollected(o.collectDir, res.Files, c.stderr); err != nil {
@@ -517,11 +522,24 @@ func (c *cli) languages(ctx context.Context, _ []string) int {
 		return 0
 	}
 	tw := tabwriter.NewWriter(c.stdout, 2, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tALIASES\tEXTENSIONS")
+	fmt.Fprintln(tw, "NAME\tVERSION\tRUNTIME\tROOT\tALIASES\tEXTENSIONS")
+	var unavailable []api.Language
 	for _, l := range langs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", l.Name, l.Version, strings.Join(l.Aliases, ","), strings.Join(l.Extensions, ","))
+		root := "host"
+		if l.Image != "" {
+			root = l.Image
+		}
+		name := l.Name
+		if l.Unavailable != "" {
+			name += " (unavailable)"
+			unavailable = append(unavailable, l)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, l.Version, l.Runtime, root, strings.Join(l.Aliases, ","), strings.Join(l.Extensions, ","))
 	}
 	tw.Flush()
+	for _, l := range unavailable {
+		fmt.Fprintf(c.stdout, "\n%s is unavailable: %s\n", l.Name, l.Unavailable)
+	}
 	return 0
 }
 

@@ -70,6 +70,37 @@ func (c *cli) doctor(ctx context.Context, _ []string) int {
 			names[i] = l.Name + " " + l.Version
 		}
 		add("languages", true, err == nil && len(langs) > 0, strings.Join(names, ", "), "install runtimes: apt-get install python3 nodejs gcc")
+		for _, l := range langs {
+			if l.Unavailable != "" {
+				add("language "+l.Name, false, false, l.Unavailable, "see above; sandboxctl languages lists them all")
+			}
+		}
+		// Each OCI runtime is tried for real: a sandbox that runs `true`.
+		shell := ""
+		for _, l := range langs {
+			if (l.Name == "sh" || l.Name == "bash") && l.Image == "" && l.Runtime == "runc" && l.Unavailable == "" {
+				shell = l.Name
+			}
+		}
+		for _, rt := range info.Runtimes {
+			if shell == "" {
+				break
+			}
+			res, err := client.Execute(ctx, &api.ExecuteRequest{Language: shell, Code: "true", Runtime: rt})
+			ok := err == nil && res.Status == api.StatusOK
+			detail := "runs a sandbox"
+			switch {
+			case err != nil:
+				detail = err.Error()
+			case !ok:
+				detail = fmt.Sprintf("a sandbox running `true` ended %s: %s", res.Status, strings.TrimSpace(res.Stderr))
+			}
+			fix := "see sandboxd's log (journalctl -u sandboxd)"
+			if rt == "runsc" {
+				fix = "apt-get install runsc; see runtimes.runsc in sandboxd.toml and docs/security.md"
+			}
+			add("runtime "+rt, rt == "runc", ok, detail, fix)
+		}
 	}
 
 	failed := false

@@ -16,13 +16,14 @@ import (
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
 
-type sessionCommand struct {
+// subcommand is a command of a group, such as session create.
+type subcommand struct {
 	name, args, help string
 	nargs            [2]int // least and most positional arguments
 	flags            func(fs *flag.FlagSet) func(c *cli, ctx context.Context, client *Client, args []string) error
 }
 
-var sessionCommands = []sessionCommand{
+var sessionCommands = []subcommand{
 	{"create", "-l LANG [--memory SIZE] [--idle-timeout D] [--max-lifetime D]", "create a session; prints its id", [2]int{0, 0}, sessionCreateFlags},
 	{"list", "", "list your sessions (all of them for root)", [2]int{0, 0}, noSessionFlags((*cli).sessionList)},
 	{"show", "ID", "show a session", [2]int{1, 1}, noSessionFlags((*cli).sessionShow)},
@@ -38,27 +39,32 @@ func noSessionFlags(f func(c *cli, ctx context.Context, client *Client, args []s
 
 // session runs `sandboxctl session SUBCOMMAND`.
 func (c *cli) session(ctx context.Context, args []string) int {
+	return c.subcommand(ctx, "session", sessionCommands, args)
+}
+
+// subcommand runs `sandboxctl GROUP SUBCOMMAND`.
+func (c *cli) subcommand(ctx context.Context, group string, cmds []subcommand, args []string) int {
 	if len(args) == 0 {
-		c.sessionUsage()
+		c.subcommandUsage(group, cmds)
 		return exitUsage
 	}
-	var cmd *sessionCommand
-	for i := range sessionCommands {
-		if sessionCommands[i].name == args[0] {
-			cmd = &sessionCommands[i]
+	var cmd *subcommand
+	for i := range cmds {
+		if cmds[i].name == args[0] {
+			cmd = &cmds[i]
 		}
 	}
 	if cmd == nil {
-		fmt.Fprintf(c.stderr, "sandboxctl: unknown session command %q\n", args[0])
-		c.sessionUsage()
+		fmt.Fprintf(c.stderr, "sandboxctl: unknown %s command %q\n", group, args[0])
+		c.subcommandUsage(group, cmds)
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("sandboxctl session "+cmd.name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("sandboxctl "+group+" "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(c.stderr)
 	c.register(fs)
 	run := cmd.flags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "usage: sandboxctl session %s %s\n\n%s\n\nflags:\n", cmd.name, cmd.args, cmd.help)
+		fmt.Fprintf(c.stderr, "usage: sandboxctl %s %s %s\n\n%s\n\nflags:\n", group, cmd.name, cmd.args, cmd.help)
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterleaved(fs, args[1:])
@@ -93,10 +99,10 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func (c *cli) sessionUsage() {
-	fmt.Fprintf(c.stderr, "usage: sandboxctl session <command> [flags] [args]\n\ncommands:\n")
+func (c *cli) subcommandUsage(group string, cmds []subcommand) {
+	fmt.Fprintf(c.stderr, "usage: sandboxctl %s <command> [flags] [args]\n\ncommands:\n", group)
 	tw := tabwriter.NewWriter(c.stderr, 2, 8, 2, ' ', 0)
-	for _, cmd := range sessionCommands {
+	for _, cmd := range cmds {
 		fmt.Fprintf(tw, "  %s %s\t%s\n", cmd.name, cmd.args, cmd.help)
 	}
 	tw.Flush()
@@ -113,8 +119,10 @@ func sessionCreateFlags(fs *flag.FlagSet) func(*cli, context.Context, *Client, [
 	fs.DurationVar(&idle, "idle-timeout", 0, "destroy the session after this long unused, such as 10m (default: the daemon's)")
 	fs.DurationVar(&life, "max-lifetime", 0, "destroy the session this long after its creation, such as 1h (default: the daemon's)")
 	fs.Var(env, "env", "KEY=VALUE for every execution's environment (repeatable)")
+	var runtime string
+	fs.StringVar(&runtime, "runtime", "", "OCI runtime, such as runsc (gVisor), for a language that runs on runc by default")
 	return func(c *cli, ctx context.Context, client *Client, _ []string) error {
-		req := &api.CreateSessionRequest{Language: lang, IdleTimeoutMS: idle.Milliseconds(), MaxLifetimeMS: life.Milliseconds()}
+		req := &api.CreateSessionRequest{Language: lang, IdleTimeoutMS: idle.Milliseconds(), MaxLifetimeMS: life.Milliseconds(), Runtime: runtime}
 		if len(env) > 0 {
 			req.Env = env
 		}

@@ -257,6 +257,7 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	res.Stderr, res.StderrEncoding = encodeOutput(o.stderr.Bytes())
 	res.StdoutTruncated, res.StderrTruncated = o.stdout.Truncated(), o.stderr.Truncated()
 	res.Status, res.Signal = status(o.exit, o.compiled)
+	res.Message = o.exit.SandboxKilled
 	res.Files = o.files
 	s.metrics.executions.WithLabelValues(res.Language, res.Status).Inc()
 	s.metrics.duration.WithLabelValues(res.Language).Observe(o.duration.Seconds())

@@ -148,6 +148,9 @@ type ExitResult struct {
 	Signal    int // the signal that killed the process, or 0
 	Killed    bool
 	OOMKilled bool
+	// SandboxKilled, when set, says why the kernel ended the whole sandbox
+	// during the process (its process limit, under gVisor).
+	SandboxKilled string
 }
 
 // Stats are a sandbox's kernel counters.

@@ -527,6 +527,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
 		ContainerdVersion: ri.Version,
 		ContainerdManaged: ri.Managed,
 		CgroupVersion:     ri.CgroupVersion,
+		Runtimes:          append([]string{defaultOCIRuntime}, s.ociRuntimes...),
 		Running:           st.Running,
 		Queued:            st.Queued,
 		Sessions:          st.Sessions,

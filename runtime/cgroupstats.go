@@ -75,3 +75,18 @@ func field(b []byte, key string, err *error) uint64 {
 	*err = fmt.Errorf("cgroup counter %s: not found", key)
 	return 0
 }
+
+// pidsLimitHit reports whether a fork in the sandbox's cgroup was refused
+// at its pids limit.
+func pidsLimitHit(v2 bool, cgroupPath string) bool {
+	file := filepath.Join(cgroupRoot, "pids", cgroupPath, "pids.events")
+	if v2 {
+		file = filepath.Join(cgroupRoot, cgroupPath, "pids.events")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	var ferr error
+	return field(b, "max", &ferr) > 0 && ferr == nil
+}

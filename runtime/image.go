@@ -20,7 +20,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
-	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -82,15 +81,15 @@ func (c *Client) PullImage(ctx context.Context, ref string) error {
 
 // ImportImages imports the images of a tarball, an OCI layout or a
 // docker-archive (docker save), for this host's platform, and unpacks them.
-// An image the archive does not name is named import-<digest>.
+// Only named images are imported: a language names its image.
 func (c *Client) ImportImages(ctx context.Context, r io.Reader) ([]ImageInfo, error) {
 	ctx = c.ctx(ctx)
-	imgs, err := c.client.Import(ctx, r,
-		containerd.WithImportPlatform(platforms.Default()),
-		containerd.WithDigestRef(func(d digest.Digest) string { return "import-" + d.Encoded() }),
-	)
+	imgs, err := c.client.Import(ctx, r, containerd.WithImportPlatform(platforms.Default()))
 	if err != nil {
 		return nil, fmt.Errorf("import: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if len(imgs) == 0 {
+		return nil, fmt.Errorf("import: the archive names no image (tag it, as docker save NAME:TAG does, or set org.opencontainers.image.ref.name in an OCI layout): %w", errdefs.ErrInvalidArgument)
 	}
 	var out []ImageInfo
 	for _, img := range imgs {

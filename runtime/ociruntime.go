@@ -31,11 +31,13 @@ func prepareOCIRuntimes(stateDir string, rts map[string]OCIRuntime) (map[string]
 			bin = rt.Binary
 		}
 		flags := rt.Flags
-		if filepath.Base(rt.Binary) == "runsc" {
+		if isGVisor(rt.Binary) {
 			// gVisor brings its own network stack and would set it up from
 			// the sandbox's namespace; sandboxes have no network, so it is
 			// told so, last, whatever the configured flags say.
-			flags = append(slices.Clone(flags), "--network=none")
+			// Its kernel applies the sandbox's seccomp profile to the
+			// programs too, as a second filter behind its own.
+			flags = append(slices.Clone(flags), "--network=none", "--oci-seccomp")
 		}
 		if len(flags) > 0 {
 			dir := filepath.Join(stateDir, "runtimes")
@@ -71,7 +73,7 @@ func (c *Client) OCIRuntimeReady(name string) error {
 	}
 	if _, err := exec.LookPath(rt.Binary); err != nil {
 		hint := ""
-		if filepath.Base(rt.Binary) == "runsc" {
+		if isGVisor(rt.Binary) {
 			hint = " (Debian and Ubuntu: apt-get install runsc)"
 		}
 		return fmt.Errorf("%s is not installed%s: %w", rt.Binary, hint, errdefs.ErrNotFound)
@@ -102,5 +104,8 @@ func (c *Client) OCIRuntimeBinary(name string) (string, error) {
 	}
 	return o.BinaryName, nil
 }
+
+// isGVisor tells gVisor's runsc by its binary's name.
+func isGVisor(binary string) bool { return filepath.Base(binary) == "runsc" }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -401,6 +401,7 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	if err != nil {
 		return nil, err
 	}
+	spec.AppKernel = rtOpts != nil && isGVisor(c.cfg.OCIRuntimes[cfg.OCIRuntime].Binary)
 	var rootOpt []containerd.NewContainerOpts
 	if cfg.Image != "" {
 		base, imageEnv, err := c.imageRoot(ctx, cfg.Image)
@@ -566,6 +567,9 @@ type ExitResult struct {
 	Signal    int  // the signal that killed it, or 0
 	Killed    bool // killed because ctx ended
 	OOMKilled bool // the kernel's OOM killer struck in the sandbox
+	// SandboxKilled, when set, says why the kernel ended the whole sandbox
+	// during the process.
+	SandboxKilled string
 }
 
 // Exec runs p in the sandbox and waits for it and for all of its output.
@@ -612,6 +616,20 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 		res, err := s.agentExec(ctx, p)
 		if err == nil && !res.Killed && res.Signal == int(syscall.SIGKILL) {
 			res.OOMKilled = s.oomKilled(cctx, oomBefore)
+		}
+		if errors.Is(err, errAgentGone) {
+			// The kernel ended the whole sandbox at one of its limits, as it
+			// does under gVisor, whose own kernel holds the memory and the
+			// tasks of the programs: that is how the execution ended.
+			killed := ExitResult{ExitCode: 128 + int(syscall.SIGKILL), Signal: int(syscall.SIGKILL)}
+			switch {
+			case s.oomKilled(cctx, oomBefore):
+				killed.OOMKilled = true
+				return killed, nil
+			case pidsLimitHit(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id)):
+				killed.SandboxKilled = "the sandbox reached its process limit"
+				return killed, nil
+			}
 		}
 		return res, err
 	}

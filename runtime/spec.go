@@ -46,7 +46,16 @@ type SpecConfig struct {
 	SwapLimit bool
 	// CgroupNS asks for a cgroup namespace, where the kernel has them.
 	CgroupNS bool
+	// AppKernel says an application kernel (gVisor) runs the programs:
+	// the host's pids limit then counts its tasks, not the programs.
+	AppKernel bool
 }
+
+// appKernelTasksPerProcess is how many host tasks gVisor (ptrace platform)
+// uses per program process, counted here: 41 for an idle sandbox, 311
+// with 20 more processes. The host's pids limit of a gVisor sandbox is the
+// programs' limit times this, so that it bounds about as many programs.
+const appKernelTasksPerProcess = 16
 
 // SpecOpts returns the composed options that turn containerd's default spec
 // into a sandbox spec.
@@ -63,7 +72,7 @@ func SpecOpts(c SpecConfig) []oci.SpecOpts {
 		oci.WithNoNewPrivileges,
 		withRlimits(c.Limits),
 		withMounts(c),
-		withResources(c.Limits, c.SwapLimit),
+		withResources(c.Limits, c.SwapLimit, c.AppKernel),
 		withOOMScoreAdj(1000),
 	}
 	if c.CgroupNS {
@@ -154,7 +163,7 @@ func withMounts(c SpecConfig) oci.SpecOpts {
 	}
 }
 
-func withResources(l Limits, swap bool) oci.SpecOpts {
+func withResources(l Limits, swap, appKernel bool) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		r := s.Linux.Resources
 		mem := l.MemoryBytes
@@ -169,6 +178,9 @@ func withResources(l Limits, swap bool) oci.SpecOpts {
 		p := uint64(period)
 		r.CPU = &specs.LinuxCPU{Quota: &quota, Period: &p}
 		pids := l.Pids
+		if appKernel {
+			pids *= appKernelTasksPerProcess
+		}
 		r.Pids = &specs.LinuxPids{Limit: &pids}
 		return nil
 	}

@@ -108,6 +108,11 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: shims left running after the suite:\n%s", out)
 		code = 1
 	}
+	// gVisor's sandbox and gofer processes name their bundle, under dir.
+	if out, err := exec.Command("pgrep", "-af", "runsc.*"+dir).Output(); err == nil {
+		fmt.Fprintf(os.Stderr, "FAIL: gVisor processes left running after the suite:\n%s", out)
+		code = 1
+	}
 	return code
 }
 

@@ -93,8 +93,11 @@ type ExecuteResult struct {
 	TimedOut        bool   `json:"timed_out"`
 	OOMKilled       bool   `json:"oom_killed"`
 	DurationMS      int64  `json:"duration_ms"`
-	Usage           Usage  `json:"usage"`
-	Files           []File `json:"files,omitempty"`
+	// Message is sandboxd's note on how the execution ended, when the
+	// status alone does not say it: "the sandbox reached its process limit".
+	Message string `json:"message,omitempty"`
+	Usage   Usage  `json:"usage"`
+	Files   []File `json:"files,omitempty"`
 }
 
 // NDJSON is the media type of streamed executions: ask for it in Accept.
@@ -205,6 +208,9 @@ type Info struct {
 	Queued            int    `json:"queued"`
 	Sessions          int    `json:"sessions"`
 	Limits            Limits `json:"limits"`
+	// Runtimes are the OCI runtimes requests may name: runc and those
+	// configured, such as runsc.
+	Runtimes []string `json:"runtimes"`
 }
 
 // Health is the answer to GET /v1/health.
