@@ -68,11 +68,25 @@ disabled = true
 name = "python"
 env = ["X=1"]
 
+[images]
+pull = false
+
+[runtimes.gvisor-kvm]
+binary = "/usr/bin/runsc"
+flags = ["--platform=kvm"]
+
 [[languages]]
 name = "awk"
 extensions = [".awk"]
 file_name = "main.awk"
 run = ["awk", "-f", "/sandbox/main.awk"]
+
+[[languages]]
+name = "py312"
+image = "python:3.12-slim"
+runtime = "gvisor-kvm"
+file_name = "main.py"
+run = ["python3", "/sandbox/main.py"]
 `)
 	s, err := LoadSettings(p, DefaultSettings(2))
 	if err != nil {
@@ -113,18 +127,39 @@ run = ["awk", "-f", "/sandbox/main.awk"]
 	if awk := names["awk"]; awk.FileName != "main.awk" || awk.Run[0] != "awk" {
 		t.Errorf("awk: %+v", awk)
 	}
+	if py := names["py312"]; py.Image != "python:3.12-slim" || py.Runtime != "gvisor-kvm" {
+		t.Errorf("py312: %+v", py)
+	}
+	if rt := s.Runtimes["gvisor-kvm"]; s.Images.Pull || rt.Binary != "/usr/bin/runsc" || rt.Flags[0] != "--platform=kvm" || s.Runtimes["runsc"].Binary != "runsc" {
+		t.Errorf("images and runtimes: %+v %+v", s.Images, s.Runtimes)
+	}
+}
+
+// The example shipped with the units loads as it is.
+func TestExampleConfigLoads(t *testing.T) {
+	s, err := LoadSettings("../systemd/sandboxd.toml.example", DefaultSettings(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LanguageSpecs(Languages); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestLoadSettingsErrors(t *testing.T) {
 	for body, want := range map[string]string{
-		"socket = \"/x\"\n[limits]\ntimout = \"1s\"\n": ":3:1: unknown key \"limits.timout\"",
-		"[limits]\ntimeout = \"soon\"\n":               "not a duration",
-		"[limits]\nmemory = \"lots\"\n":                "not a size",
-		"[limits]\ntimeout = \"10m\"\n":                "at most limits.max_timeout",
-		"[[languages]]\nname = \"new\"\n":              "needs file_name and run",
-		"log_format = \"xml\"\n":                       "log_format",
-		"[limits]\nmax_concurrent = 0\n":               "max_concurrent",
-		"[sessions]\nidle_timeout = \"100h\"\n":        "max_lifetime_cap",
+		"socket = \"/x\"\n[limits]\ntimout = \"1s\"\n":            ":3:1: unknown key \"limits.timout\"",
+		"[limits]\ntimeout = \"soon\"\n":                          "not a duration",
+		"[limits]\nmemory = \"lots\"\n":                           "not a size",
+		"[limits]\ntimeout = \"10m\"\n":                           "at most limits.max_timeout",
+		"[[languages]]\nname = \"new\"\n":                         "needs file_name and run",
+		"log_format = \"xml\"\n":                                  "log_format",
+		"[limits]\nmax_concurrent = 0\n":                          "max_concurrent",
+		"[sessions]\nidle_timeout = \"100h\"\n":                   "max_lifetime_cap",
+		"[[languages]]\nname = \"python\"\nruntime = \"kata\"\n":  "neither runc nor one of [runtimes]",
+		"[[languages]]\nname = \"python\"\nimage = \"Bad Ref\"\n": "not an image reference",
+		"[runtimes.runc]\nbinary = \"/bin/true\"\n":               "not runc",
+		"[runtimes.x]\nflags = [\"-v\"]\n":                        "binary is required",
 	} {
 		s, err := LoadSettings(writeConfig(t, body), DefaultSettings(2))
 		if err == nil {

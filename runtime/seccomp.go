@@ -49,7 +49,25 @@ func Profile(s *specs.Spec) *specs.LinuxSeccomp {
 	return p
 }
 
-func withSeccomp(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-	s.Linux.Seccomp = Profile(s)
-	return nil
+func withSeccomp(appKernel bool) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Linux.Seccomp = Profile(s)
+		if appKernel {
+			forAppKernel(s.Linux.Seccomp)
+		}
+		return nil
+	}
+}
+
+// forAppKernel adapts the profile to gVisor, whose kernel applies it to
+// the programs: it answers a refused call with EPERM whatever errno the
+// rule names, and glibc creates threads with clone3, falling back to clone
+// only on ENOSYS. So clone3 is let through to gVisor's kernel, which has
+// no clone3 and answers ENOSYS itself.
+func forAppKernel(p *specs.LinuxSeccomp) {
+	for i, rule := range p.Syscalls {
+		if rule.Action == specs.ActErrno && slices.Equal(rule.Names, []string{"clone3"}) {
+			p.Syscalls[i].Action, p.Syscalls[i].ErrnoRet = specs.ActAllow, nil
+		}
+	}
 }

@@ -80,7 +80,7 @@ func SpecOpts(c SpecConfig) []oci.SpecOpts {
 	}
 	// Seccomp goes last: containerd's default profile is derived from the
 	// capabilities set above.
-	return append(opts, withSeccomp)
+	return append(opts, withSeccomp(c.AppKernel))
 }
 
 // GenerateSpec builds the OCI spec of a sandbox without a containerd client,

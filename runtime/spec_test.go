@@ -122,3 +122,37 @@ func TestSeccompProfile(t *testing.T) {
 		}
 	}
 }
+
+// Under gVisor, clone3 is let through (gVisor answers ENOSYS, on which
+// glibc falls back to clone, where the profile's own EPERM would fail
+// every thread); everything else is as under runc, and the host's pids
+// limit leaves gVisor's own tasks room.
+func TestSpecForAppKernel(t *testing.T) {
+	c := testSpecConfig()
+	c.AppKernel = true
+	s, err := GenerateSpec("sandboxd", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runc, _ := GenerateSpec("sandboxd", testSpecConfig())
+	clone3 := func(p *specs.LinuxSeccomp) specs.LinuxSeccompAction {
+		for _, r := range p.Syscalls {
+			if slices.Contains(r.Names, "clone3") {
+				return r.Action
+			}
+		}
+		return p.DefaultAction
+	}
+	if got := clone3(s.Linux.Seccomp); got != specs.ActAllow {
+		t.Errorf("gVisor: clone3 %s", got)
+	}
+	if got := clone3(runc.Linux.Seccomp); got != specs.ActErrno {
+		t.Errorf("runc: clone3 %s", got)
+	}
+	if len(s.Linux.Seccomp.Syscalls) != len(runc.Linux.Seccomp.Syscalls) || s.Linux.Seccomp.DefaultAction != runc.Linux.Seccomp.DefaultAction {
+		t.Error("the gVisor profile differs in more than clone3")
+	}
+	if *s.Linux.Resources.Pids.Limit != c.Limits.Pids*appKernelTasksPerProcess {
+		t.Errorf("pids %d", *s.Linux.Resources.Pids.Limit)
+	}
+}

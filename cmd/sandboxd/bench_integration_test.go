@@ -68,8 +68,19 @@ type memoryRow struct {
 // and through sandboxctl, throughput at 1 to 8 clients through the API, the memory an idle session
 // or pooled sandbox costs, and the daemon's peak RSS. Every run's output is
 // checked. Run it with `make bench`.
+//
+// BENCH_RUNTIME=runsc measures sandboxes on that OCI runtime instead of
+// runc: a daemon of the benchmark's own runs python, javascript and bash
+// on it, pools included.
 func BenchmarkSandboxd(b *testing.B) {
 	ctl := filepath.Join(binDir, "sandboxctl")
+	served := mainDaemon
+	if rt := os.Getenv("BENCH_RUNTIME"); rt != "" && rt != "runc" {
+		d, sock := startRuntimeDaemon(b, rt, "")
+		defer d.stop()
+		defer func(main string) { socket = main }(socket)
+		socket, served = sock, d
+	}
 	var rep benchReport
 	for range b.N {
 		rep = benchReport{}
@@ -123,7 +134,7 @@ func BenchmarkSandboxd(b *testing.B) {
 		for _, clients := range []int{1, 2, 4, 8} {
 			rep.Throughput = append(rep.Throughput, throughput(b, clients, time.Duration(seconds)*time.Second))
 		}
-		rep.Memory = memory(b)
+		rep.Memory = memory(b, served)
 	}
 	printReport(rep)
 	if path := os.Getenv("BENCH_JSON"); path != "" {
@@ -210,24 +221,18 @@ func throughput(b *testing.B, clients int, d time.Duration) throughputRow {
 }
 
 // memory measures the drop of MemAvailable with idle sessions, then with
-// a full pool, on a daemon of its own that starts with neither.
-func memory(b *testing.B) memoryRow {
+// a full pool, on a daemon of its own that starts with neither; and the
+// peak RSS of the daemon that served the other measures.
+func memory(b *testing.B, served *daemonProc) memoryRow {
 	const n = 20
 	row := memoryRow{SandboxesMeasured: n}
 	settle := func() int64 {
 		time.Sleep(2 * time.Second)
 		return memAvailable(b)
 	}
-	dir, _ := os.MkdirTemp(suiteDir, "sbxb")
-	defer os.RemoveAll(dir)
-	config := filepath.Join(dir, "sandboxd.toml")
-	os.WriteFile(config, []byte("[pool]\nsize = 0\n[sessions]\nmax = 64\nmax_per_uid = 64\n"), 0o644)
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
+	d, sock := startRuntimeDaemon(b, os.Getenv("BENCH_RUNTIME"), "[pool]\nsize = 0\n[sessions]\nmax = 64\nmax_per_uid = 64\n")
 	defer d.stop()
+	config := filepath.Join(filepath.Dir(sock), "sandboxd.toml")
 
 	before := settle()
 	var ids []string
@@ -252,7 +257,7 @@ func memory(b *testing.B) memoryRow {
 	ids = nil
 
 	before = settle()
-	os.WriteFile(config, []byte(fmt.Sprintf("[pool]\nsize = %d\n", n)), 0o644)
+	os.WriteFile(config, []byte(fmt.Sprintf("[pool]\nsize = %d\n", n)+runtimeLanguages(os.Getenv("BENCH_RUNTIME"))), 0o644)
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	deadline := time.Now().Add(2 * time.Minute)
 	for metricValue(b, sock, "sandboxd_pool_ready") < n && time.Now().Before(deadline) {
@@ -260,8 +265,36 @@ func memory(b *testing.B) memoryRow {
 	}
 	after = settle()
 	row.PerPooledMiB = float64(before-after) / n / (1 << 20)
-	row.DaemonPeakRSSMiB = float64(peakRSS(b, mainDaemon.cmd.Process.Pid)) / (1 << 20)
+	row.DaemonPeakRSSMiB = float64(peakRSS(b, served.cmd.Process.Pid)) / (1 << 20)
 	return row
+}
+
+// runtimeLanguages is the configuration that moves the benchmark's
+// languages to an OCI runtime other than runc.
+func runtimeLanguages(rt string) string {
+	if rt == "" || rt == "runc" {
+		return ""
+	}
+	var conf string
+	for _, l := range []string{"python", "javascript", "bash"} {
+		conf += fmt.Sprintf("[[languages]]\nname = %q\nruntime = %q\n", l, rt)
+	}
+	return conf
+}
+
+// startRuntimeDaemon starts a daemon of the benchmark's own, with more
+// configuration, its languages on runtime rt; the directory goes with it.
+func startRuntimeDaemon(b *testing.B, rt, conf string) (*daemonProc, string) {
+	dir, _ := os.MkdirTemp(suiteDir, "sbxb")
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	config := filepath.Join(dir, "sandboxd.toml")
+	os.WriteFile(config, []byte(conf+runtimeLanguages(rt)), 0o644)
+	sock := filepath.Join(dir, "s.sock")
+	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d, sock
 }
 
 func memAvailable(b *testing.B) int64 { return procField(b, "/proc/meminfo", "MemAvailable:") }

@@ -10,20 +10,25 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"testing"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -416,4 +421,74 @@ func countContainersIn(t *testing.T, ns string) int {
 func sandboxctlAt(t *testing.T, sock, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	return sandboxctl(t, stdin, append([]string{"--socket", sock}, args...)...)
+}
+
+// TestImagePull pulls from a registry the test runs on loopback (an
+// in-memory one, with the image the test built): a language whose image is
+// missing is pulled in the background at start, with progress logged, and
+// becomes available; sandboxctl image pull pulls on demand.
+func TestImagePull(t *testing.T) {
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	img := busyboxImage(t)
+	for _, tag := range []string{"lang", "ondemand"} {
+		ref, err := name.NewTag(host + "/test/busybox:" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, _ := os.MkdirTemp(suiteDir, "sbxp")
+	defer os.RemoveAll(dir)
+	config := filepath.Join(dir, "sandboxd.toml")
+	os.WriteFile(config, []byte(fmt.Sprintf(`
+[pool]
+size = 0
+[[languages]]
+name = "pulled"
+image = "%s/test/busybox:lang"
+file_name = "main.sh"
+run = ["sh", "/sandbox/main.sh"]
+`, host)), 0o644)
+	sock := filepath.Join(dir, "s.sock")
+	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.stop()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, _, _ := sandboxctlAt(t, sock, "", "languages")
+		if strings.Contains(out, "pulled") && !strings.Contains(out, "unavailable") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the language's image was not pulled:\n%s\n%s", out, d.log)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out, errOut, code := sandboxctlAt(t, sock, "", "execute", "-l", "pulled", "-c", "echo $IMAGE_SAYS"); code != 0 || out != "hello\n" {
+		t.Fatalf("execute: exit %d %q %q", code, out, errOut)
+	}
+	if log := d.log.String(); !strings.Contains(log, `msg="pulling image"`) || !strings.Contains(log, "digest=sha256:") || !strings.Contains(log, `msg="pulled image"`) {
+		t.Errorf("no pull progress in the log:\n%s", log)
+	}
+	ref := host + "/test/busybox:ondemand"
+	if out, errOut, code := sandboxctlAt(t, sock, "", "image", "pull", ref); code != 0 || !strings.Contains(out, ref) {
+		t.Fatalf("image pull: exit %d %q %q", code, out, errOut)
+	}
+	if _, errOut, code := sandboxctlAt(t, sock, "", "image", "pull", host+"/test/nothing:1"); code == 0 || !strings.Contains(errOut, "not found") {
+		t.Errorf("pull of a missing image: exit %d %q", code, errOut)
+	}
+	if _, errOut, code := sandboxctlAt(t, sock, "", "image", "pull", "Not A Ref"); code == 0 || !strings.Contains(errOut, "not an image reference") {
+		t.Errorf("pull of a bad reference: exit %d %q", code, errOut)
+	}
+	for _, r := range []string{ref, host + "/test/busybox:lang"} {
+		if _, errOut, code := sandboxctlAt(t, sock, "", "image", "rm", r); code != 0 {
+			t.Errorf("image rm %s: exit %d %q", r, code, errOut)
+		}
+	}
 }
