@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	goruntime "runtime"
 	"strings"
 	"testing"
@@ -187,6 +188,10 @@ func TestImageLanguages(t *testing.T) {
 socket_mode = "0666"
 [images]
 pull = false
+[runtimes.runsc]
+binary = "runsc"
+[runtimes.missing]
+binary = "/nonexistent/runsc"
 [pool]
 size = 1
 [[languages]]
@@ -246,6 +251,9 @@ runtime = "runsc"
 	out, _, _ = ctl("", "doctor")
 	if !strings.Contains(out, "language bbsh") {
 		t.Errorf("doctor does not name the unavailable language:\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^warn\s+runtime missing\s+.*not installed`).MatchString(out) || !regexp.MustCompile(`(?m)^ok\s+runtime runsc`).MatchString(out) {
+		t.Errorf("doctor's runtime checks:\n%s", out)
 	}
 	// Pulling is disabled here; images come only by import, for root.
 	if _, errOut, code := ctl("", "image", "pull", busyboxRef); code == 0 || !strings.Contains(errOut, "pulling is disabled") {

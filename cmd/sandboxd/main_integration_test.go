@@ -23,6 +23,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -108,6 +109,11 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: shims left running after the suite:\n%s", out)
 		code = 1
 	}
+	// Sandboxes' root views go with them, whatever the namespace.
+	if n, err := countViews(containerdAddr); err != nil || n != 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d snapshot views of sandboxes left after the suite (err %v)\n", n, err)
+		code = 1
+	}
 	// gVisor's sandbox and gofer processes name their bundle, under dir.
 	if out, err := exec.Command("pgrep", "-af", "runsc.*"+dir).Output(); err == nil {
 		fmt.Fprintf(os.Stderr, "FAIL: gVisor processes left running after the suite:\n%s", out)
@@ -162,6 +168,33 @@ func startContainerd(dir string) (string, func(), error) {
 }
 
 // countContainers counts the containers of every namespace of a containerd.
+// countViews counts the snapshot views sandboxd made, in every namespace.
+func countViews(addr string) (int, error) {
+	c, err := containerd.New(addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	nss, err := c.NamespaceService().List(context.Background())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ns := range nss {
+		ctx := namespaces.WithNamespace(context.Background(), ns)
+		err := c.SnapshotService("overlayfs").Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+			if info.Kind == snapshots.KindView && info.Labels["io.sandboxd.managed"] == "true" {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 func countContainers(addr string) (int, error) {
 	c, err := containerd.New(addr)
 	if err != nil {

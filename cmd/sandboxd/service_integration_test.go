@@ -384,7 +384,7 @@ func TestDoctor(t *testing.T) {
 	if code != 0 || strings.Contains(out, "FAIL") {
 		t.Fatalf("doctor here: %d\n%s", code, out)
 	}
-	for _, want := range []string{"containerd", "runc", "cgroups", "seccomp", "languages", "access"} {
+	for _, want := range []string{"containerd", "runc", "cgroups", "seccomp", "languages", "access", "runtime runc", "runtime runsc"} {
 		if !regexp.MustCompile(`(?m)^ok\s+` + want).MatchString(out) {
 			t.Errorf("no passing %s check:\n%s", want, out)
 		}

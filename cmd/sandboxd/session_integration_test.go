@@ -325,8 +325,15 @@ func TestSessionSurvivesRestart(t *testing.T) {
 	if status != 201 || json.Unmarshal(body, &short) != nil {
 		t.Fatalf("create short: %d %s", status, body)
 	}
-	run := func(code string) string {
-		status, body := request(sock, "POST", "/v1/execute", fmt.Sprintf(`{"session_id":%q,"code":%q}`, s.ID, code), nil)
+	// And one on gVisor.
+	status, body = request(sock, "POST", "/v1/sessions", `{"language":"bash","runtime":"runsc"}`, nil)
+	var gv api.Session
+	if status != 201 || json.Unmarshal(body, &gv) != nil || gv.Runtime != "runsc" {
+		t.Fatalf("create on gVisor: %d %s", status, body)
+	}
+	defer request(sock, "DELETE", "/v1/sessions/"+gv.ID, "", nil)
+	runIn := func(id, code string) string {
+		status, body := request(sock, "POST", "/v1/execute", fmt.Sprintf(`{"session_id":%q,"code":%q}`, id, code), nil)
 		var res api.ExecuteResult
 		json.Unmarshal(body, &res)
 		if status != 200 {
@@ -334,7 +341,9 @@ func TestSessionSurvivesRestart(t *testing.T) {
 		}
 		return res.Stdout
 	}
+	run := func(code string) string { return runIn(s.ID, code) }
 	run("open('kept.txt','w').write('before restart')")
+	runIn(gv.ID, "echo gvisor > kept.txt")
 
 	for _, stop := range []string{"SIGTERM", "SIGKILL"} {
 		if stop == "SIGTERM" {
@@ -359,6 +368,9 @@ func TestSessionSurvivesRestart(t *testing.T) {
 		if out := run("print(open('kept.txt').read())"); out != "before restart\n" {
 			t.Fatalf("after %s: file %q", stop, out)
 		}
+		if out := runIn(gv.ID, "cat kept.txt; uname -r"); !strings.HasPrefix(out, "gvisor\n4.4.0") {
+			t.Fatalf("after %s: the gVisor session says %q", stop, out)
+		}
 		if status, _ := request(sock, "GET", "/v1/sessions/"+short.ID, "", nil); status != 404 {
 			t.Errorf("after %s: the expired session answers %d", stop, status)
 		}
@@ -366,8 +378,10 @@ func TestSessionSurvivesRestart(t *testing.T) {
 			t.Errorf("after %s: the expired session's container remains", stop)
 		}
 	}
-	if status, _ := request(sock, "DELETE", "/v1/sessions/"+s.ID, "", nil); status != 204 {
-		t.Errorf("delete: %d", status)
+	for _, id := range []string{s.ID, gv.ID} {
+		if status, _ := request(sock, "DELETE", "/v1/sessions/"+id, "", nil); status != 204 {
+			t.Errorf("delete: %d", status)
+		}
 	}
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
