@@ -245,7 +245,7 @@ func populateBase(root, init string) error {
 				return err
 			}
 		}
-		if err := os.MkdirAll(p, 0o755); err != nil {
+		if err := mkdirAllMode(p, 0o755); err != nil {
 			return err
 		}
 	}

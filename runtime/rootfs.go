@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -46,9 +48,12 @@ func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
 	// rename, so that a running sandbox sees the old or the new, whole.
 	root := filepath.Join(h.Dir, "rootfs")
 	for _, d := range []string{"usr", "proc", "dev", "sys", "tmp", "etc", "workspace", "sandbox"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+		if err := mkdirAllMode(filepath.Join(root, d), 0o755); err != nil {
 			return "", nil, fmt.Errorf("rootfs: %w", err)
 		}
+	}
+	if err := os.Chmod(root, 0o755); err != nil {
+		return "", nil, fmt.Errorf("rootfs: %w", err)
 	}
 	// runc gives a tmpfs the mode of the directory it covers.
 	if err := os.Chmod(filepath.Join(root, "tmp"), 0o777|os.ModeSticky); err != nil {
@@ -71,7 +76,7 @@ func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
 				return "", nil, fmt.Errorf("rootfs: %w", err)
 			}
 		case fi.IsDir():
-			if err := os.MkdirAll(filepath.Join(root, name), 0o755); err != nil {
+			if err := mkdirAllMode(filepath.Join(root, name), 0o755); err != nil {
 				return "", nil, fmt.Errorf("rootfs: %w", err)
 			}
 			mounts = append(mounts, specs.Mount{Destination: host, Type: "bind", Source: host, Options: ro})
@@ -84,8 +89,8 @@ func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
 		}
 		dst := filepath.Join(root, p)
 		if fi.IsDir() {
-			err = os.MkdirAll(dst, 0o755)
-		} else if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			err = mkdirAllMode(dst, 0o755)
+		} else if err = mkdirAllMode(filepath.Dir(dst), 0o755); err == nil {
 			err = writeFileAtomic(dst, nil, 0o644)
 		}
 		if err != nil {
@@ -121,10 +126,33 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := mkdirAllMode(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
 	return writeFileAtomic(dst, data, mode)
+}
+
+// mkdirAllMode is os.MkdirAll with mode set on every directory it makes,
+// and on p: what a sandbox's user must traverse must not depend on the
+// daemon's umask (its unit sets 0077).
+func mkdirAllMode(p string, mode os.FileMode) error {
+	if fi, err := os.Stat(p); err == nil {
+		if !fi.IsDir() {
+			return &os.PathError{Op: "mkdir", Path: p, Err: syscall.ENOTDIR}
+		}
+		return os.Chmod(p, mode)
+	}
+	if parent := filepath.Dir(p); parent != p {
+		if _, err := os.Stat(parent); errors.Is(err, os.ErrNotExist) {
+			if err := mkdirAllMode(parent, mode); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Mkdir(p, mode); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	return os.Chmod(p, mode)
 }
 
 func writeFileAtomic(dst string, data []byte, mode os.FileMode) error {

@@ -373,6 +373,10 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
+	// The sandbox's user reads it, whatever the daemon's umask.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
 	s := &Sandbox{c: c, id: cfg.ID, dir: dir, reusable: cfg.Reusable}
 	defer func() {
 		if retErr != nil {
@@ -531,7 +535,7 @@ func writeFiles(dir string, files map[string][]byte) error {
 		if name != filepath.Base(name) || name == "." || name == ".." {
 			return fmt.Errorf("sandbox file %q: %w", name, errdefs.ErrInvalidArgument)
 		}
-		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
+		if err := writeFileAtomic(filepath.Join(dir, name), content, 0o644); err != nil {
 			return err
 		}
 	}
@@ -587,6 +591,9 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 		}
 		dir := filepath.Join(s.dir, p.FilesDir)
 		if err := os.Mkdir(dir, 0o755); err != nil {
+			return ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
 			return ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
 		defer os.RemoveAll(dir)

@@ -243,7 +243,9 @@ func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonPr
 		ns = namespaceOf(state)
 	}
 	args = append([]string{"--config", "/nonexistent/sandboxd.toml", "--socket", sock, "--state-dir", state, "--namespace", ns}, args...)
-	d.cmd = exec.Command(filepath.Join(binDir, "sandboxd"), args...)
+	// Under the umask of its unit (UMask=0077): what sandboxes must read
+	// may not depend on it.
+	d.cmd = exec.Command("/bin/sh", append([]string{"-c", `umask 077 && exec "$0" "$@"`, filepath.Join(binDir, "sandboxd")}, args...)...)
 	d.cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
 	d.cmd.Stdout, d.cmd.Stderr = pw, pw
