@@ -498,11 +498,18 @@ func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		writeJSON(w, http.StatusOK, res)
 	}
-	// The answer goes out before the sandbox is torn down.
+	// The answer goes out before the sandbox is torn down, and the
+	// teardown runs apart: a client that keeps its connection may send
+	// its next request at once (HTTP/1.1 reads it only once this handler
+	// returns). The slot stays held until the teardown is over.
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
-	done()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		done()
+	}()
 	return nil
 }
 

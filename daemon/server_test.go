@@ -145,6 +145,7 @@ func TestExecuteResult(t *testing.T) {
 	if w.Header().Get(api.VersionHeader) != "test" {
 		t.Error("no version header")
 	}
+	s.Wait() // the teardown runs after the answer
 	cfg := rt.created[0]
 	if cfg.Limits.MemoryBytes != 256<<20 || rt.deleted != 1 {
 		t.Errorf("sandbox %+v, deleted %d", cfg, rt.deleted)
@@ -330,6 +331,7 @@ func TestPool(t *testing.T) {
 	if w.Code != 200 || res.Status != api.StatusOK {
 		t.Fatalf("%d %+v", w.Code, res)
 	}
+	s.Wait() // the teardown runs after the answer
 	rt.mu.Lock()
 	created, deleted, kind := len(rt.created), rt.deleted, rt.created[0].Kind
 	rt.mu.Unlock()
