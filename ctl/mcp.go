@@ -24,10 +24,12 @@ type (
 		Files          []api.File `json:"files,omitempty" jsonschema:"files to place under /workspace before the run"`
 		Entrypoint     string     `json:"entrypoint,omitempty" jsonschema:"the file of files to run, instead of code"`
 		Collect        []string   `json:"collect,omitempty" jsonschema:"globs of files under /workspace to return"`
+		Runtime        string     `json:"runtime,omitempty" jsonschema:"runsc to run on gVisor, a second wall between the code and the kernel (slower to start); the language's runtime when left out"`
 	}
 	mcpCreateSessionInput struct {
 		Language           string  `json:"language" jsonschema:"the session's language"`
 		IdleTimeoutSeconds float64 `json:"idle_timeout_seconds,omitempty" jsonschema:"destroy the session after this long unused"`
+		Runtime            string  `json:"runtime,omitempty" jsonschema:"runsc to run the session on gVisor"`
 	}
 	mcpSessionInput struct {
 		SessionID string `json:"session_id"`
@@ -54,7 +56,7 @@ func mcpServer(client *Client) *mcp.Server {
 	mcp.AddTool(s, &mcp.Tool{Name: "execute", Description: "Run code in a fresh sandbox (no network, limited memory and time), or in a session. Returns stdout, stderr, exit code and status."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, in mcpExecuteInput) (*mcp.CallToolResult, *api.ExecuteResult, error) {
 			res, err := client.Execute(ctx, &api.ExecuteRequest{Language: in.Language, Code: in.Code, Stdin: in.Stdin,
-				TimeoutMS: int64(in.TimeoutSeconds * 1000), SessionID: in.SessionID, Files: in.Files, Entrypoint: in.Entrypoint, Collect: in.Collect})
+				TimeoutMS: int64(in.TimeoutSeconds * 1000), SessionID: in.SessionID, Files: in.Files, Entrypoint: in.Entrypoint, Collect: in.Collect, Runtime: in.Runtime})
 			if err != nil {
 				return nil, nil, err
 			}
@@ -62,14 +64,14 @@ func mcpServer(client *Client) *mcp.Server {
 		})
 	mcp.AddTool(s, &mcp.Tool{Name: "create_session", Description: "Create a session: a sandbox whose /workspace keeps files across executions. Returns its id."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, in mcpCreateSessionInput) (*mcp.CallToolResult, *api.Session, error) {
-			sess, err := client.CreateSession(ctx, &api.CreateSessionRequest{Language: in.Language, IdleTimeoutMS: int64(in.IdleTimeoutSeconds * 1000)})
+			sess, err := client.CreateSession(ctx, &api.CreateSessionRequest{Language: in.Language, IdleTimeoutMS: int64(in.IdleTimeoutSeconds * 1000), Runtime: in.Runtime})
 			return nil, sess, err
 		})
 	mcp.AddTool(s, &mcp.Tool{Name: "delete_session", Description: "Destroy a session and everything in it."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, in mcpSessionInput) (*mcp.CallToolResult, mcpDeleted, error) {
 			return nil, mcpDeleted{Deleted: in.SessionID}, client.DeleteSession(ctx, in.SessionID)
 		})
-	mcp.AddTool(s, &mcp.Tool{Name: "list_languages", Description: "List the languages the sandbox runs, with versions."},
+	mcp.AddTool(s, &mcp.Tool{Name: "list_languages", Description: "List the languages the sandbox runs, with versions, runtimes (runc or runsc), images, and why one is unavailable."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, api.LanguagesResponse, error) {
 			langs, err := client.Languages(ctx)
 			return nil, api.LanguagesResponse{Languages: langs}, err

@@ -63,6 +63,10 @@ func TestMCP(t *testing.T) {
 	if text := r.Content[0].(*mcp.TextContent).Text; !strings.Contains(text, "status: ok") || !strings.Contains(text, "42") {
 		t.Errorf("summary: %q", text)
 	}
+	r = call("execute", map[string]any{"language": "python", "code": "import platform; print(platform.release())", "runtime": "runsc"}, &res)
+	if r.IsError || res.Stdout != "4.4.0\n" || res.Runtime != "runsc" {
+		t.Fatalf("execute on gVisor: %+v %+v", r, res)
+	}
 	var sess api.Session
 	call("create_session", map[string]any{"language": "bash"}, &sess)
 	if len(sess.ID) != 32 {
