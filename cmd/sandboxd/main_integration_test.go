@@ -168,34 +168,29 @@ func startContainerd(dir string) (string, func(), error) {
 }
 
 // countContainers counts the containers of every namespace of a containerd.
+func countContainers(addr string) (int, error) {
+	return countInNamespaces(addr, func(ctx context.Context, c *containerd.Client) (int, error) {
+		ctrs, err := c.Containers(ctx)
+		return len(ctrs), err
+	})
+}
+
 // countViews counts the snapshot views sandboxd made, in every namespace.
 func countViews(addr string) (int, error) {
-	c, err := containerd.New(addr)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	nss, err := c.NamespaceService().List(context.Background())
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, ns := range nss {
-		ctx := namespaces.WithNamespace(context.Background(), ns)
+	return countInNamespaces(addr, func(ctx context.Context, c *containerd.Client) (int, error) {
+		n := 0
 		err := c.SnapshotService("overlayfs").Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 			if info.Kind == snapshots.KindView && info.Labels["io.sandboxd.managed"] == "true" {
 				n++
 			}
 			return nil
 		})
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
+		return n, err
+	})
 }
 
-func countContainers(addr string) (int, error) {
+// countInNamespaces sums count over every namespace of a containerd.
+func countInNamespaces(addr string, count func(context.Context, *containerd.Client) (int, error)) (int, error) {
 	c, err := containerd.New(addr)
 	if err != nil {
 		return 0, err
@@ -205,15 +200,15 @@ func countContainers(addr string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	total := 0
 	for _, ns := range nss {
-		ctrs, err := c.Containers(namespaces.WithNamespace(context.Background(), ns))
+		n, err := count(namespaces.WithNamespace(context.Background(), ns), c)
 		if err != nil {
-			return 0, err
+			return total, err
 		}
-		n += len(ctrs)
+		total += n
 	}
-	return n, nil
+	return total, nil
 }
 
 // namespaceOf is the containerd namespace of a test daemon's state dir.
