@@ -155,7 +155,10 @@ func (s *Server) imageArrived(ref string) {
 // pullMissing pulls, in the background, the images of languages that are
 // not in containerd yet, when pulling is allowed.
 func (s *Server) pullMissing() {
-	if !s.pullImages {
+	s.pmu.Lock()
+	base := s.poolCtx // ends at shutdown, and so do the pulls
+	s.pmu.Unlock()
+	if !s.pullImages || base == nil {
 		return
 	}
 	for _, l := range s.languages() {
@@ -170,12 +173,11 @@ func (s *Server) pullMissing() {
 		go func() {
 			defer s.wg.Done()
 			defer s.pulling.Delete(ref)
-			ctx := context.Background()
-			err := s.rt.ImageReady(ctx, ref)
+			err := s.rt.ImageReady(base, ref)
 			if err == nil || !errdefs.IsNotFound(err) {
 				return
 			}
-			ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+			ctx, cancel := context.WithTimeout(base, 30*time.Minute)
 			defer cancel()
 			if err := s.rt.PullImage(ctx, ref); err != nil {
 				s.log.Warn("pull image", "ref", ref, "err", err)

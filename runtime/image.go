@@ -134,7 +134,8 @@ func (c *Client) RemoveImage(ctx context.Context, ref string) error {
 }
 
 // lookupName returns ref as containerd names it: as given when an image
-// has that name (import-… names are not references), else normalized.
+// has that name, else normalized (python:3.12 is
+// docker.io/library/python:3.12 there).
 func (c *Client) lookupName(ctx context.Context, ref string) string {
 	if _, err := c.client.ImageService().Get(ctx, ref); err == nil {
 		return ref
