@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -22,11 +24,13 @@ type pool struct {
 	size   int
 }
 
-// pooled is a ready sandbox and the limits it was made with: a reload may
-// change the limits of those made next.
+// pooled is a ready sandbox, the limits it was made with, and the
+// generation of the host's root it was made on: a reload may change the
+// limits, or the host paths, of those made next.
 type pooled struct {
 	sb     Sandbox
 	limits SandboxLimits
+	root   uint64
 }
 
 func newPool(s *Server, class sandboxClass, size int) *pool {
@@ -47,6 +51,7 @@ func (p *pool) fill(ctx context.Context) {
 	for {
 		for ctx.Err() == nil && len(p.ready) < p.target() {
 			limits := p.s.sandboxLimits(p.s.limits().DefaultMemory)
+			root := p.s.rootGen.Load() // before the create: it may use the old root
 			sb, err := p.s.rt.Create(ctx, SandboxConfig{
 				ID:         "sbx-" + newID(),
 				Kind:       "pool",
@@ -69,7 +74,7 @@ func (p *pool) fill(ctx context.Context) {
 			}
 			backoff = time.Second
 			p.s.known.Store(sb.ID(), struct{}{})
-			p.ready <- pooled{sb, limits}
+			p.ready <- pooled{sb, limits, root}
 		}
 		select {
 		case <-ctx.Done():
@@ -112,7 +117,7 @@ func (p *pool) take(want SandboxLimits) Sandbox {
 		select {
 		case r := <-p.ready:
 			p.poke()
-			if r.limits == want && r.sb.Alive() {
+			if r.limits == want && r.root == p.s.rootGen.Load() && r.sb.Alive() {
 				return r.sb
 			}
 			p.s.destroy(context.Background(), r.sb)
@@ -177,6 +182,24 @@ func (s *Server) pokePools(image string) {
 		if c.Image == image {
 			p.poke()
 		}
+	}
+}
+
+// drainPools destroys the ready sandboxes of every pool, which refill.
+func (s *Server) drainPools() {
+	s.pmu.Lock()
+	pools := slices.Collect(maps.Values(s.pools))
+	s.pmu.Unlock()
+	for _, p := range pools {
+		for drained := false; !drained; {
+			select {
+			case r := <-p.ready:
+				s.destroy(context.Background(), r.sb)
+			default:
+				drained = true
+			}
+		}
+		p.poke()
 	}
 }
 

@@ -170,7 +170,9 @@ type Server struct {
 	ociRuntimes []string
 	pullImages  bool
 	pulling     sync.Map // image ref → struct{}: pulls under way
-	stdins      sync.Map // execution id → *liveStdin
+	// rootGen counts the changes of the host paths in sandboxes' roots.
+	rootGen atomic.Uint64
+	stdins  sync.Map // execution id → *liveStdin
 	// known holds the ids of the containers this daemon uses now, to tell
 	// leaked ones from them.
 	known sync.Map
@@ -229,8 +231,15 @@ func (s *Server) languages() []Language { return s.cfg.Load().langs }
 // Reload replaces the limits, languages and access control. Executions and
 // sessions under way keep what they started with.
 func (s *Server) Reload(l Limits, langs []Language, access Access) {
+	hostPathsChanged := !slices.Equal(HostPaths(s.languages()), HostPaths(langs))
 	s.cfg.Store(&live{lim: l, langs: langs, access: access})
 	s.slots.resize(l)
+	if hostPathsChanged {
+		// Ready sandboxes, and those being made, lack the new paths: the
+		// pools make new ones.
+		s.rootGen.Add(1)
+		s.drainPools()
+	}
 	s.syncPools(l.PoolSize)
 	s.pullMissing()
 }

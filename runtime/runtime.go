@@ -110,6 +110,7 @@ type Client struct {
 	cfg        Config
 	client     *containerd.Client
 	log        *slog.Logger
+	rootMu     sync.RWMutex // guards root and rootMounts, replaced by ReplaceRoot
 	root       string
 	rootMounts []specs.Mount
 	cgroupV2   bool
@@ -178,6 +179,20 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	rc.swapLimit = rc.cgroupV2 || memswErr == nil
 	rc.oom = watchOOM(ctx, c, cfg.Namespace, cfg.Logger)
 	return rc, nil
+}
+
+// ReplaceRoot prepares another root source for the host's sandboxes made
+// from now on, such as one with the host paths of languages added by a
+// reload. Sandboxes already made keep theirs.
+func (c *Client) ReplaceRoot(root RootFS) error {
+	path, mounts, err := root.Prepare()
+	if err != nil {
+		return err
+	}
+	c.rootMu.Lock()
+	c.root, c.rootMounts = path, mounts
+	c.rootMu.Unlock()
+	return nil
 }
 
 // Close stops watching containerd and closes the connection.
@@ -369,6 +384,9 @@ const createTimeout = 60 * time.Second
 
 func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, retErr error) {
 	ctx = c.ctx(ctx)
+	c.rootMu.RLock()
+	rootPath, rootMounts := c.root, c.rootMounts
+	c.rootMu.RUnlock()
 	dir := filepath.Join(filesDir(c.cfg.StateDir), cfg.ID)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
@@ -390,8 +408,8 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	labels[LabelManaged], labels[LabelKind] = "true", cfg.Kind
 	spec := SpecConfig{
 		ID:         cfg.ID,
-		RootPath:   c.root,
-		RootMounts: c.rootMounts,
+		RootPath:   rootPath,
+		RootMounts: rootMounts,
 		FilesDir:   dir,
 		InitArgs:   c.cfg.InitArgs,
 		UID:        c.cfg.UID,

@@ -176,13 +176,10 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	}
 	langs := daemon.DetectLanguages(ctx, specs)
 	rt, err := sbxruntime.New(ctx, sbxruntime.Config{
-		Address:   address,
-		Namespace: settings.Namespace,
-		StateDir:  settings.StateDir,
-		Root: &sbxruntime.HostRootFS{
-			Dir: settings.StateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath,
-			UID: sandboxUID, GID: sandboxGID,
-		},
+		Address:     address,
+		Namespace:   settings.Namespace,
+		StateDir:    settings.StateDir,
+		Root:        hostRoot(settings, langs, initPath),
 		InitArgs:    []string{sbxruntime.InitPath},
 		Init:        initPath,
 		UID:         sandboxUID,
@@ -276,7 +273,7 @@ loop:
 			systemd.Notify(systemd.Status(status(ctx, srv)))
 		case <-hup:
 			systemd.Notify(systemd.Reloading)
-			applyReload(ctx, srv, settings, reload, log)
+			applyReload(ctx, srv, rt, initPath, settings, reload, log)
 			systemd.Notify(systemd.Ready, systemd.Status(status(ctx, srv)))
 		}
 	}
@@ -312,7 +309,13 @@ func ociRuntimes(s daemon.Settings) map[string]sbxruntime.OCIRuntime {
 
 // applyReload applies a new configuration's limits, languages and access
 // control; an invalid file is logged and changes nothing.
-func applyReload(ctx context.Context, srv *daemon.Server, old daemon.Settings, reload func() (daemon.Settings, error), log *slog.Logger) {
+// hostRoot is the root source of sandboxes on the host's runtimes, with the
+// host paths the languages need.
+func hostRoot(s daemon.Settings, langs []daemon.Language, initPath string) *sbxruntime.HostRootFS {
+	return &sbxruntime.HostRootFS{Dir: s.StateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath, UID: sandboxUID, GID: sandboxGID}
+}
+
+func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client, initPath string, old daemon.Settings, reload func() (daemon.Settings, error), log *slog.Logger) {
 	s, err := reload()
 	var specs []daemon.LanguageSpec
 	if err == nil {
@@ -326,6 +329,12 @@ func applyReload(ctx context.Context, srv *daemon.Server, old daemon.Settings, r
 		log.Warn("reload: socket, state_dir, containerd, namespace and metrics change only at restart")
 	}
 	langs := daemon.DetectLanguages(ctx, specs)
+	// The host paths of languages the reload adds are mounted in the
+	// sandboxes made from now on; the pools are refilled with those.
+	if err := rt.ReplaceRoot(hostRoot(old, langs, initPath)); err != nil {
+		log.Error("reload refused: the sandbox root", "err", err)
+		return
+	}
 	srv.Reload(s.ServerLimits(), langs, daemon.Access{UIDs: s.Access.AllowUIDs, GIDs: s.Access.AllowGIDs})
 	log.Info("reloaded", "languages", len(langs), "max_concurrent", s.Limits.MaxConcurrent)
 }

@@ -5,6 +5,7 @@ package main_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"context"
 	"net"
 	"os"
@@ -302,6 +303,29 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 	}
 	if _, _, code := sandboxctl(t, "", "--socket", sock, "execute", "-l", "bash", "-c", "true"); code != 0 {
 		t.Errorf("root after the invalid reload: %d", code)
+	}
+	// A language added by a reload brings its host paths into the
+	// sandboxes made from then on, pooled ones included.
+	data := filepath.Join(dir, "data")
+	os.Mkdir(data, 0o755)
+	os.WriteFile(filepath.Join(data, "greeting"), []byte("from the host path\n"), 0o644)
+	write(fmt.Sprintf("[[languages]]\nname = \"greet\"\nfile_name = \"main.txt\"\nrun = [\"cat\", %q]\nhost_paths = [%q]\n", filepath.Join(data, "greeting"), data))
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, _, _ := sandboxctl(t, "", "--socket", sock, "languages")
+		if strings.Contains(out, "greet") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the reloaded language is not listed:\n%s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for range 3 { // the pool's and the cold path's alike
+		if out, errOut, code := sandboxctl(t, "", "--socket", sock, "execute", "-l", "greet", "-c", "x"); code != 0 || out != "from the host path\n" {
+			t.Fatalf("a language added by reload: exit %d %q %q", code, out, errOut)
+		}
 	}
 }
 
