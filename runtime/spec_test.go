@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"testing"
 
@@ -120,6 +121,10 @@ func TestSeccompProfile(t *testing.T) {
 		if !allowed[n] {
 			t.Errorf("%s is refused: programs cannot run", n)
 		}
+	}
+	native := map[string]specs.Arch{"amd64": specs.ArchX86_64, "arm64": specs.ArchAARCH64}[goruntime.GOARCH]
+	if a := s.Linux.Seccomp.Architectures; len(a) != 1 || (native != "" && a[0] != native) {
+		t.Errorf("architectures %v, want only the native one (%s)", a, native)
 	}
 }
 
