@@ -13,48 +13,16 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
-// agentRequest and agentFrame are sandboxd-init's protocol (see
-// cmd/sandboxd-init/agent.go): JSON lines on PID 1's stdin and stdout.
-type agentRequest struct {
-	Args       []string        `json:"args,omitempty"`
-	Env        []string        `json:"env,omitempty"`
-	Stdin      []byte          `json:"stdin,omitempty"`
-	Last       bool            `json:"last,omitempty"`
-	Kill       bool            `json:"kill,omitempty"`
-	Files      []WorkspaceFile `json:"files,omitempty"`
-	Collect    []string        `json:"collect,omitempty"`
-	CollectMax int64           `json:"collect_max,omitempty"`
-	StdinLive  bool            `json:"stdin_live,omitempty"`
-	StdinData  []byte          `json:"stdin_data,omitempty"`
-	StdinClose bool            `json:"stdin_close,omitempty"`
-}
-
-type agentFrame struct {
-	Stream int            `json:"s,omitempty"`
-	Data   []byte         `json:"d,omitempty"`
-	Exit   *int           `json:"exit,omitempty"`
-	Signal int            `json:"signal,omitempty"`
-	Error  string         `json:"error,omitempty"`
-	File   *CollectedFile `json:"file,omitempty"`
-}
-
 // WorkspaceFile is a file placed in /workspace before a process runs.
-type WorkspaceFile struct {
-	Path string `json:"path"`
-	Data []byte `json:"data"`
-	Mode uint32 `json:"mode"`
-}
+type WorkspaceFile = agentproto.File
 
 // CollectedFile is a file of /workspace returned after a run; Data is nil
 // when it was over the cap.
-type CollectedFile struct {
-	Path      string `json:"path"`
-	Size      int64  `json:"size"`
-	Data      []byte `json:"data,omitempty"`
-	Truncated bool   `json:"truncated,omitempty"`
-}
+type CollectedFile = agentproto.Collected
 
 // agentConn is sandboxd's end of the agent's stdio. Programs run through
 // it without a runc exec each: the sandbox's seccomp filter and limits
@@ -62,19 +30,19 @@ type CollectedFile struct {
 type agentConn struct {
 	mu     sync.Mutex // one run at a time
 	in     *io.PipeWriter
-	frames chan agentFrame
+	frames chan agentproto.Frame
 	stderr *bytes.Buffer // the agent's own complaints
 }
 
 func newAgentConn(log *slog.Logger, id string) (*agentConn, io.Reader, io.Writer, io.Writer) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	a := &agentConn{in: inW, frames: make(chan agentFrame, 256), stderr: &bytes.Buffer{}}
+	a := &agentConn{in: inW, frames: make(chan agentproto.Frame, 256), stderr: &bytes.Buffer{}}
 	go func() {
 		defer close(a.frames)
 		dec := json.NewDecoder(bufio.NewReaderSize(outR, 256<<10))
 		for {
-			var f agentFrame
+			var f agentproto.Frame
 			if err := dec.Decode(&f); err != nil {
 				if err != io.EOF && err != io.ErrClosedPipe {
 					log.Warn("agent stream", "container_id", id, "err", err)
@@ -102,7 +70,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (a *agentConn) send(r agentRequest) error {
+func (a *agentConn) send(r agentproto.Request) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -131,7 +99,7 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 	env := append(append([]string(nil), s.procSpec.Env...), p.Env...)
 	sent := make(chan error, 1)
 	go func() {
-		err := a.send(agentRequest{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: p.WorkspaceFiles, StdinLive: p.StdinLive})
+		err := a.send(agentproto.Request{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: p.WorkspaceFiles, StdinLive: p.StdinLive})
 		sent <- err
 		if err == nil && p.StdinLive {
 			// Forward the input as it comes; the agent drops what arrives
@@ -139,11 +107,11 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 			buf := make([]byte, 32<<10)
 			for {
 				n, rerr := p.Stdin.Read(buf)
-				if n > 0 && a.send(agentRequest{StdinData: append([]byte(nil), buf[:n]...)}) != nil {
+				if n > 0 && a.send(agentproto.Request{StdinData: append([]byte(nil), buf[:n]...)}) != nil {
 					return
 				}
 				if rerr != nil {
-					a.send(agentRequest{StdinClose: true})
+					a.send(agentproto.Request{StdinClose: true})
 					return
 				}
 			}
@@ -170,9 +138,9 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 					fmt.Fprintf(p.Stderr, "sandboxd: %s\n", f.Error)
 				}
 				return res, nil
-			case f.Stream == 1:
+			case f.Stream == agentproto.Stdout:
 				p.Stdout.Write(f.Data)
-			case f.Stream == 2:
+			case f.Stream == agentproto.Stderr:
 				p.Stderr.Write(f.Data)
 			case f.Error != "":
 				s.c.log.Warn("agent", "container_id", s.id, "err", f.Error)
@@ -181,7 +149,7 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 			// The timeout, or the client left: the agent kills every
 			// process of the execution, which ends the run.
 			res.Killed, done = true, nil
-			go a.send(agentRequest{Kill: true})
+			go a.send(agentproto.Request{Kill: true})
 			killTimer = time.After(5 * time.Second)
 		case <-killTimer:
 			// The agent does not answer: end the sandbox from outside.
@@ -222,7 +190,7 @@ func (s *Sandbox) Collect(ctx context.Context, globs []string, max int64) ([]Col
 	a := s.agent
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := a.send(agentRequest{Collect: globs, CollectMax: max}); err != nil {
+	if err := a.send(agentproto.Request{Collect: globs, CollectMax: max}); err != nil {
 		return nil, errAgentGone
 	}
 	var files []CollectedFile

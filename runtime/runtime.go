@@ -38,6 +38,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	eventtypes "github.com/containerd/containerd/api/events"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // Labels put on every container sandboxd creates.
@@ -754,7 +756,7 @@ func (s *Sandbox) end(ctx context.Context) {
 // PID namespace, atomically against fork.
 func (s *Sandbox) reap(ctx context.Context) error {
 	if s.agent != nil {
-		return s.agent.send(agentRequest{Kill: true})
+		return s.agent.send(agentproto.Request{Kill: true})
 	}
 	res, err := s.Helper(ctx, nil, io.Discard, "reap")
 	if err == nil && res != 0 {

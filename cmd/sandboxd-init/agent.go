@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // The agent protocol, one JSON object per line on PID 1's stdin and
@@ -21,45 +23,6 @@ import (
 // Nothing here is a boundary: the agent runs as the sandbox's user, under
 // its seccomp profile and limits, and its channel reaches only sandboxd.
 
-// request asks the agent to run a program, or to kill what runs.
-type request struct {
-	Args  []string `json:"args,omitempty"`
-	Env   []string `json:"env,omitempty"`
-	Dir   string   `json:"dir,omitempty"`
-	Stdin []byte   `json:"stdin,omitempty"`
-	// Last kills whatever the program leaves running once it exits.
-	Last bool `json:"last,omitempty"`
-	// StdinLive keeps the program's stdin open after Stdin: more comes in
-	// StdinData requests while it runs, until a StdinClose one.
-	StdinLive  bool   `json:"stdin_live,omitempty"`
-	StdinData  []byte `json:"stdin_data,omitempty"`
-	StdinClose bool   `json:"stdin_close,omitempty"`
-	Kill       bool   `json:"kill,omitempty"`
-	// Files are written into the workspace before the program starts.
-	Files []wfile `json:"files,omitempty"`
-	// Collect, without Args, asks for the workspace's files that match
-	// these globs, up to CollectMax bytes of content.
-	Collect    []string `json:"collect,omitempty"`
-	CollectMax int64    `json:"collect_max,omitempty"`
-}
-
-// wfile is a file to place in the workspace.
-type wfile struct {
-	Path string `json:"path"`
-	Data []byte `json:"data"`
-	Mode uint32 `json:"mode"`
-}
-
-// frame is one message back: output, or the end of the run.
-type frame struct {
-	Stream int        `json:"s,omitempty"` // 1 stdout, 2 stderr
-	Data   []byte     `json:"d,omitempty"`
-	Exit   *int       `json:"exit,omitempty"`
-	Signal int        `json:"signal,omitempty"`
-	Error  string     `json:"error,omitempty"`
-	File   *collected `json:"file,omitempty"`
-}
-
 type agent struct {
 	mu     sync.Mutex
 	out    *json.Encoder
@@ -67,7 +30,7 @@ type agent struct {
 	pid    int
 }
 
-func (a *agent) send(f frame) {
+func (a *agent) send(f agentproto.Frame) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.out.Encode(f)
@@ -96,15 +59,15 @@ func runAgent() {
 	}()
 	a := &agent{out: json.NewEncoder(os.Stdout)}
 	go a.reap(chld)
-	reqs := make(chan request)
+	reqs := make(chan agentproto.Request)
 	go func() {
 		dec := json.NewDecoder(bufio.NewReaderSize(os.Stdin, 1<<20))
 		for {
-			var req request
+			var req agentproto.Request
 			if err := dec.Decode(&req); err != nil {
 				if err != io.EOF {
 					// A broken stream cannot be resynchronized.
-					a.send(frame{Error: "bad request: " + err.Error()})
+					a.send(agentproto.Frame{Error: "bad request: " + err.Error()})
 				}
 				close(reqs)
 				return
@@ -125,7 +88,7 @@ func runAgent() {
 			continue // input for a run that is over
 		}
 		if len(req.Args) == 0 {
-			a.send(frame{Error: "a request without args"})
+			a.send(agentproto.Frame{Error: "a request without args"})
 			continue
 		}
 		if !a.run(req, reqs) {
@@ -158,10 +121,10 @@ func (a *agent) reap(chld chan os.Signal) {
 
 // run runs one program, streaming its output, and answers kill requests
 // that arrive meanwhile. It returns false when the request stream ended.
-func (a *agent) run(req request, reqs <-chan request) bool {
+func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool {
 	fail := func(err error) bool {
 		code := 127
-		a.send(frame{Exit: &code, Error: err.Error()})
+		a.send(agentproto.Frame{Exit: &code, Error: err.Error()})
 		return true
 	}
 	for _, f := range req.Files {
@@ -226,7 +189,7 @@ func (a *agent) run(req request, reqs <-chan request) bool {
 		stdinQ.close()
 	}
 	var drained sync.WaitGroup
-	for stream, r := range map[int]*os.File{1: outR, 2: errR} {
+	for stream, r := range map[int]*os.File{agentproto.Stdout: outR, agentproto.Stderr: errR} {
 		drained.Add(1)
 		go func() {
 			defer drained.Done()
@@ -235,7 +198,7 @@ func (a *agent) run(req request, reqs <-chan request) bool {
 			for {
 				n, err := r.Read(buf)
 				if n > 0 {
-					a.send(frame{Stream: stream, Data: append([]byte(nil), buf[:n]...)})
+					a.send(agentproto.Frame{Stream: stream, Data: append([]byte(nil), buf[:n]...)})
 				}
 				if err != nil {
 					return
@@ -276,7 +239,7 @@ wait:
 	a.mu.Lock()
 	a.exited, a.pid = nil, 0
 	a.mu.Unlock()
-	f := frame{}
+	f := agentproto.Frame{}
 	code := ws.ExitStatus()
 	if ws.Signaled() {
 		f.Signal = int(ws.Signal())
@@ -288,15 +251,15 @@ wait:
 }
 
 // collect answers a collect request: one frame a file, then an exit frame.
-func (a *agent) collect(req request) {
+func (a *agent) collect(req agentproto.Request) {
 	files, err := collect(req.Collect, req.CollectMax)
 	code := 0
-	f := frame{Exit: &code}
+	f := agentproto.Frame{Exit: &code}
 	if err != nil {
 		code, f.Error = 1, err.Error()
 	}
 	for i := range files {
-		a.send(frame{File: &files[i]})
+		a.send(agentproto.Frame{File: &files[i]})
 	}
 	a.send(f)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // Workspace is the directory the file helpers are confined to.
@@ -78,19 +80,11 @@ func openFile(p string) (*os.File, error) {
 	return f, nil
 }
 
-// collected is a file of the workspace returned after a run.
-type collected struct {
-	Path      string `json:"path"`
-	Size      int64  `json:"size"`
-	Data      []byte `json:"data,omitempty"`
-	Truncated bool   `json:"truncated,omitempty"`
-}
-
 // collect returns the regular files of the workspace whose paths match a
 // glob, up to max bytes of content in all; past it, files are listed with
 // Truncated and no content. The walk is the listing's: symlinks are never
 // followed, and each file is opened under the workspace's confinement.
-func collect(globs []string, max int64) ([]collected, error) {
+func collect(globs []string, max int64) ([]agentproto.Collected, error) {
 	var entries []entry
 	root, err := unix.Open(Workspace, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -100,12 +94,12 @@ func collect(globs []string, max int64) ([]collected, error) {
 	if err := walkEntries(os.NewFile(uintptr(root), Workspace), "", &n, func(e entry) { entries = append(entries, e) }); err != nil {
 		return nil, err
 	}
-	var out []collected
+	var out []agentproto.Collected
 	for _, e := range entries {
 		if e.Type != "file" || !matchAny(globs, e.Path) {
 			continue
 		}
-		c := collected{Path: e.Path, Size: e.Size}
+		c := agentproto.Collected{Path: e.Path, Size: e.Size}
 		if e.Size > max {
 			c.Truncated = true
 			out = append(out, c)

@@ -19,6 +19,8 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // Exit codes of the file helpers, read by sandboxd.
@@ -51,7 +53,7 @@ func main() {
 		if perr != nil || max < 0 {
 			fail(exitInvalid, fmt.Errorf("max %q", os.Args[2]))
 		}
-		var files []collected
+		var files []agentproto.Collected
 		if files, err = collect(os.Args[3:], max); err == nil {
 			enc := json.NewEncoder(os.Stdout)
 			for _, f := range files {
