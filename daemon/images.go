@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -38,11 +39,12 @@ func sameImage(a, b string) bool {
 	return err1 == nil && err2 == nil && na.String() == nb.String()
 }
 
-// imageLanguages returns the names of the languages that run from an image.
-func (s *Server) imageLanguages(ref string) []string {
+// imageLanguages returns the names of the languages that run from an
+// image: those that name it, or pin its digest.
+func (s *Server) imageLanguages(img ImageInfo) []string {
 	var names []string
 	for _, l := range s.languages() {
-		if l.Image != "" && sameImage(l.Image, ref) {
+		if l.Image != "" && (sameImage(l.Image, img.Ref) || strings.HasSuffix(l.Image, "@"+img.Digest)) {
 			names = append(names, l.Name)
 		}
 	}
@@ -52,7 +54,7 @@ func (s *Server) imageLanguages(ref string) []string {
 func (s *Server) apiImages(imgs []ImageInfo) []api.Image {
 	out := make([]api.Image, 0, len(imgs))
 	for _, img := range imgs {
-		a := api.Image{Ref: img.Ref, Digest: img.Digest, SizeBytes: img.Size, Languages: s.imageLanguages(img.Ref)}
+		a := api.Image{Ref: img.Ref, Digest: img.Digest, SizeBytes: img.Size, Languages: s.imageLanguages(img)}
 		if !img.Created.IsZero() {
 			a.Created = img.Created.UTC().Format(time.RFC3339)
 		}
@@ -90,7 +92,7 @@ func (s *Server) serveImportImages(w http.ResponseWriter, r *http.Request) error
 	}
 	for _, img := range imgs {
 		s.log.Info("image imported", "ref", img.Ref, "digest", img.Digest, "uid", callerOf(r.Context()).UID)
-		s.imageArrived(img.Ref)
+		s.imageArrived(img)
 	}
 	writeJSON(w, http.StatusOK, api.ImagesResponse{Images: s.apiImages(imgs)})
 	return nil
@@ -116,12 +118,14 @@ func (s *Server) servePullImage(w http.ResponseWriter, r *http.Request) error {
 		}
 		return api.Errorf(api.CodeUnavailable, "%v", err)
 	}
-	s.imageArrived(req.Ref)
 	imgs, err := s.rt.Images(r.Context())
 	if err != nil {
 		return s.createError(r.Context(), err)
 	}
 	imgs = slices.DeleteFunc(imgs, func(i ImageInfo) bool { return !sameImage(i.Ref, req.Ref) })
+	for _, img := range imgs {
+		s.imageArrived(img)
+	}
 	writeJSON(w, http.StatusOK, api.ImagesResponse{Images: s.apiImages(imgs)})
 	return nil
 }
@@ -144,9 +148,9 @@ func (s *Server) serveRemoveImage(w http.ResponseWriter, r *http.Request) error 
 
 // imageArrived readies the languages of an image that has just come: their
 // pools fill at once rather than at their next retry.
-func (s *Server) imageArrived(ref string) {
-	for _, l := range s.languages() {
-		if l.Image != "" && sameImage(l.Image, ref) {
+func (s *Server) imageArrived(img ImageInfo) {
+	for _, name := range s.imageLanguages(img) {
+		if l, ok := findLanguage(s.languages(), name); ok {
 			s.pokePools(l.Image)
 		}
 	}
@@ -183,7 +187,7 @@ func (s *Server) pullMissing() {
 				s.log.Warn("pull image", "ref", ref, "err", err)
 				return
 			}
-			s.imageArrived(ref)
+			s.pokePools(ref)
 		}()
 	}
 }

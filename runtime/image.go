@@ -135,15 +135,27 @@ func (c *Client) RemoveImage(ctx context.Context, ref string) error {
 
 // lookupName returns ref as containerd names it: as given when an image
 // has that name, else normalized (python:3.12 is
-// docker.io/library/python:3.12 there).
+// docker.io/library/python:3.12 there); and a reference pinned by digest
+// finds the image of that digest whatever its name, as one imported from
+// an OCI layout under its tag.
 func (c *Client) lookupName(ctx context.Context, ref string) string {
-	if _, err := c.client.ImageService().Get(ctx, ref); err == nil {
+	is := c.client.ImageService()
+	if _, err := is.Get(ctx, ref); err == nil {
 		return ref
 	}
-	if n, err := NormalizeRef(ref); err == nil {
+	n, err := NormalizeRef(ref)
+	if err != nil {
+		return ref
+	}
+	if _, err := is.Get(ctx, n); err == nil {
 		return n
 	}
-	return ref
+	if i := strings.LastIndex(n, "@"); i >= 0 {
+		if imgs, err := is.List(ctx, fmt.Sprintf("target.digest==%s", n[i+1:])); err == nil && len(imgs) > 0 {
+			return imgs[0].Name
+		}
+	}
+	return n
 }
 
 // imageRoot returns the base snapshot a sandbox of an image is a view of,

@@ -180,6 +180,11 @@ const (
 // imported: unavailable before, then the same hardening as the host's
 // runtimes, a session, gVisor, and nothing left after.
 func TestImageLanguages(t *testing.T) {
+	img := busyboxImage(t)
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir, _ := os.MkdirTemp(suiteDir, "sbxi")
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
@@ -205,7 +210,12 @@ image = %q
 file_name = "main.sh"
 run = ["sh", "/sandbox/main.sh"]
 runtime = "runsc"
-`, busyboxRef, busyboxOCIRef)), 0o644)
+[[languages]]
+name = "bbpinned"
+image = "localhost/sandboxd-test/busybox@%s"
+file_name = "main.sh"
+run = ["sh", "/sandbox/main.sh"]
+`, busyboxRef, busyboxOCIRef, digest)), 0o644)
 	sock := filepath.Join(dir, "s.sock")
 	state := filepath.Join(dir, "state")
 	d, err := startDaemon(sock, state, "--config", config, "--containerd", containerdAddr)
@@ -259,7 +269,6 @@ runtime = "runsc"
 	if _, errOut, code := ctl("", "image", "pull", busyboxRef); code == 0 || !strings.Contains(errOut, "pulling is disabled") {
 		t.Errorf("pull while disabled: exit %d %q", code, errOut)
 	}
-	img := busyboxImage(t)
 	docker, oci := dockerArchive(t, img, busyboxRef), ociArchive(t, img, busyboxOCIRef)
 	// Where uid 65534 can read it, to be refused for who it is.
 	shared := filepath.Join(dir, "image.tar")
@@ -287,9 +296,16 @@ runtime = "runsc"
 		t.Fatalf("image list: exit %d %s", code, out)
 	}
 	for _, im := range list.Images {
-		if !strings.HasPrefix(im.Digest, "sha256:") || len(im.Languages) != 1 {
-			t.Errorf("image %+v", im)
+		want := "bbsh"
+		if im.Ref == busyboxOCIRef {
+			want = "bbpinned,bbsh-oci" // the OCI layout keeps the manifest's digest, which bbpinned pins
 		}
+		if !strings.HasPrefix(im.Digest, "sha256:") || strings.Join(im.Languages, ",") != want {
+			t.Errorf("image %+v, want languages %s", im, want)
+		}
+	}
+	if out, errOut, code := ctl("", "execute", "-l", "bbpinned", "-c", "echo pinned"); code != 0 || out != "pinned\n" {
+		t.Errorf("a language pinned by digest: exit %d %q %q", code, out, errOut)
 	}
 	out, _, _ = ctl("", "languages")
 	if strings.Contains(out, "unavailable") || !strings.Contains(out, busyboxRef) || !strings.Contains(out, "runsc") {
