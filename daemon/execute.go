@@ -66,7 +66,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 			OCIRuntime: c.class.Runtime,
 		})
 		if err != nil {
-			return nil, nil, s.createError(ctx, err)
+			return nil, nil, s.createErrorFor(ctx, err, c.lang)
 		}
 		s.known.Store(sb.ID(), struct{}{})
 	}
@@ -298,6 +298,17 @@ func (s *Server) createError(ctx context.Context, err error) error {
 		return api.Errorf(api.CodeUnavailable, "%v", err)
 	}
 	return fmt.Errorf("create sandbox: %w", err)
+}
+
+// createErrorFor is createError for a sandbox of a language: one whose
+// image or runtime is missing is unavailable, with the reason and the fix.
+func (s *Server) createErrorFor(ctx context.Context, err error, lang Language) error {
+	if ctx.Err() == nil && (errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err)) {
+		if why := s.unavailable(ctx, lang); why != "" {
+			return api.Errorf(api.CodeUnavailable, "language %s is unavailable: %s", lang.Name, why)
+		}
+	}
+	return s.createError(ctx, err)
 }
 
 // describeRoot names where a sandbox's root comes from.

@@ -301,7 +301,7 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 		OCIRuntime: class.Runtime,
 	})
 	if err != nil {
-		return nil, s.createError(ctx, err)
+		return nil, s.createErrorFor(ctx, err, lang)
 	}
 	x.sb = sb
 	s.known.Store(sb.ID(), struct{}{})

@@ -251,7 +251,7 @@ run = ["sh", "/sandbox/main.sh"]
 		t.Fatalf("languages before import: exit %d\n%s", code, out)
 	}
 	_, errOut, code := ctl("", "execute", "-l", "bbsh", "-c", "echo hi")
-	if code == 0 || !strings.Contains(errOut, busyboxRef) || !strings.Contains(errOut, "not in containerd") {
+	if code == 0 || !strings.Contains(errOut, busyboxRef) || !strings.Contains(errOut, "not in containerd") || !strings.Contains(errOut, "sandboxctl image import") {
 		t.Fatalf("execute before import: exit %d, %q", code, errOut)
 	}
 	status, body := request(sock, "POST", "/v1/execute", `{"language":"bbsh","code":"echo hi"}`, nil)
