@@ -39,22 +39,25 @@ func sameImage(a, b string) bool {
 	return err1 == nil && err2 == nil && na.String() == nb.String()
 }
 
-// imageLanguages returns the names of the languages that run from an
-// image: those that name it, or pin its digest.
-func (s *Server) imageLanguages(img ImageInfo) []string {
-	var names []string
+// imageLanguages returns the languages that run from an image: those that
+// name it, or pin its digest.
+func (s *Server) imageLanguages(img ImageInfo) []Language {
+	var langs []Language
 	for _, l := range s.languages() {
 		if l.Image != "" && (sameImage(l.Image, img.Ref) || strings.HasSuffix(l.Image, "@"+img.Digest)) {
-			names = append(names, l.Name)
+			langs = append(langs, l)
 		}
 	}
-	return names
+	return langs
 }
 
 func (s *Server) apiImages(imgs []ImageInfo) []api.Image {
 	out := make([]api.Image, 0, len(imgs))
 	for _, img := range imgs {
-		a := api.Image{Ref: img.Ref, Digest: img.Digest, SizeBytes: img.Size, Languages: s.imageLanguages(img)}
+		a := api.Image{Ref: img.Ref, Digest: img.Digest, SizeBytes: img.Size}
+		for _, l := range s.imageLanguages(img) {
+			a.Languages = append(a.Languages, l.Name)
+		}
 		if !img.Created.IsZero() {
 			a.Created = img.Created.UTC().Format(time.RFC3339)
 		}
@@ -149,10 +152,8 @@ func (s *Server) serveRemoveImage(w http.ResponseWriter, r *http.Request) error 
 // imageArrived readies the languages of an image that has just come: their
 // pools fill at once rather than at their next retry.
 func (s *Server) imageArrived(img ImageInfo) {
-	for _, name := range s.imageLanguages(img) {
-		if l, ok := findLanguage(s.languages(), name); ok {
-			s.pokePools(l.Image)
-		}
+	for _, l := range s.imageLanguages(img) {
+		s.pokePools(l.Image)
 	}
 }
 

@@ -133,22 +133,21 @@ func (c *Client) RemoveImage(ctx context.Context, ref string) error {
 	return nil
 }
 
-// lookupName returns ref as containerd names it: as given when an image
-// has that name, else normalized (python:3.12 is
-// docker.io/library/python:3.12 there); and a reference pinned by digest
+// lookupName returns ref as containerd names it: normalized (python:3.12
+// is docker.io/library/python:3.12 there), or as given when an image has
+// that name; and a reference pinned by digest
 // finds the image of that digest whatever its name, as one imported from
 // an OCI layout under its tag.
 func (c *Client) lookupName(ctx context.Context, ref string) string {
 	is := c.client.ImageService()
-	if _, err := is.Get(ctx, ref); err == nil {
-		return ref
-	}
 	n, err := NormalizeRef(ref)
 	if err != nil {
 		return ref
 	}
-	if _, err := is.Get(ctx, n); err == nil {
-		return n
+	for _, name := range []string{n, ref} {
+		if _, err := is.Get(ctx, name); err == nil {
+			return name
+		}
 	}
 	if i := strings.LastIndex(n, "@"); i >= 0 {
 		if imgs, err := is.List(ctx, fmt.Sprintf("target.digest==%s", n[i+1:])); err == nil && len(imgs) > 0 {
@@ -158,9 +157,15 @@ func (c *Client) lookupName(ctx context.Context, ref string) string {
 	return n
 }
 
+// imageBase is the base snapshot of an image and the image's environment.
+type imageBase struct {
+	snapshot string
+	env      []string
+}
+
 // imageRoot returns the base snapshot a sandbox of an image is a view of,
 // and the image's environment; it unpacks the image and commits its base
-// the first time.
+// the first time. Later, for the same image content, it costs one lookup.
 func (c *Client) imageRoot(ctx context.Context, ref string) (base string, env []string, err error) {
 	img, err := c.client.ImageService().Get(ctx, c.lookupName(ctx, ref))
 	if err != nil {
@@ -168,6 +173,12 @@ func (c *Client) imageRoot(ctx context.Context, ref string) (base string, env []
 			return "", nil, fmt.Errorf("image %s is not in containerd (pull it, or import it with sandboxctl image import): %w", ref, errdefs.ErrNotFound)
 		}
 		return "", nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	digest := img.Target.Digest.String()
+	c.baseMu.Lock()
+	defer c.baseMu.Unlock()
+	if b, ok := c.bases[digest]; ok {
+		return b.snapshot, b.env, nil
 	}
 	image := containerd.NewImageWithPlatform(c.client, img, platforms.Default())
 	spec, err := image.Spec(ctx)
@@ -180,23 +191,19 @@ func (c *Client) imageRoot(ctx context.Context, ref string) (base string, env []
 	}
 	chain := identity.ChainID(diffIDs).String()
 	base = "sandboxd-base-" + strings.TrimPrefix(chain, "sha256:")[:32] + "-" + c.initHash[:16]
-
-	c.baseMu.Lock()
-	defer c.baseMu.Unlock()
-	sn := c.client.SnapshotService(c.snapshotter)
-	if _, err := sn.Stat(ctx, base); err == nil {
-		return base, spec.Config.Env, nil
-	}
-	if ok, err := image.IsUnpacked(ctx, c.snapshotter); err != nil || !ok {
-		c.log.Info("unpacking image", "ref", ref)
-		if err := image.Unpack(ctx, c.snapshotter); err != nil {
-			return "", nil, fmt.Errorf("unpack %s: %w", ref, err)
+	if _, err := c.client.SnapshotService(c.snapshotter).Stat(ctx, base); err != nil {
+		if ok, err := image.IsUnpacked(ctx, c.snapshotter); err != nil || !ok {
+			c.log.Info("unpacking image", "ref", ref)
+			if err := image.Unpack(ctx, c.snapshotter); err != nil {
+				return "", nil, fmt.Errorf("unpack %s: %w", ref, err)
+			}
 		}
+		if err := c.commitBase(ctx, base, chain); err != nil {
+			return "", nil, fmt.Errorf("image %s: base: %w", ref, err)
+		}
+		c.log.Info("prepared image base", "ref", ref, "snapshot", base)
 	}
-	if err := c.commitBase(ctx, base, chain); err != nil {
-		return "", nil, fmt.Errorf("image %s: base: %w", ref, err)
-	}
-	c.log.Info("prepared image base", "ref", ref, "snapshot", base)
+	c.bases[digest] = imageBase{snapshot: base, env: spec.Config.Env}
 	return base, spec.Config.Env, nil
 }
 
@@ -326,10 +333,17 @@ func (c *Client) removeStale(ctx context.Context, views bool) {
 			sn.Remove(ctx, info.Name)
 		}
 	}
+	c.baseMu.Lock()
+	defer c.baseMu.Unlock()
 	for _, info := range stale {
 		if info.Kind != snapshots.KindView {
 			if err := sn.Remove(ctx, info.Name); err == nil {
 				c.log.Info("removed image base", "snapshot", info.Name)
+				for digest, b := range c.bases {
+					if b.snapshot == info.Name {
+						delete(c.bases, digest)
+					}
+				}
 			}
 		}
 	}

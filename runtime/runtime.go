@@ -121,10 +121,12 @@ type Client struct {
 	oom        *oomWatch
 	execSeq    atomic.Uint64
 	// snapshotter unpacks images; initHash names the bases made with
-	// this agent; baseMu makes one base at a time.
+	// this agent; baseMu makes one base at a time and guards bases, the
+	// bases ready by image digest.
 	snapshotter string
 	initHash    string
 	baseMu      sync.Mutex
+	bases       map[string]imageBase
 	// ociRuntimes are the runc shim's options for each OCI runtime but runc.
 	ociRuntimes map[string]*options.Options
 }
@@ -168,6 +170,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	rc := &Client{
 		snapshotter: cfg.Snapshotter,
 		initHash:    initHash,
+		bases:       map[string]imageBase{},
 		ociRuntimes: ociRuntimes,
 		cfg:         cfg,
 		client:      c,

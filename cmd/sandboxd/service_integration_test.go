@@ -5,8 +5,8 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
