@@ -263,7 +263,7 @@ func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 			kept[ctr.ID()] = true
 			continue
 		}
-		if err := deleteContainer(ctx, client, ctr); err != nil {
+		if err := deleteContainer(ctx, client, ctr, true); err != nil {
 			errs = append(errs, err)
 		}
 		deleted++
@@ -304,10 +304,14 @@ func (c *Client) List(ctx context.Context) ([]string, error) {
 
 // deleteContainer kills and deletes a container's task, then the container
 // and its snapshot; what is already gone is not an error.
-func deleteContainer(ctx context.Context, client *containerd.Client, ctr containerd.Container) error {
+func deleteContainer(ctx context.Context, client *containerd.Client, ctr containerd.Container, kill bool) error {
 	task, err := ctr.Task(ctx, nil)
 	if err == nil {
-		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		var opts []containerd.ProcessDeleteOpts
+		if kill {
+			opts = append(opts, containerd.WithProcessKill)
+		}
+		if _, err := task.Delete(ctx, opts...); err != nil && !errdefs.IsNotFound(err) {
 			// runsc cannot signal a task that was created but never
 			// started; such a task is deleted without a kill, by the
 			// task service (the client refuses to delete a created task).
@@ -357,6 +361,7 @@ type Sandbox struct {
 	once     sync.Once
 	reusable bool
 	dead     chan struct{} // closed when PID 1 is gone
+	started  bool          // PID 1 was started (it is watched then)
 	// agent runs programs through PID 1's stdio; nil for sandboxes adopted
 	// from an earlier daemon, which run them by runc exec.
 	agent *agentConn
@@ -475,6 +480,7 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	if err := task.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start task %s: %w", cfg.ID, err)
 	}
+	s.started = true
 	sp, err := ctr.Spec(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("spec %s: %w", cfg.ID, err)
@@ -888,19 +894,49 @@ func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
 // kernel kills every process in it, double-forked daemons too. The cgroup
 // counters are kept first, as they go with the sandbox.
 func (s *Sandbox) kill(ctx context.Context) {
-	s.mu.Lock()
-	if s.final == nil {
-		st, err := s.readStats(ctx)
-		if err != nil {
-			s.c.log.Debug("read stats before kill", "container_id", s.id, "err", err)
-		}
-		s.final = &st
-	}
-	s.mu.Unlock()
+	s.keepStats(ctx)
 	if err := s.task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
 		s.c.log.Warn("kill sandbox", "container_id", s.id, "err", err)
 	}
 }
+
+// keepStats reads the counters one last time, before the sandbox ends.
+func (s *Sandbox) keepStats(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final == nil {
+		st, err := s.readStats(ctx)
+		if err != nil {
+			s.c.log.Debug("read stats before the end", "container_id", s.id, "err", err)
+		}
+		s.final = &st
+	}
+}
+
+// exit asks the agent to end the sandbox and waits a moment for it: PID 1
+// gone, the kernel ends everything else in the sandbox, and the task is
+// deleted without the runtime's kill, a process start fewer. A sandbox
+// whose agent does not comply is killed from outside as before.
+func (s *Sandbox) exit(ctx context.Context) bool {
+	if s.agent == nil || !s.started {
+		return false
+	}
+	if s.Alive() {
+		s.keepStats(ctx)
+		// Apart: a write to an agent that reads nothing more would block;
+		// Delete closes the pipe once done, which ends it.
+		go s.agent.send(agentproto.Request{Exit: true})
+	}
+	select {
+	case <-s.dead:
+		return true
+	case <-time.After(agentExitWait):
+		return false
+	}
+}
+
+// agentExitWait bounds the wait for an agent to end its sandbox.
+const agentExitWait = 2 * time.Second
 
 // Delete kills everything in the sandbox and removes its container, task
 // and files. It runs on a context of its own, so that a cancelled request
@@ -911,8 +947,11 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 		dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
 		defer cancel()
 		if s.ctr != nil {
-			err = deleteContainer(dctx, s.c.client, s.ctr)
+			err = deleteContainer(dctx, s.c.client, s.ctr, !s.exit(dctx))
 			s.c.oom.unregister(s.id)
+		}
+		if s.agent != nil {
+			s.agent.in.CloseWithError(errAgentGone)
 		}
 		if rmErr := os.RemoveAll(s.dir); rmErr != nil {
 			err = errors.Join(err, rmErr)

@@ -76,6 +76,9 @@ func runAgent() {
 		}
 	}()
 	for req := range reqs {
+		if req.Exit {
+			os.Exit(0)
+		}
 		if req.Kill {
 			killOthers()
 			continue
@@ -219,6 +222,8 @@ wait:
 				// sandboxd left in the middle: nobody wants this run.
 				open, reqs = false, nil
 				killOthers()
+			} else if next.Exit {
+				os.Exit(0)
 			} else if next.Kill {
 				killOthers()
 			} else if stdinOpen && (len(next.StdinData) > 0 || next.StdinClose) {

@@ -21,6 +21,10 @@ type Request struct {
 	StdinData  []byte `json:"stdin_data,omitempty"`
 	StdinClose bool   `json:"stdin_close,omitempty"`
 	Kill       bool   `json:"kill,omitempty"`
+	// Exit ends the agent, and with it the sandbox: the kernel kills what
+	// is left in its PID namespace. A spent sandbox is ended so, which
+	// spares its teardown a kill from outside (a runtime process).
+	Exit bool `json:"exit,omitempty"`
 	// Files are written into the workspace before the program starts.
 	Files []File `json:"files,omitempty"`
 	// Collect, without Args, asks for the workspace's files that match
