@@ -55,20 +55,23 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	}()
 
 	id := newID()
-	sb := s.takePooled(c.class, s.sandboxLimits(c.memory))
-	if sb == nil {
-		sb, err = s.rt.Create(ctx, SandboxConfig{
-			ID:         "sbx-" + id,
+	limits := s.sandboxLimits(c.memory)
+	sb, err := s.acquire(ctx, c.class, limits, func(ctx context.Context) (Sandbox, error) {
+		sb, err := s.rt.Create(ctx, SandboxConfig{
+			ID:         "sbx-" + newID(),
 			Kind:       "execute",
 			Env:        baseEnv,
-			Limits:     s.sandboxLimits(c.memory),
+			Limits:     limits,
 			Image:      c.class.Image,
 			OCIRuntime: c.class.Runtime,
 		})
-		if err != nil {
-			return nil, nil, s.createErrorFor(ctx, err, c.lang)
+		if err == nil {
+			s.known.Store(sb.ID(), struct{}{})
 		}
-		s.known.Store(sb.ID(), struct{}{})
+		return sb, err
+	})
+	if err != nil {
+		return nil, nil, s.createErrorFor(ctx, err, c.lang)
 	}
 	destroy := func() { s.destroy(ctx, sb) }
 	deleteNow := true
@@ -171,6 +174,8 @@ type outcome struct {
 // code is placed for this execution, id, in /sandbox/id. With a stream,
 // the run's output goes out as it comes.
 func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.ExecuteRequest, id, sessionID string, st *stream) (outcome, error) {
+	s.running.begin()
+	defer s.running.end()
 	start := time.Now()
 	lang, workspace := c.lang, c.files
 	filesDir, files := id, map[string][]byte{lang.FileName: []byte(req.Code)}

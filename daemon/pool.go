@@ -12,7 +12,8 @@ import (
 // has ever run in, so that a one-shot execution only has to hand its code
 // over. Each is used once and destroyed afterwards; a background loop
 // refills the pool one sandbox at a time. An empty pool is never waited
-// for: the request creates its own sandbox.
+// on alone: the request creates its own sandbox, and takes a refill
+// instead if one is ready first (see acquire).
 type pool struct {
 	s      *Server
 	class  sandboxClass
@@ -22,6 +23,9 @@ type pool struct {
 	done   chan struct{}
 	mu     sync.Mutex
 	size   int
+	// stopped is set, under mu, before the last drain of ready: nothing
+	// joins the pool after it.
+	stopped bool
 }
 
 // pooled is a ready sandbox, the limits it was made with, and the
@@ -50,6 +54,7 @@ func (p *pool) fill(ctx context.Context) {
 	backoff := time.Second
 	for {
 		for ctx.Err() == nil && len(p.ready) < p.target() {
+			p.s.running.yield(ctx, refillYield)
 			limits := p.s.sandboxLimits(p.s.limits().DefaultMemory)
 			root := p.s.rootGen.Load() // before the create: it may use the old root
 			sb, err := p.s.rt.Create(ctx, SandboxConfig{
@@ -85,6 +90,54 @@ func (p *pool) fill(ctx context.Context) {
 	}
 }
 
+// refillYield bounds how long a refill waits for the programs running to
+// end: a create takes both cores of a small host for tens of milliseconds,
+// which a running program would feel in its latency. Under steady load the
+// refill goes ahead after it, so that the pool does not starve.
+const refillYield = 50 * time.Millisecond
+
+// activity counts the programs running, and tells when none is.
+type activity struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0
+}
+
+func (a *activity) begin() {
+	a.mu.Lock()
+	if a.n == 0 {
+		a.idle = make(chan struct{})
+	}
+	a.n++
+	a.mu.Unlock()
+}
+
+func (a *activity) end() {
+	a.mu.Lock()
+	a.n--
+	if a.n == 0 {
+		close(a.idle)
+	}
+	a.mu.Unlock()
+}
+
+// yield waits until no program runs, for at most d.
+func (a *activity) yield(ctx context.Context, d time.Duration) {
+	a.mu.Lock()
+	n, idle := a.n, a.idle
+	a.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-idle:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 func (p *pool) target() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -106,23 +159,102 @@ func (p *pool) poke() {
 	}
 }
 
-// take returns a ready sandbox with the limits wanted, or nil. The pool
-// holds sandboxes of the default limits only; those made before a reload
-// changed them, or dead, are destroyed on the way.
+// serves reports whether the pool holds sandboxes of these limits: it
+// holds those of the default limits only.
+func (p *pool) serves(want SandboxLimits) bool {
+	return want == p.s.sandboxLimits(p.s.limits().DefaultMemory)
+}
+
+// take returns a ready sandbox with the limits wanted, or nil.
 func (p *pool) take(want SandboxLimits) Sandbox {
-	if want != p.s.sandboxLimits(p.s.limits().DefaultMemory) {
+	if !p.serves(want) {
 		return nil
 	}
 	for {
 		select {
 		case r := <-p.ready:
-			p.poke()
-			if r.limits == want && r.root == p.s.rootGen.Load() && r.sb.Alive() {
-				return r.sb
+			if sb := p.check(r, want); sb != nil {
+				return sb
 			}
-			p.s.destroy(context.Background(), r.sb)
 		default:
 			return nil
+		}
+	}
+}
+
+// check returns a sandbox taken from the pool if it is still fit to
+// serve: those made before a reload changed the limits or the host's
+// root, or dead, are destroyed.
+func (p *pool) check(r pooled, want SandboxLimits) Sandbox {
+	p.poke()
+	if r.limits == want && r.root == p.s.rootGen.Load() && r.sb.Alive() {
+		return r.sb
+	}
+	p.s.destroy(context.Background(), r.sb)
+	return nil
+}
+
+// join puts a sandbox nobody used into the pool, if it is fit and there is
+// room; otherwise it is destroyed.
+func (p *pool) join(r pooled) {
+	p.mu.Lock()
+	if !p.stopped && len(p.ready) < p.size && r.root == p.s.rootGen.Load() && p.serves(r.limits) {
+		p.ready <- r // never blocks: ready holds more than any size
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	p.s.destroy(context.Background(), r.sb)
+}
+
+// acquire returns a sandbox for a one-shot execution: a pooled one when
+// one is ready. Otherwise it creates one, and takes instead a refill of
+// the pool that is ready first; the sandbox it created then joins the
+// pool. A request so never waits longer than its own create, and never
+// on a refill alone (one that fails leaves it its own).
+func (s *Server) acquire(ctx context.Context, c sandboxClass, limits SandboxLimits, create func(context.Context) (Sandbox, error)) (Sandbox, error) {
+	s.pmu.Lock()
+	p := s.pools[c]
+	s.pmu.Unlock()
+	if p == nil || !p.serves(limits) {
+		return create(ctx)
+	}
+	if sb := p.take(limits); sb != nil {
+		return sb, nil
+	}
+	type made struct {
+		sb  Sandbox
+		err error
+	}
+	root := s.rootGen.Load() // before the create: it may use the old root
+	mine := make(chan made, 1)
+	go func() {
+		sb, err := create(context.WithoutCancel(ctx))
+		mine <- made{sb, err}
+	}()
+	giveAway := func() {
+		go func() {
+			if m := <-mine; m.err == nil {
+				p.join(pooled{m.sb, limits, root})
+			}
+		}()
+	}
+	for {
+		select {
+		case m := <-mine:
+			if m.err == nil && ctx.Err() != nil {
+				p.join(pooled{m.sb, limits, root})
+				return nil, ctx.Err()
+			}
+			return m.sb, m.err
+		case r := <-p.ready:
+			if sb := p.check(r, limits); sb != nil {
+				giveAway()
+				return sb, nil
+			}
+		case <-ctx.Done():
+			giveAway()
+			return nil, ctx.Err()
 		}
 	}
 }
@@ -160,17 +292,6 @@ func (s *Server) syncPools(size int) {
 	for _, p := range gone {
 		go p.stop(context.Background())
 	}
-}
-
-// takePooled returns a ready sandbox of a class and limits, or nil.
-func (s *Server) takePooled(c sandboxClass, want SandboxLimits) Sandbox {
-	s.pmu.Lock()
-	p := s.pools[c]
-	s.pmu.Unlock()
-	if p == nil {
-		return nil
-	}
-	return p.take(want)
 }
 
 // pokePools makes the pools of an image try again at once, as when it
@@ -219,6 +340,9 @@ func (p *pool) stop(ctx context.Context) {
 	if p.cancel == nil {
 		return
 	}
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
 	p.cancel()
 	<-p.done
 	for {

@@ -157,6 +157,7 @@ type Server struct {
 	version string
 	log     *slog.Logger
 	slots   *slots
+	running activity // programs running, whom pool refills yield to
 	started time.Time
 	mux     *http.ServeMux
 	wg      sync.WaitGroup

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -324,7 +325,10 @@ func TestPool(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if sb := s.takePooled(sandboxClass{Runtime: "runc"}, s.sandboxLimits(512<<20)); sb != nil {
+	s.pmu.Lock()
+	p := s.pools[sandboxClass{Runtime: "runc"}]
+	s.pmu.Unlock()
+	if sb := p.take(s.sandboxLimits(512 << 20)); sb != nil {
 		t.Error("a sandbox of the default memory served a request for more")
 	}
 	w, res, _ := post(t, s, `{"language":"python","code":"x"}`)
@@ -346,6 +350,134 @@ func TestPool(t *testing.T) {
 	defer rt.mu.Unlock()
 	if rt.deleted != len(rt.created) {
 		t.Errorf("after Close: %d created, %d deleted", len(rt.created), rt.deleted)
+	}
+}
+
+// namedSandbox is a fake sandbox told apart from others.
+type namedSandbox struct {
+	fakeSandbox
+	id string
+}
+
+func (s *namedSandbox) ID() string { return s.id }
+
+// A request that finds the pool empty creates its own sandbox, but takes a
+// refill that is ready first; what it created then joins the pool, or is
+// destroyed when there is no room. It never waits on a refill alone.
+func TestAcquireRacesTheRefill(t *testing.T) {
+	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	s := newTestServer(t, rt, nil)
+	class := sandboxClass{Runtime: "runc"}
+	p := newPool(s, class, 1) // not started: the test is the refill
+	s.pools[class] = p
+	limits := s.sandboxLimits(s.limits().DefaultMemory)
+	refill := func(id string) {
+		p.ready <- pooled{&namedSandbox{fakeSandbox{rt}, id}, limits, s.rootGen.Load()}
+	}
+	type result struct {
+		sb  Sandbox
+		err error
+	}
+	// acquire starts one, whose create waits for release (or fails).
+	acquire := func(ctx context.Context, id string, fail error) (chan result, chan struct{}) {
+		release, started, out := make(chan struct{}), make(chan struct{}), make(chan result, 1)
+		go func() {
+			sb, err := s.acquire(ctx, class, limits, func(context.Context) (Sandbox, error) {
+				close(started)
+				<-release
+				if fail != nil {
+					return nil, fail
+				}
+				return &namedSandbox{fakeSandbox{rt}, id}, nil
+			})
+			out <- result{sb, err}
+		}()
+		<-started
+		return out, release
+	}
+	pooledIDs := func() []string {
+		var ids []string
+		for len(p.ready) > 0 {
+			r := <-p.ready
+			ids = append(ids, r.sb.ID())
+		}
+		return ids
+	}
+	waitReady := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(p.ready) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("the pool holds %d, want %d", len(p.ready), n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// The refill is ready first: the request takes it, its own joins the pool.
+	out, release := acquire(context.Background(), "own", nil)
+	refill("refill")
+	if r := <-out; r.err != nil || r.sb.ID() != "refill" {
+		t.Fatalf("got %v, %v; want the refill", r.sb, r.err)
+	}
+	close(release)
+	waitReady(1)
+	if ids := pooledIDs(); !slices.Equal(ids, []string{"own"}) {
+		t.Errorf("pool holds %v, want the request's own sandbox", ids)
+	}
+
+	// Its own is ready first: it is served by it.
+	out, release = acquire(context.Background(), "own2", nil)
+	close(release)
+	if r := <-out; r.err != nil || r.sb.ID() != "own2" {
+		t.Fatalf("got %v, %v; want its own", r.sb, r.err)
+	}
+
+	// Its own create fails with no refill ready: the error, at once.
+	out, release = acquire(context.Background(), "", errdefs.ErrUnavailable)
+	close(release)
+	if r := <-out; !errdefs.IsUnavailable(r.err) {
+		t.Fatalf("got %v, %v; want the create's error", r.sb, r.err)
+	}
+
+	// The client leaves while it waits: its sandbox, made later, is not
+	// lost but pooled.
+	ctx, cancel := context.WithCancel(context.Background())
+	out, release = acquire(ctx, "left", nil)
+	cancel()
+	if r := <-out; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("got %v, %v; want context.Canceled", r.sb, r.err)
+	}
+	close(release)
+	waitReady(1)
+	if ids := pooledIDs(); !slices.Equal(ids, []string{"left"}) {
+		t.Errorf("pool holds %v, want the sandbox made for the client that left", ids)
+	}
+
+	// No room: a sandbox made for nobody is destroyed, not kept over size.
+	out, release = acquire(context.Background(), "extra", nil)
+	refill("refill2")
+	<-out
+	refill("full")
+	rt.mu.Lock()
+	before := rt.deleted
+	rt.mu.Unlock()
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rt.mu.Lock()
+		deleted := rt.deleted
+		rt.mu.Unlock()
+		if deleted == before+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sandbox over the pool's size was not destroyed")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if ids := pooledIDs(); !slices.Equal(ids, []string{"full"}) {
+		t.Errorf("pool holds %v, want only the one it had", ids)
 	}
 }
 
@@ -420,5 +552,44 @@ func TestClassesAndPolicy(t *testing.T) {
 	}
 	if l := got["strict"]; l.Runtime != "runsc" {
 		t.Errorf("strict: %+v", l)
+	}
+}
+
+// A refill yields to running programs: it goes ahead once none runs, or
+// after its bound under steady load.
+func TestRefillYieldsToPrograms(t *testing.T) {
+	var a activity
+	ctx := context.Background()
+	done := func(d time.Duration) chan struct{} {
+		c := make(chan struct{})
+		go func() { a.yield(ctx, d); close(c) }()
+		return c
+	}
+	select {
+	case <-done(time.Hour):
+	case <-time.After(5 * time.Second):
+		t.Fatal("a refill waited with no program running")
+	}
+	a.begin()
+	a.begin()
+	waiting := done(time.Hour)
+	a.end()
+	select {
+	case <-waiting:
+		t.Fatal("a refill went ahead while a program ran")
+	case <-time.After(20 * time.Millisecond):
+	}
+	a.end()
+	select {
+	case <-waiting:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a refill still waited once no program ran")
+	}
+	a.begin()
+	defer a.end()
+	select {
+	case <-done(10 * time.Millisecond):
+	case <-time.After(5 * time.Second):
+		t.Fatal("a refill waited past its bound")
 	}
 }
