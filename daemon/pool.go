@@ -144,12 +144,24 @@ func (p *pool) target() int {
 	return p.size
 }
 
-// resize changes the pool's size (on reload).
-func (p *pool) resize(n int) {
+// resize changes the pool's size (on reload), and returns the ready
+// sandboxes over a smaller size, for the caller to destroy.
+func (p *pool) resize(n int) []pooled {
 	p.mu.Lock()
 	p.size = n
+	var extra []pooled
+trim:
+	for len(p.ready) > n {
+		select {
+		case r := <-p.ready:
+			extra = append(extra, r)
+		default:
+			break trim
+		}
+	}
 	p.mu.Unlock()
 	p.poke()
+	return extra
 }
 
 func (p *pool) poke() {
@@ -273,6 +285,7 @@ func (s *Server) syncPools(size int) {
 		return
 	}
 	var gone []*pool
+	var extra []pooled
 	for c, p := range s.pools {
 		if !want[c] {
 			gone = append(gone, p)
@@ -281,7 +294,7 @@ func (s *Server) syncPools(size int) {
 	}
 	for c := range want {
 		if p, ok := s.pools[c]; ok {
-			p.resize(size)
+			extra = append(extra, p.resize(size)...)
 			continue
 		}
 		p := newPool(s, c, size)
@@ -291,6 +304,10 @@ func (s *Server) syncPools(size int) {
 	s.pmu.Unlock()
 	for _, p := range gone {
 		go p.stop(context.Background())
+	}
+	// A smaller pool gives its memory back now, not as it is used.
+	for _, r := range extra {
+		s.destroy(context.Background(), r.sb)
 	}
 }
 

@@ -353,6 +353,35 @@ func TestPool(t *testing.T) {
 	}
 }
 
+// A reload to a smaller pool destroys the ready sandboxes over its size at
+// once; a size of 0 empties it.
+func TestPoolShrinksOnReload(t *testing.T) {
+	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	s := newTestServer(t, rt, func(l *Limits) { l.PoolSize = 3 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx)
+	defer s.Close(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for s.poolReady() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool did not fill")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for _, size := range []int{1, 0} {
+		lim := s.limits()
+		lim.PoolSize = size
+		s.Reload(lim, s.languages(), Access{})
+		rt.mu.Lock()
+		live := len(rt.created) - rt.deleted
+		rt.mu.Unlock()
+		if s.poolReady() != size || live != size {
+			t.Errorf("pool size %d: %d ready, %d sandboxes not destroyed", size, s.poolReady(), live)
+		}
+	}
+}
+
 // namedSandbox is a fake sandbox told apart from others.
 type namedSandbox struct {
 	fakeSandbox

@@ -131,6 +131,8 @@ func BenchmarkSandboxd(b *testing.B) {
 				// Apart, so that its runs do not drain the pool under the
 				// API's.
 				for range benchSamples {
+					time.Sleep(time.Until(last.Add(latencyPace)))
+					last = time.Now()
 					cli = append(cli, timeRun(b, l.want, ctl, args...))
 				}
 				rep.Latency = append(rep.Latency, latencyRow{Program: l.name, Mode: mode,
@@ -300,22 +302,31 @@ func memory(b *testing.B, served *daemonProc) memoryRow {
 		}
 		ids = append(ids, s.ID)
 	}
-	after := settle()
-	row.PerSessionMiB = float64(before-after) / n / (1 << 20)
+	during := settle()
 	for _, id := range ids {
 		request(sock, "DELETE", "/v1/sessions/"+id, "", nil)
 	}
 	ids = nil
-
-	before = settle()
-	os.WriteFile(config, []byte(fmt.Sprintf("[pool]\nsize = %d\n", n)+runtimeLanguages(os.Getenv("BENCH_RUNTIME"))), 0o644)
-	d.cmd.Process.Signal(syscall.SIGHUP)
-	deadline := time.Now().Add(2 * time.Minute)
-	for metricValue(b, sock, "sandboxd_pool_ready") < n && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
+	// The drop when they come and the rise when they go, averaged: what
+	// the host's caches drift meanwhile cancels out.
+	perSandbox := func(before, during, after int64) float64 {
+		return float64((before-during)+(after-during)) / 2 / n / (1 << 20)
 	}
-	after = settle()
-	row.PerPooledMiB = float64(before-after) / n / (1 << 20)
+	row.PerSessionMiB = perSandbox(before, during, settle())
+
+	poolSize := func(size int) {
+		os.WriteFile(config, []byte(fmt.Sprintf("[pool]\nsize = %d\n", size)+runtimeLanguages(os.Getenv("BENCH_RUNTIME"))), 0o644)
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		deadline := time.Now().Add(2 * time.Minute)
+		for (metricValue(b, sock, "sandboxd_pool_ready") != float64(size) || metricValue(b, sock, "sandboxd_containers") != float64(size)) && time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	before = settle()
+	poolSize(n)
+	during = settle()
+	poolSize(0)
+	row.PerPooledMiB = perSandbox(before, during, settle())
 	row.DaemonPeakRSSMiB = float64(peakRSS(b, served.cmd.Process.Pid)) / (1 << 20)
 	return row
 }
