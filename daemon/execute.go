@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -419,11 +420,14 @@ type slots struct {
 	maxRun, maxQueued, perUID int
 	running, inflight         int
 	byUID                     map[uint32]int
-	changed                   chan struct{} // closed and replaced when a slot frees
+	// waiting holds the queued requests in order of arrival: a freed slot
+	// goes to the first, so that under load latency grows evenly instead
+	// of some requests being overtaken again and again.
+	waiting list.List // of chan struct{}, closed when given a slot
 }
 
 func newSlots(l Limits) *slots {
-	q := &slots{byUID: map[uint32]int{}, changed: make(chan struct{})}
+	q := &slots{byUID: map[uint32]int{}}
 	q.resize(l)
 	return q
 }
@@ -432,13 +436,17 @@ func newSlots(l Limits) *slots {
 func (q *slots) resize(l Limits) {
 	q.mu.Lock()
 	q.maxRun, q.maxQueued, q.perUID = l.MaxConcurrent, l.MaxQueued, l.MaxConcurrentPerUID
-	q.broadcast()
+	q.grant()
 	q.mu.Unlock()
 }
 
-func (q *slots) broadcast() {
-	close(q.changed)
-	q.changed = make(chan struct{})
+// grant gives the free slots to the first requests waiting. Called with mu.
+func (q *slots) grant() {
+	for q.running < q.maxRun && q.waiting.Len() > 0 {
+		w := q.waiting.Remove(q.waiting.Front()).(chan struct{})
+		q.running++
+		close(w)
+	}
 }
 
 var errBusy = api.Errorf(api.CodeResourceExhausted, "too many executions running and queued; try again later")
@@ -459,7 +467,7 @@ func (t *ticket) release() {
 	t.answer()
 	t.q.mu.Lock()
 	t.q.running--
-	t.q.broadcast()
+	t.q.grant()
 	t.q.mu.Unlock()
 }
 
@@ -475,20 +483,30 @@ func (q *slots) acquire(ctx context.Context, uid uint32) (*ticket, error) {
 	}
 	q.inflight++
 	q.byUID[uid]++
-	for q.running >= q.maxRun {
-		changed := q.changed
+	if q.running < q.maxRun && q.waiting.Len() == 0 {
+		q.running++
 		q.mu.Unlock()
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			q.leave(uid)
-			return nil, ctx.Err()
-		}
-		q.mu.Lock()
+		return &ticket{q: q, uid: uid}, nil
 	}
-	q.running++
+	w := make(chan struct{})
+	e := q.waiting.PushBack(w)
 	q.mu.Unlock()
-	return &ticket{q: q, uid: uid}, nil
+	select {
+	case <-w:
+		return &ticket{q: q, uid: uid}, nil
+	case <-ctx.Done():
+		q.mu.Lock()
+		select {
+		case <-w: // given a slot meanwhile: it goes to the next
+			q.running--
+			q.grant()
+		default:
+			q.waiting.Remove(e)
+		}
+		q.mu.Unlock()
+		q.leave(uid)
+		return nil, ctx.Err()
+	}
 }
 
 func (q *slots) leave(uid uint32) {
