@@ -240,12 +240,17 @@ func (s *Server) acquire(ctx context.Context, c sandboxClass, limits SandboxLimi
 	}
 	root := s.rootGen.Load() // before the create: it may use the old root
 	mine := make(chan made, 1)
+	// Both goroutines may outlive the request: Wait waits for them too.
+	s.wg.Add(1)
 	go func() {
+		defer s.wg.Done()
 		sb, err := create(context.WithoutCancel(ctx))
 		mine <- made{sb, err}
 	}()
 	giveAway := func() {
+		s.wg.Add(1)
 		go func() {
+			defer s.wg.Done()
 			if m := <-mine; m.err == nil {
 				p.join(pooled{m.sb, limits, root})
 			}
