@@ -312,19 +312,27 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
-func TestPool(t *testing.T) {
+// startWithPool starts a server on a fake runtime whose pool holds size
+// sandboxes.
+func startWithPool(t *testing.T, size int) (*Server, *fakeRuntime) {
+	t.Helper()
 	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
-	s := newTestServer(t, rt, func(l *Limits) { l.PoolSize = 2 })
+	s := newTestServer(t, rt, func(l *Limits) { l.PoolSize = size })
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	s.Start(ctx)
 	deadline := time.Now().Add(5 * time.Second)
-	for s.poolReady() < 2 {
+	for s.poolReady() < size {
 		if time.Now().After(deadline) {
 			t.Fatal("the pool did not fill")
 		}
 		time.Sleep(time.Millisecond)
 	}
+	return s, rt
+}
+
+func TestPool(t *testing.T) {
+	s, rt := startWithPool(t, 2)
 	s.pmu.Lock()
 	p := s.pools[sandboxClass{Runtime: "runc"}]
 	s.pmu.Unlock()
@@ -356,19 +364,8 @@ func TestPool(t *testing.T) {
 // A reload to a smaller pool destroys the ready sandboxes over its size at
 // once; a size of 0 empties it.
 func TestPoolShrinksOnReload(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
-	s := newTestServer(t, rt, func(l *Limits) { l.PoolSize = 3 })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.Start(ctx)
+	s, rt := startWithPool(t, 3)
 	defer s.Close(context.Background())
-	deadline := time.Now().Add(5 * time.Second)
-	for s.poolReady() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the pool did not fill")
-		}
-		time.Sleep(time.Millisecond)
-	}
 	for _, size := range []int{1, 0} {
 		lim := s.limits()
 		lim.PoolSize = size
@@ -424,22 +421,20 @@ func TestAcquireRacesTheRefill(t *testing.T) {
 		<-started
 		return out, release
 	}
-	pooledIDs := func() []string {
+	// poolHolds waits for the pool to hold these sandboxes, and empties it.
+	poolHolds := func(what string, want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for len(p.ready) < len(want) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		var ids []string
 		for len(p.ready) > 0 {
 			r := <-p.ready
 			ids = append(ids, r.sb.ID())
 		}
-		return ids
-	}
-	waitReady := func(n int) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for len(p.ready) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("the pool holds %d, want %d", len(p.ready), n)
-			}
-			time.Sleep(time.Millisecond)
+		if !slices.Equal(ids, want) {
+			t.Errorf("pool holds %v, want %s %v", ids, what, want)
 		}
 	}
 
@@ -450,10 +445,7 @@ func TestAcquireRacesTheRefill(t *testing.T) {
 		t.Fatalf("got %v, %v; want the refill", r.sb, r.err)
 	}
 	close(release)
-	waitReady(1)
-	if ids := pooledIDs(); !slices.Equal(ids, []string{"own"}) {
-		t.Errorf("pool holds %v, want the request's own sandbox", ids)
-	}
+	poolHolds("the request's own sandbox", "own")
 
 	// Its own is ready first: it is served by it.
 	out, release = acquire(context.Background(), "own2", nil)
@@ -478,10 +470,7 @@ func TestAcquireRacesTheRefill(t *testing.T) {
 		t.Fatalf("got %v, %v; want context.Canceled", r.sb, r.err)
 	}
 	close(release)
-	waitReady(1)
-	if ids := pooledIDs(); !slices.Equal(ids, []string{"left"}) {
-		t.Errorf("pool holds %v, want the sandbox made for the client that left", ids)
-	}
+	poolHolds("the sandbox made for the client that left", "left")
 
 	// No room: a sandbox made for nobody is destroyed, not kept over size.
 	out, release = acquire(context.Background(), "extra", nil)
@@ -505,9 +494,7 @@ func TestAcquireRacesTheRefill(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if ids := pooledIDs(); !slices.Equal(ids, []string{"full"}) {
-		t.Errorf("pool holds %v, want only the one it had", ids)
-	}
+	poolHolds("only the one it had", "full")
 }
 
 // Languages from images and on other runtimes: one pool per class, the
