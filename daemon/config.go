@@ -67,6 +67,7 @@ type Settings struct {
 	ContainerdWait Duration `toml:"containerd_wait" comment:"how long to wait at start for containerd to answer (0: not at all)"`
 	Namespace      string   `toml:"namespace" comment:"containerd namespace of everything sandboxd creates; one daemon per namespace"`
 	StateDir       string   `toml:"state_dir"`
+	CacheDir       string   `toml:"cache_dir" comment:"caches sandboxd builds for languages (the Go standard library's), shared by the daemons of a host; empty: none"`
 	ShutdownGrace  Duration `toml:"shutdown_grace" comment:"how long running executions may finish at shutdown"`
 	LogLevel       string   `toml:"log_level" comment:"debug, info, warn or error"`
 	LogFormat      string   `toml:"log_format" comment:"text or json"`
@@ -161,6 +162,7 @@ func DefaultSettings(cpus int) Settings {
 		SocketMode:     "0660",
 		SocketGroup:    "sandboxd",
 		StateDir:       "/var/lib/sandboxd",
+		CacheDir:       "/var/cache/sandboxd",
 		Namespace:      "sandboxd",
 		ContainerdWait: 0,
 		ShutdownGrace:  Duration(30 * time.Second),

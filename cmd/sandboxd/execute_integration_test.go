@@ -684,3 +684,50 @@ sleep 1; echo alive`})
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Go programs build against a cache of the standard library that the
+// daemon builds once per host, in the background: a hello world then runs
+// within the default limits and timeout (without it, the standard library
+// is compiled at every run, which the default timeout does not allow).
+// Sandboxes read the cache and cannot write it.
+func TestGoBuildCache(t *testing.T) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		logMu <- struct{}{}
+		log := daemonLog.String()
+		<-logMu
+		building := strings.Index(log, `msg="building the Go standard library's cache"`)
+		ready := strings.Index(log, `msg="Go cache ready"`)
+		// Built before the suite's daemon started (it then uses it from
+		// the start), or built since and applied (a reload follows).
+		if building < 0 || ready > building && strings.Contains(log[ready:], "msg=reloaded") {
+			break
+		}
+		if strings.Contains(log, `msg="Go cache not built`) || time.Now().After(deadline) {
+			t.Fatalf("the Go cache is not ready:\n%s", log)
+		}
+		time.Sleep(time.Second)
+	}
+	const prog = `package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func main() {
+	cache := os.Getenv("GOCACHE")
+	fmt.Println(strings.HasPrefix(cache, "/var/cache/sandboxd/go-build-"))
+	fmt.Println(os.WriteFile(filepath.Join(cache, "planted"), []byte("x"), 0o644) != nil)
+}
+`
+	out, errOut, code := sandboxctl(t, "", "execute", "-l", "go", "-c", prog)
+	if code != 0 || out != "true\ntrue\n" {
+		t.Fatalf("exit %d, stdout %q (want the shared cache, read-only), stderr %q", code, out, errOut)
+	}
+	if m, _ := filepath.Glob("/var/cache/sandboxd/go-build-*/planted"); len(m) > 0 {
+		t.Fatalf("a sandbox wrote into the shared cache: %v", m)
+	}
+}

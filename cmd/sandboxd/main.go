@@ -174,7 +174,8 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	if err != nil {
 		return err
 	}
-	langs := daemon.DetectLanguages(ctx, specs)
+	goCache := daemon.NewGoCache(settings.CacheDir, log)
+	langs := goCache.Apply(daemon.DetectLanguages(ctx, specs))
 	rt, err := sbxruntime.New(ctx, sbxruntime.Config{
 		Address:     address,
 		Namespace:   settings.Namespace,
@@ -249,6 +250,22 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	// The socket serves and containerd answers: ready.
 	systemd.Notify(systemd.Ready, systemd.Status(status(ctx, srv)))
 
+	// Go's cache is built in the background; once it is, the languages
+	// are applied again with it, as a reload would.
+	warmed := make(chan struct{}, 1)
+	warm := func(langs []daemon.Language) {
+		go func() {
+			if goCache.Warm(baseCtx, langs) {
+				select {
+				case warmed <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	warm(langs)
+	current := settings
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	var pings <-chan time.Time
@@ -273,8 +290,13 @@ loop:
 			systemd.Notify(systemd.Status(status(ctx, srv)))
 		case <-hup:
 			systemd.Notify(systemd.Reloading)
-			applyReload(ctx, srv, rt, initPath, settings, reload, log)
+			if s, langs, ok := applyReload(ctx, srv, rt, initPath, settings, reload, goCache, log); ok {
+				current = s
+				warm(langs)
+			}
 			systemd.Notify(systemd.Ready, systemd.Status(status(ctx, srv)))
+		case <-warmed:
+			applyReload(ctx, srv, rt, initPath, settings, func() (daemon.Settings, error) { return current, nil }, goCache, log)
 		}
 	}
 
@@ -315,7 +337,7 @@ func hostRoot(s daemon.Settings, langs []daemon.Language, initPath string) *sbxr
 	return &sbxruntime.HostRootFS{Dir: s.StateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath, UID: sandboxUID, GID: sandboxGID}
 }
 
-func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client, initPath string, old daemon.Settings, reload func() (daemon.Settings, error), log *slog.Logger) {
+func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client, initPath string, old daemon.Settings, reload func() (daemon.Settings, error), goCache *daemon.GoCache, log *slog.Logger) (daemon.Settings, []daemon.Language, bool) {
 	s, err := reload()
 	var specs []daemon.LanguageSpec
 	if err == nil {
@@ -323,20 +345,21 @@ func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client,
 	}
 	if err != nil {
 		log.Error("reload refused: the configuration stays as it was", "err", err)
-		return
+		return s, nil, false
 	}
 	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.Containerd != old.Containerd || s.Namespace != old.Namespace || s.Metrics != old.Metrics {
 		log.Warn("reload: socket, state_dir, containerd, namespace and metrics change only at restart")
 	}
-	langs := daemon.DetectLanguages(ctx, specs)
+	langs := goCache.Apply(daemon.DetectLanguages(ctx, specs))
 	// The host paths of languages the reload adds are mounted in the
 	// sandboxes made from now on; the pools are refilled with those.
 	if err := rt.ReplaceRoot(hostRoot(old, langs, initPath)); err != nil {
 		log.Error("reload refused: the sandbox root", "err", err)
-		return
+		return s, nil, false
 	}
 	srv.Reload(s.ServerLimits(), langs, daemon.Access{UIDs: s.Access.AllowUIDs, GIDs: s.Access.AllowGIDs})
 	log.Info("reloaded", "languages", len(langs), "max_concurrent", s.Limits.MaxConcurrent)
+	return s, langs, true
 }
 
 // status is the one-line summary systemctl status shows.
