@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -142,6 +143,10 @@ func (g *GoCache) build(ctx context.Context, l Language, dir string) error {
 	}
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env, cmd.Dir = env, tmp
+	// A build cut short (the daemon stops) takes its compilers with it:
+	// under the unit's KillMode=process they would outlive the daemon.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build std: %w: %s", err, lastLines(out, 5))
 	}

@@ -347,8 +347,8 @@ func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client,
 		log.Error("reload refused: the configuration stays as it was", "err", err)
 		return s, nil, false
 	}
-	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.Containerd != old.Containerd || s.Namespace != old.Namespace || s.Metrics != old.Metrics {
-		log.Warn("reload: socket, state_dir, containerd, namespace and metrics change only at restart")
+	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.CacheDir != old.CacheDir || s.Containerd != old.Containerd || s.Namespace != old.Namespace || s.Metrics != old.Metrics {
+		log.Warn("reload: socket, state_dir, cache_dir, containerd, namespace and metrics change only at restart")
 	}
 	langs := goCache.Apply(daemon.DetectLanguages(ctx, specs))
 	// The host paths of languages the reload adds are mounted in the
