@@ -122,10 +122,9 @@ func (g *GoCache) build(ctx context.Context, l Language, dir string) error {
 		return nil // another daemon built it meanwhile
 	}
 	// Under the lock, what a build cut short left is garbage.
-	if old, _ := filepath.Glob(filepath.Join(g.dir, ".tmp-*")); len(old) > 0 {
-		for _, o := range old {
-			os.RemoveAll(o)
-		}
+	old, _ := filepath.Glob(filepath.Join(g.dir, ".tmp-*"))
+	for _, o := range old {
+		os.RemoveAll(o)
 	}
 	tmp, err := os.MkdirTemp(g.dir, ".tmp-")
 	if err != nil {
