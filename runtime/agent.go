@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,31 +30,51 @@ type CollectedFile = agentproto.Collected
 // were set up once, when the sandbox started.
 type agentConn struct {
 	mu     sync.Mutex // one run at a time
+	sendMu sync.Mutex // one request's bytes at a time
 	in     *io.PipeWriter
+	out    *io.PipeReader
 	frames chan agentproto.Frame
 	stderr *bytes.Buffer // the agent's own complaints
+	// closed ends the decoder, even while it waits for a reader of frames.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 func newAgentConn(log *slog.Logger, id string) (*agentConn, io.Reader, io.Writer, io.Writer) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	a := &agentConn{in: inW, frames: make(chan agentproto.Frame, 256), stderr: &bytes.Buffer{}}
+	a := &agentConn{in: inW, out: outR, frames: make(chan agentproto.Frame, 256), stderr: &bytes.Buffer{}, closed: make(chan struct{})}
 	go func() {
 		defer close(a.frames)
 		dec := json.NewDecoder(bufio.NewReaderSize(outR, 256<<10))
 		for {
 			var f agentproto.Frame
 			if err := dec.Decode(&f); err != nil {
-				if err != io.EOF && err != io.ErrClosedPipe {
+				if err != io.EOF && err != io.ErrClosedPipe && !errors.Is(err, errAgentGone) {
 					log.Warn("agent stream", "container_id", id, "err", err)
 				}
 				outR.CloseWithError(err)
 				return
 			}
-			a.frames <- f
+			select {
+			case a.frames <- f:
+			case <-a.closed:
+				return
+			}
 		}
 	}()
 	return a, inR, outW, &lockedBuffer{b: a.stderr}
+}
+
+// close ends both directions: a write to the agent fails, the copy of its
+// output into the decoder fails (so the task's IO can be waited for), and
+// the decoder returns. Nothing of the connection outlives its sandbox.
+func (a *agentConn) close() {
+	a.closeOnce.Do(func() {
+		close(a.closed)
+		a.in.CloseWithError(errAgentGone)
+		a.out.CloseWithError(errAgentGone)
+	})
 }
 
 type lockedBuffer struct {
@@ -75,7 +96,13 @@ func (a *agentConn) send(r agentproto.Request) error {
 	if err != nil {
 		return err
 	}
-	_, err = a.in.Write(append(b, '\n'))
+	// Two writes rather than a copy of a request that may carry files.
+	a.sendMu.Lock()
+	defer a.sendMu.Unlock()
+	if _, err := a.in.Write(b); err != nil {
+		return err
+	}
+	_, err = a.in.Write([]byte{'\n'})
 	return err
 }
 

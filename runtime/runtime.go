@@ -34,6 +34,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -233,6 +234,23 @@ func (c *Client) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, c.cfg.Namespace)
 }
 
+// StateDirWritable returns nil when sandboxes can be made in the state
+// directory, or why not (full, read-only), as placing their files would
+// find: a byte is written, since on some filesystems (tmpfs) a full one
+// still makes directories and empty files.
+func (c *Client) StateDirWritable() error {
+	f, err := os.CreateTemp(filesDir(c.cfg.StateDir), ".probe-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write([]byte{0})
+	return errors.Join(err, f.Close())
+}
+
+// StateDir is where sandboxes' files live.
+func (c *Client) StateDir() string { return c.cfg.StateDir }
+
 func filesDir(state string) string { return filepath.Join(state, "sandboxes") }
 func fifoDir(state string) string  { return filepath.Join(state, "fifo") }
 
@@ -263,7 +281,7 @@ func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 			kept[ctr.ID()] = true
 			continue
 		}
-		if err := deleteContainer(ctx, client, ctr, true); err != nil {
+		if err := deleteContainer(ctx, client, ctr, nil, true); err != nil {
 			errs = append(errs, err)
 		}
 		deleted++
@@ -303,9 +321,14 @@ func (c *Client) List(ctx context.Context) ([]string, error) {
 }
 
 // deleteContainer kills and deletes a container's task, then the container
-// and its snapshot; what is already gone is not an error.
-func deleteContainer(ctx context.Context, client *containerd.Client, ctr containerd.Container, kill bool) error {
-	task, err := ctr.Task(ctx, nil)
+// and its snapshot; what is already gone is not an error. task is the
+// container's task when the caller holds it: deleting through the handle
+// that owns the task's IO also closes the IO and removes its FIFOs.
+func deleteContainer(ctx context.Context, client *containerd.Client, ctr containerd.Container, task containerd.Task, kill bool) error {
+	var err error
+	if task == nil {
+		task, err = ctr.Task(ctx, nil)
+	}
 	if err == nil {
 		var opts []containerd.ProcessDeleteOpts
 		if kill {
@@ -316,7 +339,7 @@ func deleteContainer(ctx context.Context, client *containerd.Client, ctr contain
 			// started; such a task is deleted without a kill, by the
 			// task service (the client refuses to delete a created task).
 			_, err2 := client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: ctr.ID()})
-			if err2 != nil && !errdefs.IsNotFound(err2) {
+			if err2 != nil && !errdefs.IsNotFound(errgrpc.ToNative(err2)) {
 				return fmt.Errorf("delete task %s: %w", ctr.ID(), errors.Join(err, err2))
 			}
 		}
@@ -358,10 +381,14 @@ type Sandbox struct {
 	exitC    <-chan containerd.ExitStatus
 	procSpec specs.Process
 	oomC     <-chan struct{}
-	once     sync.Once
 	reusable bool
 	dead     chan struct{} // closed when PID 1 is gone
-	started  bool          // PID 1 was started (it is watched then)
+	// delMu makes one Delete at a time; deleted says one succeeded, and
+	// deleting ends the watch of PID 1.
+	delMu    sync.Mutex
+	deleted  bool
+	deleting chan struct{}
+	started  bool // PID 1 was started (it is watched then)
 	// agent runs programs through PID 1's stdio; nil for sandboxes adopted
 	// from an earlier daemon, which run them by runc exec.
 	agent *agentConn
@@ -374,7 +401,9 @@ type Sandbox struct {
 // ID returns the sandbox's (and its container's) id.
 func (s *Sandbox) ID() string { return s.id }
 
-// Create creates and starts a sandbox. On error nothing is left behind.
+// Create creates and starts a sandbox. On error nothing is left behind,
+// unless its removal failed too (containerd went away): the Sandbox then
+// returned with the error is what is left, for a later Delete.
 func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (*Sandbox, error) {
 	// containerd is never interrupted in the middle of a create: a shim
 	// it started for a cancelled request would outlive everything. The
@@ -383,8 +412,10 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (*Sandbox, error
 	defer cancel()
 	s, err := c.create(cctx, cfg)
 	if err == nil && ctx.Err() != nil {
-		s.Delete(cctx)
-		return nil, ctx.Err()
+		if s.Delete(cctx) == nil {
+			s = nil
+		}
+		return s, ctx.Err()
 	}
 	return s, err
 }
@@ -392,7 +423,7 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (*Sandbox, error
 // createTimeout bounds the creation of a sandbox.
 const createTimeout = 60 * time.Second
 
-func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, retErr error) {
+func (c *Client) create(ctx context.Context, cfg SandboxConfig) (left *Sandbox, retErr error) {
 	ctx = c.ctx(ctx)
 	c.rootMu.RLock()
 	rootPath, rootMounts := c.root, c.rootMounts
@@ -405,10 +436,10 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
 	}
-	s := &Sandbox{c: c, id: cfg.ID, dir: dir, reusable: cfg.Reusable}
+	s := &Sandbox{c: c, id: cfg.ID, dir: dir, reusable: cfg.Reusable, deleting: make(chan struct{})}
 	defer func() {
-		if retErr != nil {
-			s.Delete(ctx)
+		if retErr != nil && s.Delete(ctx) != nil {
+			left = s
 		}
 	}()
 	labels := map[string]string{}
@@ -491,13 +522,60 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (_ *Sandbox, ret
 
 // watch notes when the sandbox's PID 1 is gone.
 func (s *Sandbox) watch(ctx context.Context) error {
-	exitC, err := s.task.Wait(context.WithoutCancel(ctx))
+	ctx = context.WithoutCancel(ctx)
+	exitC, err := s.task.Wait(ctx)
 	if err != nil {
 		return fmt.Errorf("wait task %s: %w", s.id, err)
 	}
 	s.dead = make(chan struct{})
-	go func() { <-exitC; close(s.dead) }()
+	go func() {
+		defer close(s.dead)
+		for {
+			st := <-exitC
+			if st.Error() == nil {
+				return
+			}
+			// The wait failed, not the task: containerd restarted or the
+			// connection dropped, and the shim still runs the sandbox. A
+			// lost connection is no exit: wait again once containerd is
+			// back, unless the task is gone by then.
+			if exitC = s.rewait(ctx, st.Error()); exitC == nil {
+				return
+			}
+		}
+	}()
 	return nil
+}
+
+// rewait waits for containerd to answer again, then for the task anew. It
+// returns nil when the task has stopped or is gone, or the sandbox is
+// being deleted.
+func (s *Sandbox) rewait(ctx context.Context, cause error) <-chan containerd.ExitStatus {
+	s.c.log.Warn("lost the wait on a sandbox; waiting for containerd", "container_id", s.id, "err", cause)
+	delay := 100 * time.Millisecond
+	for {
+		select {
+		case <-s.deleting:
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+		st, err := s.task.Status(ctx)
+		switch {
+		case errdefs.IsNotFound(err):
+			return nil
+		case err != nil:
+			continue // containerd is still away
+		case st.Status == containerd.Stopped:
+			return nil
+		}
+		exitC, err := s.task.Wait(ctx)
+		if err != nil {
+			continue
+		}
+		s.c.log.Info("waiting on the sandbox again", "container_id", s.id, "status", st.Status)
+		return exitC
+	}
 }
 
 // Alive reports whether the sandbox's PID 1 still runs.
@@ -532,7 +610,7 @@ func (c *Client) Adopt(ctx context.Context, kind string) ([]*Sandbox, error) {
 	}
 	var out []*Sandbox
 	for _, ctr := range ctrs {
-		s := &Sandbox{c: c, id: ctr.ID(), dir: filepath.Join(filesDir(c.cfg.StateDir), ctr.ID()), ctr: ctr, reusable: true}
+		s := &Sandbox{c: c, id: ctr.ID(), dir: filepath.Join(filesDir(c.cfg.StateDir), ctr.ID()), ctr: ctr, reusable: true, deleting: make(chan struct{})}
 		s.oomC = c.oom.register(s.id)
 		sp, err := ctr.Spec(ctx)
 		if err != nil {
@@ -940,24 +1018,38 @@ const agentExitWait = 2 * time.Second
 
 // Delete kills everything in the sandbox and removes its container, task
 // and files. It runs on a context of its own, so that a cancelled request
-// still cleans up; it is safe to call more than once.
+// still cleans up. It is safe to call more than once, and a Delete that
+// failed (containerd away) may be called again to finish.
 func (s *Sandbox) Delete(ctx context.Context) error {
+	s.delMu.Lock()
+	defer s.delMu.Unlock()
+	if s.deleted {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
+	defer cancel()
 	var err error
-	s.once.Do(func() {
-		dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
-		defer cancel()
-		if s.ctr != nil {
-			err = deleteContainer(dctx, s.c.client, s.ctr, !s.exit(dctx))
-			s.c.oom.unregister(s.id)
-		}
+	if s.ctr != nil {
+		kill := !s.exit(dctx)
+		// Nobody reads the agent any more: its pipes are closed first, so
+		// that the task's IO ends and its FIFOs go with the task.
 		if s.agent != nil {
-			s.agent.in.CloseWithError(errAgentGone)
+			s.agent.close()
 		}
-		if rmErr := os.RemoveAll(s.dir); rmErr != nil {
-			err = errors.Join(err, rmErr)
-		}
-	})
-	return err
+		err = deleteContainer(dctx, s.c.client, s.ctr, s.task, kill)
+	} else if s.agent != nil {
+		s.agent.close()
+	}
+	if rmErr := os.RemoveAll(s.dir); rmErr != nil {
+		err = errors.Join(err, rmErr)
+	}
+	if err != nil {
+		return err
+	}
+	s.deleted = true
+	close(s.deleting)
+	s.c.oom.unregister(s.id)
+	return nil
 }
 
 // eofNotifier closes eof when its reader is done.

@@ -27,10 +27,10 @@ func (r *containerdRuntime) Create(ctx context.Context, cfg daemon.SandboxConfig
 		Image:      cfg.Image,
 		OCIRuntime: cfg.OCIRuntime,
 	})
-	if err != nil {
+	if sb == nil {
 		return nil, err
 	}
-	return sandbox{sb}, nil
+	return sandbox{sb}, err
 }
 
 func (r *containerdRuntime) Adopt(ctx context.Context, kind string) ([]daemon.Sandbox, error) {
@@ -43,7 +43,8 @@ func (r *containerdRuntime) Adopt(ctx context.Context, kind string) ([]daemon.Sa
 }
 
 func (r *containerdRuntime) Info(ctx context.Context) daemon.RuntimeInfo {
-	info := daemon.RuntimeInfo{Address: r.address, Managed: r.managed, CgroupVersion: r.c.CgroupVersion()}
+	info := daemon.RuntimeInfo{Address: r.address, Managed: r.managed, CgroupVersion: r.c.CgroupVersion(),
+		StateDir: r.c.StateDir(), StateDirErr: r.c.StateDirWritable()}
 	if v, err := r.c.Version(ctx); err == nil {
 		info.Version, info.Serving = v, true
 	}

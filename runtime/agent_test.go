@@ -1,0 +1,48 @@
+package runtime
+
+import (
+	"io"
+	"log/slog"
+	goruntime "runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
+)
+
+// Closing an agent connection ends its decoder, even one blocked on frames
+// nobody reads, and fails the writer of the agent's output, so that the
+// task's IO copy ends: nothing of it outlives its sandbox.
+func TestAgentConnCloseEndsEverything(t *testing.T) {
+	base := goruntime.NumGoroutine()
+	a, _, out, _ := newAgentConn(slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	// More frames than the channel and the decoder's buffer hold, and nobody
+	// reads them.
+	frames := strings.Repeat(`{"s":1,"d":"eA=="}`+"\n", 1<<16)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(out, frames)
+		wrote <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	a.close()
+	select {
+	case err := <-wrote:
+		if err == nil {
+			t.Error("the agent's output was taken whole after close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a write of the agent's output is still blocked after close")
+	}
+	// The decoder returns, although nobody took its frames.
+	for deadline := time.Now().Add(5 * time.Second); goruntime.NumGoroutine() > base; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after close, %d before the connection", goruntime.NumGoroutine(), base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.send(agentproto.Request{Kill: true}); err == nil {
+		t.Error("a send to a closed agent succeeded")
+	}
+}
