@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,7 +59,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	id := newID()
 	limits := s.sandboxLimits(c.memory)
 	sb, err := s.acquire(ctx, c.class, limits, func(ctx context.Context) (Sandbox, error) {
-		sb, err := s.rt.Create(ctx, SandboxConfig{
+		return s.create(ctx, SandboxConfig{
 			ID:         "sbx-" + newID(),
 			Kind:       "execute",
 			Env:        baseEnv,
@@ -66,10 +67,6 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 			Image:      c.class.Image,
 			OCIRuntime: c.class.Runtime,
 		})
-		if err == nil {
-			s.known.Store(sb.ID(), struct{}{})
-		}
-		return sb, err
 	})
 	if err != nil {
 		return nil, nil, s.createErrorFor(ctx, err, c.lang)
@@ -187,6 +184,9 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 		live = s.openStdin(id, st.owner)
 		defer s.closeStdin(id, live)
 	}
+	if d, ok := ctx.Deadline(); ok {
+		st.setDeadline(d)
+	}
 	st.start(api.StreamEvent{Type: api.EventStart, ID: id, SessionID: sessionID, Language: lang.Name})
 	codePath := "/sandbox/" + filesDir + "/" + lang.FileName
 	if req.Entrypoint != "" {
@@ -295,8 +295,12 @@ func (s *Server) createError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if !s.rt.Info(ctx).Serving {
+	info := s.rt.Info(ctx)
+	if !info.Serving {
 		return api.Errorf(api.CodeUnavailable, "containerd does not answer: %v", err)
+	}
+	if info.StateDirErr != nil {
+		return stateDirError(info.StateDir, info.StateDirErr)
 	}
 	if errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) {
 		// A missing image or runtime: the language cannot run until an
@@ -304,6 +308,16 @@ func (s *Server) createError(ctx context.Context, err error) error {
 		return api.Errorf(api.CodeUnavailable, "%v", err)
 	}
 	return fmt.Errorf("create sandbox: %w", err)
+}
+
+// stateDirError says why no sandbox can be created in the state directory:
+// 507 when it is full, 503 when it cannot be written.
+func stateDirError(dir string, err error) *api.Error {
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return &api.Error{Code: api.CodeResourceExhausted, Status: http.StatusInsufficientStorage,
+			Message: fmt.Sprintf("the state directory %s is full: no sandbox can be created (%v)", dir, err)}
+	}
+	return api.Errorf(api.CodeUnavailable, "the state directory %s cannot be written: no sandbox can be created (%v)", dir, err)
 }
 
 // createErrorFor is createError for a sandbox of a language: one whose

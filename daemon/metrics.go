@@ -53,6 +53,11 @@ func newMetrics(s *Server) *metrics {
 			return float64(len(s.sessions))
 		}),
 		gauge("sandboxd_pool_ready", "Ready sandboxes in the pool.", func() float64 { return float64(s.poolReady()) }),
+		gauge("sandboxd_undeleted_sandboxes", "Sandboxes whose deletion failed (containerd away), deleted again once it answers.", func() float64 {
+			n := 0
+			s.undeleted.Range(func(_, _ any) bool { n++; return true })
+			return float64(n)
+		}),
 		containerCollector{s},
 		prometheus.NewGoCollector(),
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
@@ -78,6 +83,11 @@ func (c containerCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c containerCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// A sandbox is known from before it exists until after it is gone;
+	// one known before or after the list is not a leak (it was made or
+	// deleted meanwhile).
+	before := map[any]bool{}
+	c.s.known.Range(func(id, _ any) bool { before[id] = true; return true })
 	ids, err := c.s.rt.List(ctx)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 0)
@@ -86,7 +96,7 @@ func (c containerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1)
 	leaked := 0
 	for _, id := range ids {
-		if _, ok := c.s.known.Load(id); !ok {
+		if _, ok := c.s.known.Load(id); !ok && !before[id] {
 			leaked++
 		}
 	}

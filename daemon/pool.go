@@ -57,7 +57,7 @@ func (p *pool) fill(ctx context.Context) {
 			p.s.running.yield(ctx, refillYield)
 			limits := p.s.sandboxLimits(p.s.limits().DefaultMemory)
 			root := p.s.rootGen.Load() // before the create: it may use the old root
-			sb, err := p.s.rt.Create(ctx, SandboxConfig{
+			sb, err := p.s.create(ctx, SandboxConfig{
 				ID:         "sbx-" + newID(),
 				Kind:       "pool",
 				Env:        baseEnv,
@@ -78,7 +78,6 @@ func (p *pool) fill(ctx context.Context) {
 				break
 			}
 			backoff = time.Second
-			p.s.known.Store(sb.ID(), struct{}{})
 			p.ready <- pooled{sb, limits, root}
 		}
 		select {
@@ -377,11 +376,55 @@ func (p *pool) stop(ctx context.Context) {
 	}
 }
 
-// destroy deletes a sandbox; one that will not go stays known as leaked.
+// create creates a sandbox that the daemon knows from before it exists
+// in containerd, so that it is never taken for a leak.
+func (s *Server) create(ctx context.Context, cfg SandboxConfig) (Sandbox, error) {
+	s.known.Store(cfg.ID, struct{}{})
+	sb, err := s.rt.Create(ctx, cfg)
+	if err != nil {
+		if sb != nil {
+			s.deleteLater(sb)
+		} else {
+			s.known.Delete(cfg.ID)
+		}
+		return nil, err
+	}
+	return sb, nil
+}
+
+// destroy deletes a sandbox; one that will not go (containerd is away) is
+// deleted again later.
 func (s *Server) destroy(ctx context.Context, sb Sandbox) {
 	if err := sb.Delete(ctx); err != nil {
-		s.log.Warn("delete sandbox", "container_id", sb.ID(), "err", err)
+		s.log.Warn("delete sandbox; trying again later", "container_id", sb.ID(), "err", err)
+		s.deleteLater(sb)
 		return
 	}
 	s.known.Delete(sb.ID())
+}
+
+// deleteLater keeps a sandbox whose deletion failed, for retryDeletes.
+func (s *Server) deleteLater(sb Sandbox) {
+	s.undeleted.Store(sb.ID(), sb)
+}
+
+// retryDeletes deletes again the sandboxes whose deletion failed, once
+// containerd answers: what an outage left behind goes without a restart.
+func (s *Server) retryDeletes(ctx context.Context) {
+	first := true
+	s.undeleted.Range(func(id, v any) bool {
+		if first && !s.rt.Info(ctx).Serving {
+			return false
+		}
+		first = false
+		sb := v.(Sandbox)
+		if err := sb.Delete(ctx); err != nil {
+			s.log.Debug("delete sandbox again", "container_id", id, "err", err)
+			return true
+		}
+		s.log.Info("deleted a sandbox left by a containerd outage", "container_id", id)
+		s.undeleted.Delete(id)
+		s.known.Delete(id)
+		return true
+	})
 }

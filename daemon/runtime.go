@@ -9,7 +9,9 @@ import (
 // Runtime is what the daemon needs of a container runtime. cmd/sandboxd
 // wires in the containerd one; tests use a fake.
 type Runtime interface {
-	// Create creates and starts a sandbox.
+	// Create creates and starts a sandbox. On error nothing is left,
+	// unless removing it failed too: a Sandbox returned with the error is
+	// what is left, to be deleted later.
 	Create(ctx context.Context, cfg SandboxConfig) (Sandbox, error)
 	// Adopt returns the sandboxes of a kind that an earlier daemon left,
 	// alive or dead.
@@ -167,4 +169,8 @@ type RuntimeInfo struct {
 	Managed       bool
 	CgroupVersion int
 	Serving       bool
+	// StateDir is where sandboxes' files live; StateDirErr says why no
+	// sandbox can be created there (full, read-only), or is nil.
+	StateDir    string
+	StateDirErr error
 }

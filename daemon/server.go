@@ -174,9 +174,13 @@ type Server struct {
 	// rootGen counts the changes of the host paths in sandboxes' roots.
 	rootGen atomic.Uint64
 	stdins  sync.Map // execution id → *liveStdin
-	// known holds the ids of the containers this daemon uses now, to tell
-	// leaked ones from them.
+	// known holds the ids of the containers this daemon uses now, from
+	// before each is created until it is deleted, to tell leaked ones from
+	// them.
 	known sync.Map
+	// undeleted holds the sandboxes whose deletion failed, by id, to be
+	// deleted once containerd is back.
+	undeleted sync.Map
 
 	smu      sync.Mutex
 	sessions map[string]*session
@@ -401,6 +405,12 @@ func toAPIError(err error) *api.Error {
 	case errors.As(err, &tooBig):
 		return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusRequestEntityTooLarge,
 			Message: fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit)}
+	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+		// The daemon's disk is full: the error names the path.
+		return &api.Error{Code: api.CodeResourceExhausted, Status: http.StatusInsufficientStorage,
+			Message: "the daemon's disk is full: " + err.Error()}
+	case errors.Is(err, unix.EROFS):
+		return api.Errorf(api.CodeUnavailable, "the daemon cannot write its files: %v", err)
 	case errdefs.IsInvalidArgument(err):
 		code = api.CodeInvalidArgument
 	case errdefs.IsNotFound(err):
@@ -524,11 +534,19 @@ func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) error {
-	if !s.rt.Info(r.Context()).Serving {
-		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unavailable", Containerd: "not answering"})
-		return nil
+	info := s.rt.Info(r.Context())
+	h := api.Health{Status: "ok", Containerd: "serving", StateDir: "writable"}
+	if !info.Serving {
+		h.Status, h.Containerd = "unavailable", "not answering"
 	}
-	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Containerd: "serving"})
+	if info.StateDirErr != nil {
+		h.Status, h.StateDir = "unavailable", stateDirError(info.StateDir, info.StateDirErr).Message
+	}
+	status := http.StatusOK
+	if h.Status != "ok" {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
 	return nil
 }
 

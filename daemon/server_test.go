@@ -95,7 +95,7 @@ var testLanguages = []Language{
 	{LanguageSpec: LanguageSpec{Name: "c", FileName: "main.c", Compile: []string{"/usr/bin/gcc", "/sandbox/main.c"}, Run: []string{"/tmp/main"}}, Version: "12"},
 }
 
-func newTestServer(t *testing.T, rt *fakeRuntime, mod func(*Limits)) *Server {
+func newTestServer(t *testing.T, rt Runtime, mod func(*Limits)) *Server {
 	t.Helper()
 	lim := DefaultLimits(2)
 	lim.PoolSize = 0

@@ -177,7 +177,8 @@ func (s *Server) AdoptSessions(ctx context.Context) error {
 	return nil
 }
 
-// Sweep destroys expired sessions until ctx ends.
+// Sweep destroys expired sessions, and deletes again what containerd
+// failed to delete, until ctx ends.
 func (s *Server) Sweep(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -187,6 +188,7 @@ func (s *Server) Sweep(ctx context.Context) {
 			return
 		case <-t.C:
 			s.expire(ctx)
+			s.retryDeletes(ctx)
 		}
 	}
 }
@@ -219,6 +221,7 @@ func (s *Server) deleteSession(ctx context.Context, x *session) error {
 	delete(s.sessions, x.id)
 	s.smu.Unlock()
 	if err := x.sb.Delete(ctx); err != nil {
+		s.deleteLater(x.sb)
 		return err
 	}
 	s.known.Delete(x.sb.ID())
@@ -290,7 +293,7 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 	// The language's environment comes with each execution, whatever its
 	// language; the session's own is the base.
 	env := append(append([]string(nil), baseEnv...), envList(req.Env)...)
-	sb, err := s.rt.Create(ctx, SandboxConfig{
+	sb, err := s.create(ctx, SandboxConfig{
 		ID:         "ses-" + x.id,
 		Kind:       SessionKind,
 		Labels:     x.labels(),
@@ -304,7 +307,6 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 		return nil, s.createErrorFor(ctx, err, lang)
 	}
 	x.sb = sb
-	s.known.Store(sb.ID(), struct{}{})
 	s.smu.Lock()
 	s.sessions[x.id] = x
 	s.smu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -16,12 +17,21 @@ import (
 // stream writes a streamed execution's events as NDJSON, one flushed line
 // each. Writing blocks while the client does not read, and the program
 // then blocks on its output: back-pressure, never unbounded buffering.
-// Output past the caps is not streamed, as it is not kept.
+// But a write never outlasts the execution's deadline: a client that has
+// not taken the output by then is disconnected, and the execution ends at
+// its timeout whatever the client does. Output past the caps is not
+// streamed, as it is not kept.
 type stream struct {
 	mu      sync.Mutex
 	w       http.ResponseWriter
+	rc      *http.ResponseController
 	enc     *json.Encoder
 	started bool
+	// deadline is the execution's: no write of its output lasts past it.
+	deadline time.Time
+	// broken says a write failed: the client is gone or too slow, and
+	// nothing more is sent.
+	broken bool
 	// pending holds, per stream, the start of a UTF-8 sequence cut by a
 	// chunk's end, sent with the next chunk.
 	pending map[string][]byte
@@ -30,13 +40,47 @@ type stream struct {
 }
 
 func newStream(w http.ResponseWriter) *stream {
-	return &stream{w: w, enc: json.NewEncoder(w), pending: map[string][]byte{}}
+	return &stream{w: w, rc: http.NewResponseController(w), enc: json.NewEncoder(w), pending: map[string][]byte{}}
 }
 
-func (s *stream) send(v any) {
-	s.enc.Encode(v)
-	if f, ok := s.w.(http.Flusher); ok {
-		f.Flush()
+// finalWriteTimeout bounds the write of the last event, the result or an
+// error, which comes after the execution's deadline when it timed out.
+const finalWriteTimeout = 10 * time.Second
+
+// setDeadline sets the execution's deadline, which bounds its writes.
+func (s *stream) setDeadline(d time.Time) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.deadline = d
+	s.mu.Unlock()
+}
+
+// send writes and flushes one event, by deadline at the latest (none when
+// zero). Called with mu.
+func (s *stream) send(v any, deadline time.Time) {
+	if s.broken {
+		return
+	}
+	// Set before each write: a deadline on the connection outlives the
+	// response, and is cleared once the stream is over.
+	s.rc.SetWriteDeadline(deadline)
+	err := s.enc.Encode(v)
+	if err == nil {
+		err = s.rc.Flush()
+	}
+	if err != nil {
+		s.broken = true
+	}
+}
+
+// sendFinal sends the last event, then lifts the write deadline for the
+// connection's next request. Called with mu.
+func (s *stream) sendFinal(v any) {
+	s.send(v, s.deadline)
+	if !s.broken {
+		s.rc.SetWriteDeadline(time.Time{})
 	}
 }
 
@@ -54,7 +98,7 @@ func (s *stream) start(ev api.StreamEvent) {
 	s.started = true
 	s.w.Header().Set("Content-Type", api.NDJSON)
 	s.w.WriteHeader(http.StatusOK)
-	s.send(ev)
+	s.send(ev, s.deadline)
 }
 
 // output returns the tee of one output stream.
@@ -88,11 +132,12 @@ func (s *stream) chunk(kind string, data []byte) {
 	if !utf8.Valid(data) {
 		ev.Data, ev.Encoding = base64.StdEncoding.EncodeToString(data), api.EncodingBase64
 	}
-	s.send(ev)
+	s.send(ev, s.deadline)
 }
 
 // result sends what is held back, then the result event.
 func (s *stream) result(res *api.ExecuteResult) {
+	s.runOver()
 	s.start(api.StreamEvent{Type: api.EventStart, ID: res.ID, SessionID: res.SessionID, Language: res.Language})
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -102,14 +147,21 @@ func (s *stream) result(res *api.ExecuteResult) {
 			s.pending[kind] = nil
 		}
 	}
-	s.send(api.ResultEvent{Type: api.EventResult, ExecuteResult: *res})
+	s.sendFinal(api.ResultEvent{Type: api.EventResult, ExecuteResult: *res})
+}
+
+// runOver gives the writes that end the stream, which may come after the
+// execution's deadline, a bound of their own.
+func (s *stream) runOver() {
+	s.setDeadline(time.Now().Add(finalWriteTimeout))
 }
 
 // fail ends a started stream with an error event.
 func (s *stream) fail(e *api.Error) {
+	s.runOver()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.send(api.StreamEvent{Type: api.EventError, Error: e.Message, Code: e.Code})
+	s.sendFinal(api.StreamEvent{Type: api.EventError, Error: e.Message, Code: e.Code})
 }
 
 func (s *stream) isStarted() bool {

@@ -217,6 +217,9 @@ type Info struct {
 type Health struct {
 	Status     string `json:"status"` // "ok" or "unavailable"
 	Containerd string `json:"containerd"`
+	// StateDir is "writable", or why no sandbox can be created in the
+	// daemon's state directory (full, read-only).
+	StateDir string `json:"state_dir,omitempty"`
 }
 
 // Session states.

@@ -1,0 +1,197 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// containerdFake is a fakeRuntime with containerd's list of containers,
+// which may be away: then creates and deletes fail.
+type containerdFake struct {
+	fakeRuntime
+	mu      sync.Mutex
+	ids     []string
+	away    bool
+	creates chan struct{} // when set, a create waits on it once its container exists
+}
+
+func (f *containerdFake) Create(ctx context.Context, cfg SandboxConfig) (Sandbox, error) {
+	f.mu.Lock()
+	if f.away {
+		f.mu.Unlock()
+		return nil, fmt.Errorf("create: %w", errdefs.ErrUnavailable)
+	}
+	f.ids = append(f.ids, cfg.ID)
+	wait := f.creates
+	f.mu.Unlock()
+	if wait != nil {
+		<-wait
+	}
+	return &listedSandbox{fakeSandbox{&f.fakeRuntime}, f, cfg.ID}, nil
+}
+
+func (f *containerdFake) List(context.Context) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.away {
+		return nil, errdefs.ErrUnavailable
+	}
+	return slices.Clone(f.ids), nil
+}
+
+func (f *containerdFake) Info(ctx context.Context) RuntimeInfo {
+	info := f.fakeRuntime.Info(ctx)
+	f.mu.Lock()
+	info.Serving = !f.away
+	f.mu.Unlock()
+	return info
+}
+
+func (f *containerdFake) setAway(away bool) {
+	f.mu.Lock()
+	f.away = away
+	f.mu.Unlock()
+}
+
+type listedSandbox struct {
+	fakeSandbox
+	c  *containerdFake
+	id string
+}
+
+func (s *listedSandbox) ID() string { return s.id }
+
+func (s *listedSandbox) Delete(context.Context) error {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	if s.c.away {
+		return fmt.Errorf("delete %s: %w", s.id, errdefs.ErrUnavailable)
+	}
+	s.c.ids = slices.DeleteFunc(s.c.ids, func(id string) bool { return id == s.id })
+	return nil
+}
+
+// gauge reads a gauge of the server's metrics; -1 when absent.
+func gauge(t *testing.T, s *Server, name string) float64 {
+	t.Helper()
+	mfs, err := s.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+// A sandbox is known from before its container exists: one being created
+// is not a leak, and only a container no part of the daemon knows is.
+func TestLeakedContainersAreOnlyUnknownOnes(t *testing.T) {
+	rt := &containerdFake{creates: make(chan struct{})}
+	rt.exec = func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }
+	s := newTestServer(t, rt, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		post(t, s, `{"language":"python","code":"print(1)"}`)
+	}()
+	for {
+		if ids, _ := rt.List(context.Background()); len(ids) == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := gauge(t, s, "sandboxd_leaked_containers"); got != 0 {
+		t.Errorf("a sandbox being created counts as leaked: %v", got)
+	}
+	close(rt.creates)
+	<-done
+	s.Wait()
+	rt.mu.Lock()
+	rt.ids = append(rt.ids, "planted")
+	rt.mu.Unlock()
+	if got, n := gauge(t, s, "sandboxd_leaked_containers"), gauge(t, s, "sandboxd_containers"); got != 1 || n != 1 {
+		t.Errorf("with one planted container: %v leaked of %v", got, n)
+	}
+}
+
+// A sandbox that cannot be deleted while containerd is away is deleted once
+// it is back, and is never counted as leaked meanwhile.
+func TestUndeletedSandboxesGoOnceContainerdIsBack(t *testing.T) {
+	rt := &containerdFake{}
+	s := newTestServer(t, rt, nil)
+	rt.exec = func(context.Context, Process) (ExitResult, error) {
+		rt.setAway(true) // containerd dies while the program runs
+		return ExitResult{}, nil
+	}
+	if w, _, _ := post(t, s, `{"language":"python","code":"print(1)"}`); w.Code != 200 {
+		t.Fatalf("execute: %d %s", w.Code, w.Body)
+	}
+	s.Wait()
+	if got := gauge(t, s, "sandboxd_undeleted_sandboxes"); got != 1 {
+		t.Fatalf("undeleted: %v", got)
+	}
+	s.retryDeletes(context.Background())
+	if got := gauge(t, s, "sandboxd_undeleted_sandboxes"); got != 1 {
+		t.Fatalf("deleted while containerd is away? undeleted: %v", got)
+	}
+	rt.setAway(false)
+	if got := gauge(t, s, "sandboxd_leaked_containers"); got != 0 {
+		t.Errorf("the undeleted sandbox counts as leaked: %v", got)
+	}
+	s.retryDeletes(context.Background())
+	if ids, _ := rt.List(context.Background()); len(ids) != 0 || gauge(t, s, "sandboxd_undeleted_sandboxes") != 0 {
+		t.Errorf("after containerd is back: containers %v, undeleted %v", ids, gauge(t, s, "sandboxd_undeleted_sandboxes"))
+	}
+	n := 0
+	s.known.Range(func(any, any) bool { n++; return true })
+	if n != 0 {
+		t.Errorf("%d sandboxes still known", n)
+	}
+}
+
+// A streaming client that reads nothing cannot hold its execution past
+// the timeout: the writes to it end at the execution's deadline, and the
+// program, which writes without end, is killed then.
+func TestStalledStreamEndsAtTimeout(t *testing.T) {
+	ended := make(chan time.Time, 1)
+	rt := &fakeRuntime{exec: func(ctx context.Context, p Process) (ExitResult, error) {
+		chunk := make([]byte, 64<<10)
+		for ctx.Err() == nil {
+			p.Stdout.Write(chunk)
+		}
+		ended <- time.Now()
+		return ExitResult{Killed: true}, nil
+	}}
+	s := newTestServer(t, rt, func(l *Limits) { l.OutputBytes = 1 << 30 })
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := `{"language":"python","code":"x","timeout_ms":500}`
+	start := time.Now()
+	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: %s\r\nContent-Length: %d\r\n\r\n%s", api.NDJSON, len(body), body)
+	select {
+	case at := <-ended:
+		if took := at.Sub(start); took > 3*time.Second {
+			t.Errorf("the execution ended %v after its start; its timeout is 500ms", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the execution outlived its timeout by 10s while its client read nothing")
+	}
+}
