@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -125,28 +126,54 @@ func run(m *testing.M) int {
 // startContainerd starts a private containerd under dir, as containerd's
 // own integration tests do, and returns its address and how to stop it.
 func startContainerd(dir string) (string, func(), error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	p, err := startContainerdProc(dir)
+	if err != nil {
 		return "", nil, err
+	}
+	return p.addr, p.stop, nil
+}
+
+// containerdProc is a private containerd.
+type containerdProc struct {
+	addr string
+	cmd  *exec.Cmd
+	stop func() // SIGTERM, and wait
+}
+
+// kill ends containerd at once, as a crash would; its shims live on.
+func (p *containerdProc) kill() {
+	p.cmd.Process.Kill()
+	p.stop()
+}
+
+// startContainerdProc starts a private containerd under dir; started again
+// on the same dir, it finds the shims and tasks of the one before.
+func startContainerdProc(dir string) (*containerdProc, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
 	containerdAddr := filepath.Join(dir, "c.sock")
 	config := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = %q\n[ttrpc]\n  address = %q\n",
 		filepath.Join(dir, "root"), filepath.Join(dir, "state"), containerdAddr, containerdAddr+".ttrpc")
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	logf, err := os.OpenFile(filepath.Join(dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	cmd := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start containerd: %w", err)
+		return nil, fmt.Errorf("start containerd: %w", err)
 	}
+	var once sync.Once
 	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logf.Close()
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			logf.Close()
+		})
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -155,13 +182,13 @@ func startContainerd(dir string) (string, func(), error) {
 			ok, err := c.IsServing(context.Background())
 			c.Close()
 			if err == nil && ok {
-				return containerdAddr, stop, nil
+				return &containerdProc{addr: containerdAddr, cmd: cmd, stop: stop}, nil
 			}
 		}
 		if time.Now().After(deadline) {
 			stop()
 			log, _ := os.ReadFile(logf.Name())
-			return "", nil, fmt.Errorf("containerd did not serve within 30s:\n%s", log)
+			return nil, fmt.Errorf("containerd did not serve within 30s:\n%s", log)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -220,6 +247,10 @@ type daemonProc struct {
 	cmd  *exec.Cmd
 	log  *bytes.Buffer
 	done chan error
+	// stopOnce makes stop safe to call again, as a deferred stop after an
+	// explicit one does.
+	stopOnce sync.Once
+	stopErr  error
 }
 
 func startDaemon(sock, state string, args ...string) (*daemonProc, error) {
@@ -271,14 +302,16 @@ func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonPr
 }
 
 func (d *daemonProc) stop() error {
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-d.done:
-		return err
-	case <-time.After(60 * time.Second):
-		d.cmd.Process.Kill()
-		return fmt.Errorf("still running 60s after SIGTERM")
-	}
+	d.stopOnce.Do(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case d.stopErr = <-d.done:
+		case <-time.After(60 * time.Second):
+			d.cmd.Process.Kill()
+			d.stopErr = fmt.Errorf("still running 60s after SIGTERM")
+		}
+	})
+	return d.stopErr
 }
 
 type lockedWriter struct{ b *bytes.Buffer }
@@ -291,9 +324,11 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-// request sends one API request to the daemon at sock.
+// request sends one API request to the daemon at sock, on a connection of
+// its own that it closes (a connection kept idle would count in the
+// daemon's goroutines and descriptors).
 func request(sock, method, path, body string, header map[string]string) (int, []byte) {
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}, Timeout: 5 * time.Minute}
 	req, _ := http.NewRequest(method, "http://sandboxd"+path, strings.NewReader(body))
