@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -193,5 +195,29 @@ func TestStalledStreamEndsAtTimeout(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the execution outlived its timeout by 10s while its client read nothing")
+	}
+}
+
+// A character cut by the end of a program's write is held back and sent
+// whole with the next chunk: no chunk ends inside a character.
+func TestStreamHoldsBackACutCharacter(t *testing.T) {
+	w := httptest.NewRecorder()
+	st := newStream(w)
+	out := st.output(api.EventStdout)
+	out([]byte("a\xe2\x82"))
+	out([]byte("\xac!"))
+	var chunks []string
+	for _, line := range strings.Split(strings.TrimSpace(w.Body.String()), "\n") {
+		var ev api.StreamEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if ev.Encoding != "" {
+			t.Errorf("chunk %q sent as %s: it was cut inside a character", ev.Data, ev.Encoding)
+		}
+		chunks = append(chunks, ev.Data)
+	}
+	if !slices.Equal(chunks, []string{"a", "\u20ac!"}) {
+		t.Errorf("chunks %q, want [a €!]", chunks)
 	}
 }

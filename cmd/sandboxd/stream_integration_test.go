@@ -17,9 +17,21 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
+
+// endsInsideCharacter reports whether b ends with the start of a UTF-8
+// sequence that lacks its last bytes.
+func endsInsideCharacter(b []byte) bool {
+	for i := len(b) - 1; i >= 0 && i >= len(b)-3; i-- {
+		if utf8.RuneStart(b[i]) {
+			return b[i] >= 0xc0 && !utf8.FullRune(b[i:])
+		}
+	}
+	return false
+}
 
 type timedEvent struct {
 	at   time.Duration
@@ -108,7 +120,13 @@ sys.exit(4)`}
 	for _, e := range evs {
 		switch e.ev.Type {
 		case api.EventStdout:
-			stdout = append(stdout, chunkData(t, e.ev)...)
+			chunk := chunkData(t, e.ev)
+			// A character cut by a write's end is held back for the next
+			// chunk: no chunk ends inside one.
+			if endsInsideCharacter(chunk) {
+				t.Errorf("a chunk ends inside a character: %q", chunk)
+			}
+			stdout = append(stdout, chunk...)
 			if len(order) == 0 || order[len(order)-1] != "out" { // a print may take several writes
 				order = append(order, "out")
 			}
