@@ -272,3 +272,75 @@ func TestSessionTimeoutWhileWaiting(t *testing.T) {
 		t.Fatalf("%d %s", w.Code, w.Body)
 	}
 }
+
+// Executions in one session run one at a time: a second one waits for the
+// first, and its timeout runs while it waits.
+func TestSessionExecutionsSerialize(t *testing.T) {
+	release := make(chan struct{})
+	rt := &sessionRuntime{boxes: map[string]*labeledSandbox{}}
+	s := newSessionServer(t, rt)
+	sess := createAs(t, s, 1, `{"language":"py"}`)
+	var mu sync.Mutex
+	running, most := 0, 0
+	rt.boxes["ses-"+sess.ID].f.exec = func(ctx context.Context, _ Process) (ExitResult, error) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		defer func() { mu.Lock(); running--; mu.Unlock() }()
+		select {
+		case <-release:
+			return ExitResult{}, nil
+		case <-ctx.Done():
+			return ExitResult{Killed: true}, nil
+		}
+	}
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- as(s, 1, "POST", "/v1/execute", `{"session_id":"`+sess.ID+`","code":"x"}`) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		r := running
+		mu.Unlock()
+		if r == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first execution never ran")
+		}
+	}
+	w := as(s, 1, "POST", "/v1/execute", `{"session_id":"`+sess.ID+`","code":"x","timeout_ms":100}`)
+	var res api.ExecuteResult
+	json.Unmarshal(w.Body.Bytes(), &res)
+	if w.Code != 200 || res.Status != api.StatusTimedOut {
+		t.Errorf("the second execution: %d %s", w.Code, w.Body)
+	}
+	close(release)
+	if w := <-first; w.Code != 200 {
+		t.Errorf("the first execution: %d %s", w.Code, w.Body)
+	}
+	if most != 1 {
+		t.Errorf("%d executions ran at once in one session", most)
+	}
+}
+
+// Live stdin is fed only by the execution's owner, or root: another uid
+// finds no such execution.
+func TestLiveStdinOnlyFromItsOwner(t *testing.T) {
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	for _, tc := range []struct {
+		uid  uint32
+		want int
+	}{{2000, 404}, {1000, 200}, {0, 200}} {
+		l := s.openStdin("x1", 1000)
+		got := make(chan []byte, 1)
+		go func() { b, _ := io.ReadAll(l.r); got <- b }()
+		w := as(s, tc.uid, "POST", "/v1/executions/x1/stdin", "input")
+		if w.Code != tc.want {
+			t.Errorf("uid %d: %d %s, want %d", tc.uid, w.Code, w.Body, tc.want)
+		}
+		s.closeStdin("x1", l)
+		if b := <-got; (tc.want == 200) != (string(b) == "input") {
+			t.Errorf("uid %d: the program read %q", tc.uid, b)
+		}
+	}
+}
