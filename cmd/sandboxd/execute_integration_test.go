@@ -50,8 +50,8 @@ func TestHelloEachLanguage(t *testing.T) {
 	for _, l := range langs.Languages {
 		names[l.Name] = true
 	}
-	// The test machine installs these; the rest are tested when present.
-	for _, want := range []string{"python", "javascript", "bash", "sh", "c", "cpp", "perl"} {
+	// Every language the README promises: .ci/deps installs them all.
+	for _, want := range []string{"python", "javascript", "typescript", "bash", "sh", "ruby", "perl", "php", "lua", "c", "cpp", "go", "rust", "java"} {
 		if !names[want] {
 			t.Errorf("language %s is not offered; offered: %v", want, names)
 		}
