@@ -74,7 +74,10 @@ var Languages = []LanguageSpec{
 		Env: []string{"GOCACHE=/workspace/.cache/go-build", "GOPATH=/workspace/.go", "GOTOOLCHAIN=local", "GO111MODULE=off", "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}},
 	{Name: "rust", Aliases: []string{"rs"}, Extensions: []string{".rs"}, FileName: "main.rs",
 		Compile: []string{"rustc", "-O", "-o", "/tmp/main", "/sandbox/main.rs"},
-		Run:     []string{"/tmp/main"}, Version: []string{"rustc", "--version"}},
+		Run:     []string{"/tmp/main"}, Version: []string{"rustc", "--version"},
+		// rustc links with cc, which Debian makes a link through
+		// /etc/alternatives.
+		HostPaths: []string{"/etc/alternatives"}},
 	{Name: "java", Extensions: []string{".java"}, FileName: "Main.java",
 		// The source launcher compiles in memory: one JVM start, not two.
 		Run:       []string{"java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "/sandbox/Main.java"},
