@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
@@ -342,22 +341,16 @@ type callerKey struct{}
 // ConnContext records the peer's credentials (SO_PEERCRED); use it as
 // http.Server.ConnContext.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
+	var caller Caller
+	if tc, ok := c.(*trackedConn); ok {
+		caller = tc.caller
+	} else {
+		caller = peerCaller(c)
+	}
+	if !caller.Known {
 		return ctx
 	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return ctx
-	}
-	var cred *unix.Ucred
-	raw.Control(func(fd uintptr) {
-		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if err != nil || cred == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, callerKey{}, Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, Known: true})
+	return context.WithValue(ctx, callerKey{}, caller)
 }
 
 func callerOf(ctx context.Context) Caller {
