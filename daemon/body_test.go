@@ -94,6 +94,39 @@ func TestBodyOverContentLengthNotRead(t *testing.T) {
 	}
 }
 
+// zeros is an endless body.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// A client still sending a refused body reads its answer, even one that
+// asked for the connection to be closed after it: net/http closes such a
+// connection at once, and the listener closes it gracefully.
+func TestBodyRefusedWhileSending(t *testing.T) {
+	s := newBodyServer(t, &fakeRuntime{}, 0, nil)
+	path := serveUnix(t, s)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", path)
+	}}}
+	for i := range 5 {
+		req, _ := http.NewRequest("POST", "http://sandboxd/v1/execute", io.LimitReader(zeros{}, s.bodyLimit()+1))
+		req.ContentLength = s.bodyLimit() + 1
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("request %d: %d %s", i, resp.StatusCode, b)
+		}
+	}
+}
+
 // A body of unknown length is cut at the cap, and holds no budget after.
 func TestBodyChunkedOverCap(t *testing.T) {
 	s := newBodyServer(t, &fakeRuntime{}, 0, nil)

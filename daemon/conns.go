@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,19 +55,22 @@ func (l ConnLimits) Fit(nofile uint64) (ConnLimits, bool) {
 	return fit, fit != l
 }
 
-// Refused connections get their answer, and what they sent is read, for
-// up to refuseLinger, so that closing them does not reset the answer away
-// (RFC 9112 section 9.6); at most maxLingering at once, the others are
-// closed once answered.
+// A connection closed while its client may still be sending (one refused
+// at once, or one whose request's body the daemon did not read) is closed
+// gracefully: it is half-closed, and what the client sends is read for up
+// to lingerTime, so that closing it does not reset the answer away before
+// the client reads it (RFC 9112 section 9.6). At most maxLingering at
+// once; the others are closed at once.
 const (
-	refuseLinger = 500 * time.Millisecond
+	lingerTime   = 500 * time.Millisecond
 	maxLingering = 64
 )
 
 // ConnListener is a net.Listener that caps open connections, in total and
 // per peer uid (SO_PEERCRED). A connection over a cap gets a complete
-// HTTP/1.1 error and is closed: 429 when its uid is over its share, 503
-// when the daemon is full. Accept never waits on a refused client.
+// HTTP/1.1 error once it has sent its request (or lingerTime has passed)
+// and is closed: 429 when its uid is over its share, 503 when the daemon
+// is full. Accept never waits on a refused client.
 type ConnListener struct {
 	net.Listener
 	log *slog.Logger
@@ -156,12 +160,14 @@ func (l *ConnListener) refuse(c net.Conn, caller Caller, e *api.Error) {
 	case l.lingering <- struct{}{}:
 		go func() {
 			defer func() { <-l.lingering }()
-			c.SetDeadline(time.Now().Add(refuseLinger))
+			// The answer follows the request, or what the client sends of
+			// it within lingerTime: HTTP clients drop answers that come
+			// before their request.
+			c.SetDeadline(time.Now().Add(lingerTime))
+			c.Read(make([]byte, 4<<10))
+			c.SetWriteDeadline(time.Now().Add(lingerTime))
 			if _, err := c.Write(answer); err == nil {
-				if cw, ok := c.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-				}
-				io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+				linger(c)
 			}
 			c.Close()
 		}()
@@ -172,6 +178,32 @@ func (l *ConnListener) refuse(c net.Conn, caller Caller, e *api.Error) {
 		c.Write(answer)
 		c.Close()
 	}
+}
+
+// linger half-closes c, then reads what its client sends until it closes
+// its end or lingerTime has passed.
+func linger(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, c)
+}
+
+// unreadInput reports whether the client has sent what the daemon has not
+// read: a client still sending.
+func unreadInput(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	raw.Control(func(fd uintptr) { n, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return err == nil && n > 0
 }
 
 // refusal is the whole HTTP/1.1 answer to a refused connection.
@@ -222,9 +254,28 @@ type trackedConn struct {
 	once   sync.Once
 }
 
+// Close closes the connection, gracefully when its client is still
+// sending; the connection keeps its place in the counts until it is
+// closed.
 func (c *trackedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { c.l.leave(c.caller) })
+	var err error
+	c.once.Do(func() {
+		if unreadInput(c.Conn) {
+			select {
+			case c.l.lingering <- struct{}{}:
+				go func() {
+					defer func() { <-c.l.lingering }()
+					linger(c.Conn)
+					c.Conn.Close()
+					c.l.leave(c.caller)
+				}()
+				return
+			default:
+			}
+		}
+		err = c.Conn.Close()
+		c.l.leave(c.caller)
+	})
 	return err
 }
 
