@@ -306,3 +306,24 @@ func TestDecodeStrict(t *testing.T) {
 		t.Errorf("create session with an unknown field: %v", err)
 	}
 }
+
+// A submitted file is held once: decoded, its text leaves the request.
+func TestFilesDecodedOnce(t *testing.T) {
+	s := newBodyServer(t, &fakeRuntime{}, 0, nil)
+	req := api.ExecuteRequest{Language: "python", Code: "x", Files: []api.File{
+		{Path: "a.txt", Content: "text"},
+		{Path: "b.bin", Content: "AAEC", Encoding: api.EncodingBase64},
+	}}
+	c, err := s.validate(&req, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.files) != 2 || string(c.files[0].Data) != "text" || string(c.files[1].Data) != "\x00\x01\x02" {
+		t.Errorf("decoded files: %+v", c.files)
+	}
+	for _, f := range req.Files {
+		if f.Content != "" {
+			t.Errorf("file %s still holds its text after decoding", f.Path)
+		}
+	}
+}
