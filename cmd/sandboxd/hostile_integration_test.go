@@ -251,7 +251,7 @@ func holdAs(t *testing.T, uid uint32, sock string, n int) (heldConns, func()) {
 // TestHostileStalledConnections fills the daemon with connections that
 // send nothing, from uids other than root, and checks who is still served.
 func TestHostileStalledConnections(t *testing.T) {
-	_, sock := startHostileDaemon(t, `
+	conf := `
 [server]
 header_timeout = '2m'
 idle_timeout = '1s'
@@ -260,7 +260,8 @@ max_connections_per_uid = 8
 root_reserve = 4
 [pool]
 size = 0
-`)
+`
+	d, sock := startHostileDaemon(t, conf)
 	// One uid: its share, and 429 for the rest.
 	got, _ := holdAs(t, 65534, sock, 30)
 	if got.Held != 8 || got.Refused[429] != 22 || got.Malformed != 0 {
@@ -316,6 +317,23 @@ size = 0
 			t.Fatalf("uid 65530 still refused once uid 65532's connections closed")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A reload applies new caps to new connections.
+	config := filepath.Join(filepath.Dir(sock), "sandboxd.toml")
+	if err := os.WriteFile(config, []byte("socket_mode = '0666'\n"+strings.Replace(conf, "max_connections_per_uid = 8", "max_connections_per_uid = 2", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		got, release := holdAs(t, 65529, sock, 3)
+		release()
+		if got.Held == 2 && got.Refused[429] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("3 connections of uid 65529 after a reload to 2 per uid: %+v", got)
+		}
 	}
 }
 
