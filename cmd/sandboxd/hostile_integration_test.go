@@ -291,7 +291,7 @@ size = 0
 		t.Errorf("root with the daemon full for others: %d %s %v", status, body, err)
 	}
 	// The connections of the requests above close a moment after their
-	// answers, the one startDaemon's polls kept alive at its idle timeout.
+	// answers (any left idle, at the idle timeout).
 	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		n := metric(t, sock, "sandboxd_connections")
 		if n == 21 {
