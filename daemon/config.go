@@ -73,6 +73,7 @@ type Settings struct {
 	LogFormat      string   `toml:"log_format" comment:"text or json"`
 
 	Limits    LimitSettings              `toml:"limits"`
+	Server    ServerSettings             `toml:"server"`
 	Sessions  SessionSettings            `toml:"sessions"`
 	Pool      PoolSettings               `toml:"pool"`
 	Access    AccessSettings             `toml:"access"`
@@ -109,6 +110,19 @@ type LimitSettings struct {
 	MaxConcurrent       int      `toml:"max_concurrent" comment:"executions at once"`
 	MaxQueued           int      `toml:"max_queued" comment:"executions waiting; beyond, 429"`
 	MaxConcurrentPerUID int      `toml:"max_concurrent_per_uid" comment:"running and waiting executions of one uid; 0: no quota"`
+}
+
+// ServerSettings bound what a client may hold of the daemon: time,
+// connections and memory.
+type ServerSettings struct {
+	HeaderTimeout        Duration `toml:"header_timeout" comment:"how long a client may take to send a request's headers; beyond, the connection is closed"`
+	BodyTimeout          Duration `toml:"body_timeout" comment:"how long a client may take to send a JSON body or a session's file once the daemon reads it; beyond, 408 (the bodies of stdin and image import stream, without one)"`
+	IdleTimeout          Duration `toml:"idle_timeout" comment:"an open connection that sends no request is closed after this long"`
+	MaxConnections       int      `toml:"max_connections" comment:"connections open at once; beyond, 503 (at most half of RLIMIT_NOFILE: a lower limit lowers it)"`
+	MaxConnectionsPerUID int      `toml:"max_connections_per_uid" comment:"connections open at once of one uid, root's too; beyond, 429; 0: no cap"`
+	RootReserve          int      `toml:"root_reserve" comment:"of max_connections, the connections only root may open, so that an administrator always gets in"`
+	MaxBodyMemory        Size     `toml:"max_body_memory" comment:"bytes of request bodies held in memory at once, all requests together (default: the largest body the default limits allow); a larger body waits for all of it"`
+	BodyWait             Duration `toml:"body_wait" comment:"how long a request waits for room in max_body_memory; beyond, 429"`
 }
 
 // SessionSettings bound sessions.
@@ -157,6 +171,7 @@ type LanguageSettings struct {
 // DefaultSettings are the built-in defaults for a host with cpus CPUs.
 func DefaultSettings(cpus int) Settings {
 	l := DefaultLimits(cpus)
+	c := DefaultConnLimits()
 	return Settings{
 		Socket:         api.DefaultSocket,
 		SocketMode:     "0660",
@@ -174,6 +189,11 @@ func DefaultSettings(cpus int) Settings {
 			CPUs: l.CPUs, Pids: l.Pids, Tmpfs: Size(l.TmpfsBytes), Output: Size(l.OutputBytes),
 			MaxCode: Size(l.MaxCodeBytes), MaxStdin: Size(l.MaxStdinBytes),
 			MaxConcurrent: l.MaxConcurrent, MaxQueued: l.MaxQueued, MaxConcurrentPerUID: l.MaxConcurrentPerUID,
+		},
+		Server: ServerSettings{
+			HeaderTimeout: Duration(10 * time.Second), BodyTimeout: Duration(l.BodyTimeout), IdleTimeout: Duration(time.Minute),
+			MaxConnections: c.Max, MaxConnectionsPerUID: c.PerUID, RootReserve: c.RootReserve,
+			MaxBodyMemory: Size(l.MaxBodyBytes()), BodyWait: Duration(l.BodyWait),
 		},
 		Pool:     PoolSettings{Size: l.PoolSize},
 		Images:   ImageSettings{Pull: true},
@@ -248,6 +268,12 @@ func (s Settings) Validate() error {
 	check(ss.IdleTimeout > 0 && ss.MaxLifetime > 0 && ss.IdleTimeout <= ss.MaxLifetimeCap && ss.MaxLifetime <= ss.MaxLifetimeCap,
 		"sessions.idle_timeout and max_lifetime must be positive and at most sessions.max_lifetime_cap")
 	check(ss.Max >= 0 && ss.MaxPerUID >= 0 && ss.MaxFile > 0, "sessions.max, max_per_uid and max_file must not be negative")
+	sv := s.Server
+	check(sv.HeaderTimeout > 0 && sv.BodyTimeout > 0 && sv.IdleTimeout > 0, "server.header_timeout, body_timeout and idle_timeout must be positive")
+	check(sv.MaxConnections >= 1 && sv.RootReserve >= 0 && sv.RootReserve < sv.MaxConnections,
+		"server.max_connections must be at least 1, and server.root_reserve from 0 to less than it")
+	check(sv.MaxConnectionsPerUID >= 0, "server.max_connections_per_uid must not be negative")
+	check(sv.MaxBodyMemory >= 1<<20 && sv.BodyWait >= 0, "server.max_body_memory must be at least 1MiB, and server.body_wait not negative")
 	check(s.Pool.Size >= 0 && s.Pool.Size <= 256, "pool.size must be from 0 to 256")
 	check(namespaceRE.MatchString(s.Namespace), "namespace %q must be letters, digits, '.', '_' or '-', starting with a letter or digit", s.Namespace)
 	_, err := strconv.ParseUint(s.SocketMode, 8, 32)
@@ -293,7 +319,13 @@ func (s Settings) ServerLimits() Limits {
 		MaxSessionLifetime: time.Duration(ss.MaxLifetimeCap), MaxSessions: ss.Max, MaxSessionsPerUser: ss.MaxPerUID,
 		MaxFileBytes: int64(ss.MaxFile),
 		PoolSize:     s.Pool.Size,
+		BodyTimeout:  time.Duration(s.Server.BodyTimeout), BodyWait: time.Duration(s.Server.BodyWait),
 	}
+}
+
+// ConnLimits are the caps of the API socket's connections.
+func (s Settings) ConnLimits() ConnLimits {
+	return ConnLimits{Max: s.Server.MaxConnections, PerUID: s.Server.MaxConnectionsPerUID, RootReserve: s.Server.RootReserve}
 }
 
 // LanguageSpecs applies the settings' language entries to the built-in

@@ -45,6 +45,16 @@ max_concurrent = 3
 max_queued = 5
 max_concurrent_per_uid = 2
 
+[server]
+header_timeout = "5s"
+body_timeout = "20s"
+idle_timeout = "2m"
+max_connections = 300
+max_connections_per_uid = 40
+root_reserve = 8
+max_body_memory = "256MiB"
+body_wait = "3s"
+
 [sessions]
 idle_timeout = "1m"
 max_lifetime = "2h"
@@ -107,6 +117,10 @@ run = ["python3", "/sandbox/main.py"]
 		l.MaxSessions != 4 || l.MaxSessionsPerUser != 2 || l.MaxFileBytes != 1<<20 {
 		t.Errorf("sessions: %+v", l)
 	}
+	if sv := s.Server; time.Duration(sv.HeaderTimeout) != 5*time.Second || time.Duration(sv.IdleTimeout) != 2*time.Minute || sv.MaxBodyMemory != 256<<20 ||
+		l.BodyTimeout != 20*time.Second || l.BodyWait != 3*time.Second || s.ConnLimits() != (ConnLimits{Max: 300, PerUID: 40, RootReserve: 8}) {
+		t.Errorf("server: %+v %+v", sv, l)
+	}
 	if len(s.Access.AllowUIDs) != 2 || s.Access.AllowGIDs[0] != 50 {
 		t.Errorf("access: %+v", s.Access)
 	}
@@ -160,6 +174,10 @@ func TestLoadSettingsErrors(t *testing.T) {
 		"[[languages]]\nname = \"python\"\nimage = \"Bad Ref\"\n": "not an image reference",
 		"[runtimes.runc]\nbinary = \"/bin/true\"\n":               "not runc",
 		"[runtimes.x]\nflags = [\"-v\"]\n":                        "binary is required",
+		"[server]\nbody_timeout = \"0s\"\n":                       "must be positive",
+		"[server]\nmax_connections = 8\nroot_reserve = 8\n":       "root_reserve",
+		"[server]\nmax_connections_per_uid = -1\n":                "max_connections_per_uid",
+		"[server]\nmax_body_memory = \"64k\"\n":                   "at least 1MiB",
 	} {
 		s, err := LoadSettings(writeConfig(t, body), DefaultSettings(2))
 		if err == nil {

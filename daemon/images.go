@@ -106,9 +106,11 @@ func (s *Server) servePullImage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req api.PullRequest
-	if err := readJSON(w, r, 64<<10, &req); err != nil {
+	release, err := s.readJSON(w, r, 64<<10, &req)
+	if err != nil {
 		return err
 	}
+	defer release()
 	if _, err := reference.ParseDockerRef(req.Ref); err != nil {
 		return invalid("ref %q is not an image reference: %v", truncate(req.Ref, 200), err)
 	}

@@ -16,6 +16,9 @@ type metrics struct {
 	duration   *prometheus.HistogramVec
 	oomKills   prometheus.Counter
 	timeouts   prometheus.Counter
+	// bodiesRefused counts request bodies refused: too_large (413),
+	// budget (429) and timeout (408).
+	bodiesRefused *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -34,11 +37,17 @@ func newMetrics(s *Server) *metrics {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sandboxd_timeouts_total", Help: "Executions killed at their timeout.",
 		}),
+		bodiesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sandboxd_request_bodies_refused_total", Help: "Request bodies refused: too_large (413), budget (429: no room in server.max_body_memory in time), timeout (408).",
+		}, []string{"reason"}),
+	}
+	for _, reason := range []string{"too_large", "budget", "timeout"} {
+		m.bodiesRefused.WithLabelValues(reason)
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.executions, m.duration, m.oomKills, m.timeouts,
+	m.reg.MustRegister(m.executions, m.duration, m.oomKills, m.timeouts, m.bodiesRefused,
 		gauge("sandboxd_executions_running", "Executions running now.", func() float64 {
 			r, _ := s.slots.counts()
 			return float64(r)
@@ -51,6 +60,9 @@ func newMetrics(s *Server) *metrics {
 			s.smu.Lock()
 			defer s.smu.Unlock()
 			return float64(len(s.sessions))
+		}),
+		gauge("sandboxd_request_body_bytes", "Bytes of request bodies held in memory now, of server.max_body_memory.", func() float64 {
+			return float64(s.bodies.held.Load())
 		}),
 		gauge("sandboxd_pool_ready", "Ready sandboxes in the pool.", func() float64 { return float64(s.poolReady()) }),
 		gauge("sandboxd_undeleted_sandboxes", "Sandboxes whose deletion failed (containerd away), deleted again once it answers.", func() float64 {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net"
@@ -54,6 +53,13 @@ type Limits struct {
 	MaxSessions        int
 	MaxSessionsPerUser int
 	MaxFileBytes       int64 // one file in or out of a session
+
+	// BodyTimeout is how long a client has to send a body that is read
+	// whole (JSON, a session's file); bodies that stream have none.
+	BodyTimeout time.Duration
+	// BodyWait is how long a body waits for room in the budget of bodies
+	// held at once before it is refused with 429.
+	BodyWait time.Duration
 }
 
 // DefaultLimits returns the built-in limits for a host with cpus CPUs.
@@ -79,6 +85,9 @@ func DefaultLimits(cpus int) Limits {
 		MaxSessions:        32,
 		MaxSessionsPerUser: 8,
 		MaxFileBytes:       32 << 20,
+
+		BodyTimeout: 30 * time.Second,
+		BodyWait:    10 * time.Second,
 	}
 }
 
@@ -92,6 +101,9 @@ type Config struct {
 	Languages  []Language
 	Limits     Limits
 	Access     Access
+	// BodyBudget is how many bytes of request bodies are held at once
+	// (0: Limits.MaxBodyBytes); a body larger than it waits for all of it.
+	BodyBudget int64
 	Version    string
 	Logger     *slog.Logger
 }
@@ -163,6 +175,7 @@ type Server struct {
 	wg      sync.WaitGroup
 
 	metrics *metrics
+	bodies  *bodyBudget
 	// pools hold ready sandboxes, one pool per class that a language
 	// runs in by default.
 	pmu         sync.Mutex
@@ -203,6 +216,10 @@ func New(cfg Config) *Server {
 		pullImages:  cfg.PullImages,
 	}
 	s.cfg.Store(&live{lim: cfg.Limits, langs: cfg.Languages, access: cfg.Access})
+	if cfg.BodyBudget <= 0 {
+		cfg.BodyBudget = cfg.Limits.MaxBodyBytes()
+	}
+	s.bodies = newBodyBudget(cfg.BodyBudget)
 	s.metrics = newMetrics(s)
 	for _, rt := range []struct {
 		pattern string
@@ -346,22 +363,16 @@ type callerKey struct{}
 // ConnContext records the peer's credentials (SO_PEERCRED); use it as
 // http.Server.ConnContext.
 func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
+	var caller Caller
+	if tc, ok := c.(*trackedConn); ok {
+		caller = tc.caller
+	} else {
+		caller = peerCaller(c)
+	}
+	if !caller.Known {
 		return ctx
 	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return ctx
-	}
-	var cred *unix.Ucred
-	raw.Control(func(fd uintptr) {
-		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if err != nil || cred == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, callerKey{}, Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, Known: true})
+	return context.WithValue(ctx, callerKey{}, caller)
 }
 
 func callerOf(ctx context.Context) Caller {
@@ -374,7 +385,10 @@ func callerOf(ctx context.Context) Caller {
 func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
-			if r.Context().Err() != nil {
+			// A body's deadline cancels the request's context too; that
+			// client is still there to be told.
+			var e *api.Error
+			if r.Context().Err() != nil && !(errors.As(err, &e) && e.Status == http.StatusRequestTimeout) {
 				s.log.Debug("client left", "route", r.Pattern)
 				return
 			}
@@ -439,38 +453,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Write(b)
 }
 
-// readJSON decodes a request body strictly: JSON content type, bounded
-// size, no unknown fields, nothing after the object.
-func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
-				Message: fmt.Sprintf("content type %q is not application/json", ct)}
-		}
-	} else {
-		return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
-			Message: "content type is missing; send application/json"}
-	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return err
-		}
-		return invalid("request body: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return err
-		}
-		return invalid("request body: data after the JSON object")
-	}
-	return nil
-}
-
 // accepts reports whether the request's Accept header names a media type.
 func accepts(r *http.Request, mediaType string) bool {
 	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
@@ -484,16 +466,21 @@ func accepts(r *http.Request, mediaType string) bool {
 // bodyLimit is what a request may weigh: code and stdin at their maxima,
 // JSON-escaped (up to 6 bytes a byte), files at theirs in base64, and room
 // for the rest.
-func (s *Server) bodyLimit() int64 {
-	l := s.limits()
+func (s *Server) bodyLimit() int64 { return s.limits().MaxBodyBytes() }
+
+// MaxBodyBytes is the largest request body the limits allow: that of an
+// execution.
+func (l Limits) MaxBodyBytes() int64 {
 	return 6*(l.MaxCodeBytes+l.MaxStdinBytes) + 2*l.MaxFileBytes + maxArgsBytes*6 + maxEnvBytes*6 + 256<<10
 }
 
 func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
 	var req api.ExecuteRequest
-	if err := readJSON(w, r, s.bodyLimit(), &req); err != nil {
+	release, err := s.readJSON(w, r, s.bodyLimit(), &req)
+	if err != nil {
 		return err
 	}
+	defer release()
 	var st *stream
 	if accepts(r, api.NDJSON) {
 		st = newStream(w)
@@ -605,9 +592,11 @@ func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) error {
 	var req api.CreateSessionRequest
-	if err := readJSON(w, r, maxEnvBytes*6+64<<10, &req); err != nil {
+	release, err := s.readJSON(w, r, maxEnvBytes*6+64<<10, &req)
+	if err != nil {
 		return err
 	}
+	defer release()
 	sess, err := s.createSession(r.Context(), &req, callerOf(r.Context()))
 	if err != nil {
 		return err
@@ -686,10 +675,11 @@ func (s *Server) servePutFile(w http.ResponseWriter, r *http.Request) error {
 			return invalid("mode %q is not an octal permission such as 644", truncate(m, 20))
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits().MaxFileBytes))
+	body, release, err := s.readBody(w, r, s.limits().MaxFileBytes)
 	if err != nil {
 		return err
 	}
+	defer release()
 	info, err := s.putFile(r.Context(), x, p, uint32(mode), body)
 	if err != nil {
 		return err

@@ -144,7 +144,7 @@ func (s *Server) workspaceFiles(req *api.ExecuteRequest) ([]WorkspaceFile, error
 	var total int64
 	files := make([]WorkspaceFile, 0, len(req.Files))
 	seen := map[string]bool{}
-	for _, f := range req.Files {
+	for i, f := range req.Files {
 		p, err := checkFilePath(f.Path)
 		if err != nil {
 			return nil, err
@@ -174,6 +174,9 @@ func (s *Server) workspaceFiles(req *api.ExecuteRequest) ([]WorkspaceFile, error
 			return nil, invalid("files are more than the maximum of %d bytes", s.limits().MaxFileBytes)
 		}
 		files = append(files, WorkspaceFile{Path: p, Data: data, Mode: mode})
+		// The decoded data is the file from now on: the request no
+		// longer holds it a second time.
+		req.Files[i].Content = ""
 	}
 	if req.Entrypoint != "" {
 		p, err := checkFilePath(req.Entrypoint)

@@ -210,6 +210,7 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 		Languages:   langs,
 		Limits:      settings.ServerLimits(),
 		Access:      daemon.Access{UIDs: settings.Access.AllowUIDs, GIDs: settings.Access.AllowGIDs},
+		BodyBudget:  int64(settings.Server.MaxBodyMemory),
 		Version:     version,
 		Logger:      log,
 	})
@@ -220,15 +221,19 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 	// running executions may finish within the grace period.
 	baseCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRequests()
+	// No ReadTimeout: it would cut the bodies that stream (stdin, image
+	// import); the handlers give the bodies they read whole a deadline.
 	hs := &http.Server{
 		Handler:           srv,
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ConnContext:       daemon.ConnContext,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: time.Duration(settings.Server.HeaderTimeout),
+		IdleTimeout:       time.Duration(settings.Server.IdleTimeout),
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	conns := srv.LimitConns(ln, connLimits(settings, log))
 	errc := make(chan error, 2)
-	go func() { errc <- hs.Serve(ln) }()
+	go func() { errc <- hs.Serve(conns) }()
 	go srv.Sweep(baseCtx)
 	srv.Start(baseCtx)
 	if settings.Metrics.Address != "" {
@@ -236,7 +241,7 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 		if err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
-		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: time.Duration(settings.Server.HeaderTimeout), IdleTimeout: time.Duration(settings.Server.IdleTimeout)}
 		go func() { errc <- ms.Serve(mln) }()
 		defer ms.Close()
 	}
@@ -293,6 +298,7 @@ loop:
 			if s, langs, ok := applyReload(ctx, srv, rt, initPath, settings, reload, goCache, log); ok {
 				current = s
 				warm(langs)
+				conns.SetLimits(connLimits(s, log))
 			}
 			systemd.Notify(systemd.Ready, systemd.Status(status(ctx, srv)))
 		case <-warmed:
@@ -350,6 +356,9 @@ func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client,
 	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.CacheDir != old.CacheDir || s.Containerd != old.Containerd || s.Namespace != old.Namespace || s.Metrics != old.Metrics {
 		log.Warn("reload: socket, state_dir, cache_dir, containerd, namespace and metrics change only at restart")
 	}
+	if s.Server.HeaderTimeout != old.Server.HeaderTimeout || s.Server.IdleTimeout != old.Server.IdleTimeout || s.Server.MaxBodyMemory != old.Server.MaxBodyMemory {
+		log.Warn("reload: server.header_timeout, idle_timeout and max_body_memory change only at restart")
+	}
 	langs := goCache.Apply(daemon.DetectLanguages(ctx, specs))
 	// The host paths of languages the reload adds are mounted in the
 	// sandboxes made from now on; the pools are refilled with those.
@@ -360,6 +369,22 @@ func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client,
 	srv.Reload(s.ServerLimits(), langs, daemon.Access{UIDs: s.Access.AllowUIDs, GIDs: s.Access.AllowGIDs})
 	log.Info("reloaded", "languages", len(langs), "max_concurrent", s.Limits.MaxConcurrent)
 	return s, langs, true
+}
+
+// connLimits are the settings' connection caps, lowered to what the
+// process's RLIMIT_NOFILE can hold.
+func connLimits(s daemon.Settings, log *slog.Logger) daemon.ConnLimits {
+	want := s.ConnLimits()
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return want
+	}
+	lim, lowered := want.Fit(rl.Cur)
+	if lowered {
+		log.Warn("connection caps lowered to what RLIMIT_NOFILE allows (raise LimitNOFILE= or ulimit -n)",
+			"nofile", rl.Cur, "max_connections", lim.Max, "max_connections_per_uid", lim.PerUID, "root_reserve", lim.RootReserve)
+	}
+	return lim
 }
 
 // status is the one-line summary systemctl status shows.

@@ -331,6 +331,9 @@ func request(sock, method, path, body string, header map[string]string) (int, []
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}, Timeout: 5 * time.Minute}
+	// Its connection goes with it: left idle, the connections of many
+	// requests would reach the daemon's cap of connections per uid.
+	defer client.CloseIdleConnections()
 	req, _ := http.NewRequest(method, "http://sandboxd"+path, strings.NewReader(body))
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")

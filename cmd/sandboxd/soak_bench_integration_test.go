@@ -554,8 +554,6 @@ func statusField(path, name string) (int64, error) {
 	return 0, fmt.Errorf("no %s in %s", name, path)
 }
 
-func mib(n int64) float64 { return float64(n) / (1 << 20) }
-
 func metOrNot(met bool) string {
 	if met {
 		return "met"

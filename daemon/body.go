@@ -1,0 +1,316 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// Request bodies that are read whole (JSON, a session's file) are read
+// into one buffer of their exact length, under a deadline, and count
+// against a budget of bytes held at once by all requests: a client cannot
+// make the daemon hold more than the budget, nor hold a connection by
+// sending slowly. Bodies that stream (a running program's stdin, an image
+// archive) are not read whole and have neither.
+
+// bodyBudget bounds the bytes of request bodies held in memory at once.
+// Waiters are served in order of arrival.
+type bodyBudget struct {
+	size int64
+	sem  *semaphore.Weighted
+	held atomic.Int64
+}
+
+func newBodyBudget(size int64) *bodyBudget {
+	return &bodyBudget{size: size, sem: semaphore.NewWeighted(size)}
+}
+
+// acquire takes n bytes of the budget, all of it for a body larger than
+// the budget, waiting up to wait. It returns what to release.
+func (b *bodyBudget) acquire(ctx context.Context, n int64, wait time.Duration) (*bodyHold, error) {
+	n = min(n, b.size)
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := b.sem.Acquire(wctx, n); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, api.Errorf(api.CodeResourceExhausted,
+			"sandboxd holds %d bytes of request bodies, its maximum (server.max_body_memory), and this body of %d bytes waited %v for room: try again later",
+			b.held.Load(), n, wait)
+	}
+	b.held.Add(n)
+	return &bodyHold{b: b, n: n}, nil
+}
+
+// bodyHold is a part of the budget a request holds.
+type bodyHold struct {
+	b  *bodyBudget
+	mu sync.Mutex
+	n  int64
+}
+
+// shrink gives back what is held over n.
+func (h *bodyHold) shrink(n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n < h.n {
+		h.b.sem.Release(h.n - n)
+		h.b.held.Add(n - h.n)
+		h.n = n
+	}
+}
+
+func (h *bodyHold) release() { h.shrink(0) }
+
+func nothing() {}
+
+// readBody reads a request body whole, of at most limit bytes. A
+// Content-Length over the limit is refused before anything is read; the
+// rest is read into one buffer of its exact length, within the body
+// deadline, once the budget has room. The caller calls release once it no
+// longer needs what it decoded from the body.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (data []byte, release func(), err error) {
+	l := s.limits()
+	rc := http.NewResponseController(w)
+	// Set before anything else: net/http discards what is left of a
+	// refused body after the handler, and a slow client must not hold it
+	// there either. Cleared once the body is in, so that a long handler
+	// keeps its connection.
+	rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
+	if r.ContentLength > limit {
+		s.metrics.bodiesRefused.WithLabelValues("too_large").Inc()
+		w.Header().Set("Connection", "close")
+		return nil, nothing, &http.MaxBytesError{Limit: limit}
+	}
+	// A body of unknown length (chunked) holds the most it may weigh
+	// while it is read, then what it weighs.
+	want := r.ContentLength
+	if want < 0 {
+		want = limit
+	}
+	hold, err := s.bodies.acquire(r.Context(), want, l.BodyWait)
+	if err != nil {
+		if api.IsCode(err, api.CodeResourceExhausted) {
+			s.metrics.bodiesRefused.WithLabelValues("budget").Inc()
+		}
+		return nil, nothing, err
+	}
+	// The deadline runs from when the daemon is ready to read.
+	rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
+	if r.ContentLength >= 0 {
+		data = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, data)
+	} else {
+		data, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+		hold.shrink(int64(cap(data)))
+	}
+	if err != nil {
+		hold.release()
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			s.metrics.bodiesRefused.WithLabelValues("too_large").Inc()
+			return nil, nothing, err
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The connection is broken now, and the request's context
+			// cancelled; the client learns why before it is closed.
+			s.metrics.bodiesRefused.WithLabelValues("timeout").Inc()
+			w.Header().Set("Connection", "close")
+			return nil, nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusRequestTimeout,
+				Message: fmt.Sprintf("request body: not received within %v (server.body_timeout)", l.BodyTimeout)}
+		}
+		return nil, nothing, invalid("request body: %v", err)
+	}
+	rc.SetReadDeadline(time.Time{})
+	return data, hold.release, nil
+}
+
+// readJSON decodes a request body strictly: JSON content type, bounded
+// size, no unknown fields, nothing after the object. It holds the body's
+// part of the budget until release is called.
+func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) (release func(), err error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
+				Message: fmt.Sprintf("content type %q is not application/json", ct)}
+		}
+	} else {
+		return nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
+			Message: "content type is missing; send application/json"}
+	}
+	data, release, err := s.readBody(w, r, limit)
+	if err != nil {
+		return nothing, err
+	}
+	if err := decodeStrict(data, v); err != nil {
+		release()
+		return nothing, err
+	}
+	return release, nil
+}
+
+// decodeStrict unmarshals one JSON value, refusing what follows it and
+// object keys that no field takes, as json.Decoder with
+// DisallowUnknownFields does, without the decoder's copy of the input.
+func decodeStrict(data []byte, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) && syn.Offset > 1 && json.Valid(data[:syn.Offset-1]) {
+			return invalid("request body: data after the JSON object")
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			return invalid("request body: empty; send a JSON object")
+		}
+		return invalid("request body: %v", err)
+	}
+	if key := unknownField(data, reflect.TypeOf(v)); key != "" {
+		return invalid("request body: json: unknown field %q", key)
+	}
+	return nil
+}
+
+// rawJSON keeps a value's bytes, a slice of the input: no copy.
+type rawJSON []byte
+
+func (r *rawJSON) UnmarshalJSON(b []byte) error {
+	*r = b
+	return nil
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// unknownField returns a key of an object in data that no field of the
+// struct decoded from it takes, at any depth, or "". data decoded without
+// error into a value of type t.
+func unknownField(data []byte, t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if !holdsStruct(t) || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return ""
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		var obj map[string]rawJSON
+		if json.Unmarshal(data, &obj) != nil {
+			return "" // null
+		}
+		fields := jsonFields(t)
+		for k, raw := range obj {
+			ft, ok := fields[k]
+			if !ok {
+				for name, f := range fields {
+					if strings.EqualFold(name, k) {
+						ft, ok = f, true
+						break
+					}
+				}
+			}
+			if !ok {
+				return k
+			}
+			if key := unknownField(raw, ft); key != "" {
+				return key
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		var elems []rawJSON
+		if json.Unmarshal(data, &elems) != nil {
+			return ""
+		}
+		for _, e := range elems {
+			if key := unknownField(e, t.Elem()); key != "" {
+				return key
+			}
+		}
+	case reflect.Map:
+		var m map[string]rawJSON
+		if json.Unmarshal(data, &m) != nil {
+			return ""
+		}
+		for _, e := range m {
+			if key := unknownField(e, t.Elem()); key != "" {
+				return key
+			}
+		}
+	}
+	return ""
+}
+
+var (
+	fieldsCache sync.Map // reflect.Type → map[string]reflect.Type
+	structCache sync.Map // reflect.Type → bool
+)
+
+// jsonFields maps the JSON names of a struct's fields, those of embedded
+// structs included, to their types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if f, ok := fieldsCache.Load(t); ok {
+		return f.(map[string]reflect.Type)
+	}
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if f.Anonymous && name == "" && ft.Kind() == reflect.Struct {
+			for k, v := range jsonFields(ft) {
+				if _, ok := fields[k]; !ok {
+					fields[k] = v
+				}
+			}
+			continue
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	fieldsCache.Store(t, fields)
+	return fields
+}
+
+// holdsStruct reports whether values of t may contain JSON objects that
+// decode into structs.
+func holdsStruct(t reflect.Type) bool {
+	if v, ok := structCache.Load(t); ok {
+		return v.(bool)
+	}
+	structCache.Store(t, false) // a recursive type meets itself as false
+	var holds bool
+	switch t.Kind() {
+	case reflect.Struct:
+		holds = true
+	case reflect.Pointer, reflect.Slice, reflect.Array, reflect.Map:
+		holds = holdsStruct(t.Elem())
+	}
+	structCache.Store(t, holds)
+	return holds
+}
