@@ -232,7 +232,7 @@ func (s *Sandbox) Collect(ctx context.Context, globs []string, max int64) ([]Col
 			}
 			if f.Exit != nil {
 				if *f.Exit != 0 {
-					return files, fmt.Errorf("collect: %s", f.Error)
+					return files, fmt.Errorf("sandboxd-init: %s", f.Error)
 				}
 				return files, nil
 			}

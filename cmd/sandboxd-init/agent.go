@@ -130,10 +130,8 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 		a.send(agentproto.Frame{Exit: &code, Error: err.Error()})
 		return true
 	}
-	for _, f := range req.Files {
-		if err := writeFile(f.Path, f.Mode, bytes.NewReader(f.Data)); err != nil {
-			return fail(fmt.Errorf("placing %s in /workspace: %v", f.Path, err))
-		}
+	if err := place(req.Files); err != nil {
+		return fail(err)
 	}
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
@@ -255,7 +253,8 @@ wait:
 	return open
 }
 
-// collect answers a collect request: one frame a file, then an exit frame.
+// collect answers a collect request: one frame a file, then an exit frame;
+// or, when a matched file cannot be read, only an exit frame with the error.
 func (a *agent) collect(req agentproto.Request) {
 	files, err := collect(req.Collect, req.CollectMax)
 	code := 0
@@ -267,6 +266,24 @@ func (a *agent) collect(req agentproto.Request) {
 		a.send(agentproto.Frame{File: &files[i]})
 	}
 	a.send(f)
+}
+
+// place writes a request's files into the workspace.
+func place(files []agentproto.File) error {
+	if len(files) == 0 {
+		return nil
+	}
+	r, err := openRoot(Workspace)
+	if err != nil {
+		return fmt.Errorf("placing files: %v", err)
+	}
+	defer r.close()
+	for _, f := range files {
+		if err := r.writeFile(f.Path, f.Mode, bytes.NewReader(f.Data)); err != nil {
+			return fmt.Errorf("placing %s in /workspace: %v", f.Path, err)
+		}
+	}
+	return nil
 }
 
 // killOthers kills every process the sandbox's user runs but this one.

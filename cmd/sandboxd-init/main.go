@@ -15,6 +15,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -74,21 +75,15 @@ func fail(code int, err error) {
 }
 
 func exitCode(err error) int {
+	var errno syscall.Errno
+	errors.As(err, &errno)
 	switch {
-	case os.IsNotExist(err):
+	case os.IsNotExist(err) || errno == syscall.ENOENT:
 		return exitNotFound
-	case err == errInvalid || os.IsExist(err):
+	case errors.Is(err, errInvalid) || os.IsExist(err):
 		return exitInvalid
 	}
-	var errno syscall.Errno
-	if e, ok := err.(*os.PathError); ok {
-		errno, _ = e.Err.(syscall.Errno)
-	} else {
-		errno, _ = err.(syscall.Errno)
-	}
 	switch errno {
-	case syscall.ENOENT:
-		return exitNotFound
 	case syscall.EISDIR, syscall.ENOTDIR, syscall.EXDEV, syscall.ELOOP, syscall.EINVAL:
 		return exitInvalid
 	}

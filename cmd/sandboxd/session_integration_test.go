@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,83 +136,102 @@ func TestSessionMemoryBomb(t *testing.T) {
 }
 
 func TestSessionFiles(t *testing.T) {
-	id := newSession(t, "-l", "python")
-	dir := t.TempDir()
-	local := filepath.Join(dir, "blob.bin")
-	blob := make([]byte, 300<<10)
-	for i := range blob {
-		blob[i] = byte(i * 7)
-	}
-	os.WriteFile(local, blob, 0o640)
-	if _, errOut, code := sandboxctl(t, "", "session", "upload", id, local, "in/blob.bin"); code != 0 {
-		t.Fatalf("upload: %d %q", code, errOut)
-	}
-	res := execute(t, api.ExecuteRequest{SessionID: id, Code: "import hashlib, os\nb = open('in/blob.bin','rb').read()\nprint(len(b), oct(os.stat('in/blob.bin').st_mode & 0o777))\nopen('out.bin','wb').write(b[::-1])"})
-	if res.Stdout != fmt.Sprintf("%d 0o640\n", len(blob)) {
-		t.Fatalf("in the sandbox: %+v", res)
-	}
-	back := filepath.Join(dir, "back.bin")
-	if _, errOut, code := sandboxctl(t, "", "session", "download", id, "out.bin", back); code != 0 {
-		t.Fatalf("download: %d %q", code, errOut)
-	}
-	got, _ := os.ReadFile(back)
-	want := bytes.Clone(blob)
-	for i, j := 0, len(want)-1; i < j; i, j = i+1, j-1 {
-		want[i], want[j] = want[j], want[i]
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("round trip: %d bytes back", len(got))
-	}
-	out, _, code := sandboxctl(t, "", "session", "download", id, "in/blob.bin", "-")
-	if code != 0 || out != string(blob) {
-		t.Fatalf("download to stdout: %d, %d bytes", code, len(out))
-	}
-	out, _, _ = sandboxctl(t, "", "session", "files", id)
-	if !strings.Contains(out, "in/blob.bin") || !strings.Contains(out, "out.bin") {
-		t.Fatalf("files: %q", out)
-	}
+	forEachRuntime(t, func(t *testing.T, rt string, ctl []string) {
+		id := newSession(t, append([]string{"-l", "python"}, ctl...)...)
+		dir := t.TempDir()
+		local := filepath.Join(dir, "blob.bin")
+		blob := make([]byte, 300<<10)
+		for i := range blob {
+			blob[i] = byte(i * 7)
+		}
+		os.WriteFile(local, blob, 0o640)
+		if _, errOut, code := sandboxctl(t, "", "session", "upload", id, local, "in/blob.bin"); code != 0 {
+			t.Fatalf("upload: %d %q", code, errOut)
+		}
+		res := execute(t, api.ExecuteRequest{SessionID: id, Code: "import hashlib, os\nb = open('in/blob.bin','rb').read()\nprint(len(b), oct(os.stat('in/blob.bin').st_mode & 0o777))\nopen('out.bin','wb').write(b[::-1])"})
+		if res.Stdout != fmt.Sprintf("%d 0o640\n", len(blob)) {
+			t.Fatalf("in the sandbox: %+v", res)
+		}
+		back := filepath.Join(dir, "back.bin")
+		if _, errOut, code := sandboxctl(t, "", "session", "download", id, "out.bin", back); code != 0 {
+			t.Fatalf("download: %d %q", code, errOut)
+		}
+		got, _ := os.ReadFile(back)
+		want := bytes.Clone(blob)
+		for i, j := 0, len(want)-1; i < j; i, j = i+1, j-1 {
+			want[i], want[j] = want[j], want[i]
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("round trip: %d bytes back", len(got))
+		}
+		out, _, code := sandboxctl(t, "", "session", "download", id, "in/blob.bin", "-")
+		if code != 0 || out != string(blob) {
+			t.Fatalf("download to stdout: %d, %d bytes", code, len(out))
+		}
+		out, _, _ = sandboxctl(t, "", "session", "files", id)
+		if !strings.Contains(out, "in/blob.bin") || !strings.Contains(out, "out.bin") {
+			t.Fatalf("files: %q", out)
+		}
+		if status, body := request(socket, "GET", "/v1/sessions/"+id+"/files/nothing/here", "", nil); status != 404 {
+			t.Errorf("download of a missing file: %d %s", status, body)
+		}
 
-	// Symlinks planted by the sandboxed code lead nowhere outside.
-	execute(t, api.ExecuteRequest{SessionID: id, Language: "bash", Code: "ln -s /etc/passwd passwd; ln -s /proc/1/root root1; ln -s ../.. up; ln -s / slash; mkdir d; ln -s ../../.. d/upup"})
-	for _, p := range []string{"passwd", "root1/etc/passwd", "up/etc/passwd", "slash/etc/passwd", "d/upup/etc/passwd", "root1/usr/bin/python3"} {
-		status, body := request(socket, "GET", "/v1/sessions/"+id+"/files/"+p, "", nil)
-		if status == 200 {
-			t.Errorf("download %s: 200, %d bytes: %.40q", p, len(body), body)
+		// Symlinks planted by the sandboxed code are never followed, to a
+		// place outside /workspace or inside it: a path through one is
+		// refused as invalid. A sentinel outside /workspace stays as it was.
+		execute(t, api.ExecuteRequest{SessionID: id, Language: "bash", Code: "echo sentinel > /tmp/sentinel; ln -s /etc/passwd passwd; ln -s /proc/1/root root1; ln -s /proc/self/root self; ln -s ../.. up; ln -s / slash; mkdir d; ln -s ../../.. d/upup; ln -s in alias; ln -s alias chain; ln -s /tmp/sentinel s"})
+		for _, p := range []string{"passwd", "root1/etc/passwd", "self/etc/passwd", "up/etc/passwd", "slash/etc/passwd", "d/upup/etc/passwd", "root1/usr/bin/python3",
+			"slash/tmp/sentinel", "s", "alias/blob.bin", "chain/blob.bin", "self/tmp/new", "slash/tmp/new"} {
+			status, body := request(socket, "GET", "/v1/sessions/"+id+"/files/"+p, "", nil)
+			if status != 400 || !strings.Contains(string(body), "invalid_argument") {
+				t.Errorf("download %s: %d, %d bytes: %.80q", p, status, len(body), body)
+			}
+			status, body = request(socket, "PUT", "/v1/sessions/"+id+"/files/"+p, "owned", nil)
+			if status != 400 || !strings.Contains(string(body), "invalid_argument") {
+				t.Errorf("upload %s: %d %s", p, status, body)
+			}
 		}
-		status, body = request(socket, "PUT", "/v1/sessions/"+id+"/files/"+p, "owned", nil)
-		if status == 200 {
-			t.Errorf("upload %s: 200 %s", p, body)
+		// Paths that name places outside are refused, or land inside.
+		for _, p := range []string{"../etc/passwd", "/etc/passwd", "%2Fetc%2Fpasswd", "..%2F..%2Fetc%2Fpasswd"} {
+			status, body := request(socket, "GET", "/v1/sessions/"+id+"/files/"+p, "", nil)
+			if status == 200 && strings.Contains(string(body), "root:") {
+				t.Errorf("download %s read a passwd file", p)
+			}
+			request(socket, "PUT", "/v1/sessions/"+id+"/files/"+p, "owned", nil)
 		}
-	}
-	// Paths that name places outside are refused, or land inside.
-	for _, p := range []string{"../etc/passwd", "/etc/passwd", "%2Fetc%2Fpasswd", "..%2F..%2Fetc%2Fpasswd"} {
-		status, body := request(socket, "GET", "/v1/sessions/"+id+"/files/"+p, "", nil)
-		if status == 200 && strings.Contains(string(body), "root:") {
-			t.Errorf("download %s read a passwd file", p)
+		hostPasswd, _ := os.ReadFile("/etc/passwd")
+		if strings.Contains(string(hostPasswd), "owned") {
+			t.Fatal("the host's /etc/passwd was written")
 		}
-		request(socket, "PUT", "/v1/sessions/"+id+"/files/"+p, "owned", nil)
-	}
-	hostPasswd, _ := os.ReadFile("/etc/passwd")
-	if strings.Contains(string(hostPasswd), "owned") {
-		t.Fatal("the host's /etc/passwd was written")
-	}
-	res = execute(t, api.ExecuteRequest{SessionID: id, Language: "bash", Code: "cat /etc/passwd; ls"})
-	if strings.Contains(res.Stdout, "owned") {
-		t.Fatalf("a file outside /workspace was written: %q", res.Stdout)
-	}
-	// A file written through a symlinked directory stays in /workspace.
-	status, body := request(socket, "PUT", "/v1/sessions/"+id+"/files/slash/tmp/x", "inside", nil)
-	if status == 200 {
-		res = execute(t, api.ExecuteRequest{SessionID: id, Language: "bash", Code: "cat /tmp/x 2>/dev/null; cat slash/tmp/x 2>/dev/null; echo"})
-		if strings.HasPrefix(res.Stdout, "inside") {
-			t.Fatalf("upload through slash/ reached the sandbox's /tmp: %q (%s)", res.Stdout, body)
+		res = execute(t, api.ExecuteRequest{SessionID: id, Language: "bash", Code: "cat /etc/passwd /tmp/sentinel; [ -e /tmp/new ] && echo /tmp/new; true"})
+		if strings.Contains(res.Stdout, "owned") || !strings.HasSuffix(res.Stdout, "\nsentinel\n") {
+			t.Fatalf("a file outside /workspace was written: %q", res.Stdout)
 		}
-	}
-	// Oversized uploads are refused.
-	status, _ = request(socket, "PUT", "/v1/sessions/"+id+"/files/big", strings.Repeat("x", 33<<20), nil)
-	if status != 413 {
-		t.Errorf("oversized upload: %d", status)
-	}
+		// The listing shows the symlinks as symlinks, and descends into
+		// real directories only.
+		status, body := request(socket, "GET", "/v1/sessions/"+id+"/files/", "", nil)
+		var list api.FilesResponse
+		json.Unmarshal(body, &list)
+		types := map[string]string{}
+		for _, f := range list.Files {
+			types[f.Path] = f.Type
+		}
+		wantTypes := map[string]string{"in": "dir", "in/blob.bin": "file", "out.bin": "file", "d": "dir"}
+		for _, l := range []string{"passwd", "root1", "self", "up", "slash", "d/upup", "alias", "chain", "s"} {
+			wantTypes[l] = "symlink"
+		}
+		// A path named outside may have landed inside, as etc/passwd.
+		delete(types, "etc")
+		delete(types, "etc/passwd")
+		if status != 200 || !maps.Equal(types, wantTypes) {
+			t.Errorf("listing: %d %v", status, types)
+		}
+		// Oversized uploads are refused.
+		status, _ = request(socket, "PUT", "/v1/sessions/"+id+"/files/big", strings.Repeat("x", 33<<20), nil)
+		if status != 413 {
+			t.Errorf("oversized upload: %d", status)
+		}
+	})
 }
 
 func TestSessionIDsAndOwnership(t *testing.T) {
