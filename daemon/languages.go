@@ -73,11 +73,10 @@ var Languages = []LanguageSpec{
 		Run:     []string{"/tmp/main"}, Version: []string{"go|/usr/local/go/bin/go|/usr/lib/go/bin/go", "version"},
 		Env: []string{"GOCACHE=/workspace/.cache/go-build", "GOPATH=/workspace/.go", "GOTOOLCHAIN=local", "GO111MODULE=off", "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false"}},
 	{Name: "rust", Aliases: []string{"rs"}, Extensions: []string{".rs"}, FileName: "main.rs",
-		Compile: []string{"rustc", "-O", "-o", "/tmp/main", "/sandbox/main.rs"},
-		Run:     []string{"/tmp/main"}, Version: []string{"rustc", "--version"},
-		// rustc links with cc, which Debian makes a link through
-		// /etc/alternatives.
-		HostPaths: []string{"/etc/alternatives"}},
+		// rustc links with cc by default, which Debian makes a link
+		// through /etc/alternatives, not in sandboxes: gcc is named.
+		Compile: []string{"rustc", "-C", "linker=gcc", "-O", "-o", "/tmp/main", "/sandbox/main.rs"},
+		Run:     []string{"/tmp/main"}, Version: []string{"rustc", "--version"}},
 	{Name: "java", Extensions: []string{".java"}, FileName: "Main.java",
 		// The source launcher compiles in memory: one JVM start, not two.
 		Run:       []string{"java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "/sandbox/Main.java"},
