@@ -17,9 +17,10 @@ import (
 // stream writes a streamed execution's events as NDJSON, one flushed line
 // each. Writing blocks while the client does not read, and the program
 // then blocks on its output: back-pressure, never unbounded buffering.
-// But a write never outlasts the execution's deadline: a client that has
-// not taken the output by then is disconnected, and the execution ends at
-// its timeout whatever the client does. Output past the caps is not
+// But a write never outlasts the execution's deadline by more than
+// stalledGrace: a client that has not taken the output by then is
+// disconnected, and the execution ends at its timeout whatever the client
+// does. Output past the caps is not
 // streamed, as it is not kept.
 type stream struct {
 	mu      sync.Mutex
@@ -43,6 +44,12 @@ func newStream(w http.ResponseWriter) *stream {
 	return &stream{w: w, rc: http.NewResponseController(w), enc: json.NewEncoder(w), pending: map[string][]byte{}}
 }
 
+// stalledGrace is how long past the execution's deadline a blocked write
+// of its output may last. The write's failure cancels the request; the
+// deadline comes first, so that the execution ends as timed out, not as
+// abandoned by its client.
+const stalledGrace = time.Second
+
 // finalWriteTimeout bounds the write of the last event, the result or an
 // error, which comes after the execution's deadline when it timed out.
 const finalWriteTimeout = 10 * time.Second
@@ -57,15 +64,23 @@ func (s *stream) setDeadline(d time.Time) {
 	s.mu.Unlock()
 }
 
-// send writes and flushes one event, by deadline at the latest (none when
-// zero). Called with mu.
-func (s *stream) send(v any, deadline time.Time) {
+// outputDeadline bounds a write; none when the deadline is zero. Called
+// with mu.
+func (s *stream) outputDeadline() time.Time {
+	if s.deadline.IsZero() {
+		return s.deadline
+	}
+	return s.deadline.Add(stalledGrace)
+}
+
+// send writes and flushes one event, within its deadline. Called with mu.
+func (s *stream) send(v any) {
 	if s.broken {
 		return
 	}
 	// Set before each write: a deadline on the connection outlives the
 	// response, and is cleared once the stream is over.
-	s.rc.SetWriteDeadline(deadline)
+	s.rc.SetWriteDeadline(s.outputDeadline())
 	err := s.enc.Encode(v)
 	if err == nil {
 		err = s.rc.Flush()
@@ -78,7 +93,7 @@ func (s *stream) send(v any, deadline time.Time) {
 // sendFinal sends the last event, then lifts the write deadline for the
 // connection's next request. Called with mu.
 func (s *stream) sendFinal(v any) {
-	s.send(v, s.deadline)
+	s.send(v)
 	if !s.broken {
 		s.rc.SetWriteDeadline(time.Time{})
 	}
@@ -98,7 +113,7 @@ func (s *stream) start(ev api.StreamEvent) {
 	s.started = true
 	s.w.Header().Set("Content-Type", api.NDJSON)
 	s.w.WriteHeader(http.StatusOK)
-	s.send(ev, s.deadline)
+	s.send(ev)
 }
 
 // output returns the tee of one output stream.
@@ -132,7 +147,7 @@ func (s *stream) chunk(kind string, data []byte) {
 	if !utf8.Valid(data) {
 		ev.Data, ev.Encoding = base64.StdEncoding.EncodeToString(data), api.EncodingBase64
 	}
-	s.send(ev, s.deadline)
+	s.send(ev)
 }
 
 // result sends what is held back, then the result event.

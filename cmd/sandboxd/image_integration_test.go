@@ -341,7 +341,7 @@ run = ["sh", "/sandbox/main.sh"]
 				t.Errorf("a run's files outlived it: %q", res.Stdout)
 			}
 			// Limits: the pids limit stops a fork loop; the timeout kills.
-			res = run(api.ExecuteRequest{Language: lang, Code: "i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); done; echo looped", TimeoutMS: 5000})
+			res = run(api.ExecuteRequest{Language: lang, Code: "i=0; while [ $i -lt 300 ]; do sleep 30 & i=$((i+1)); done; echo looped", TimeoutMS: 20000})
 			limited := strings.Contains(res.Stderr, "fork") || strings.Contains(res.Message, "process limit")
 			if !limited {
 				t.Errorf("300 processes under a pids limit of 128: %+v", res)
