@@ -92,18 +92,9 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 }
 
 func (a *agentConn) send(r agentproto.Request) error {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	// Two writes rather than a copy of a request that may carry files.
 	a.sendMu.Lock()
 	defer a.sendMu.Unlock()
-	if _, err := a.in.Write(b); err != nil {
-		return err
-	}
-	_, err = a.in.Write([]byte{'\n'})
-	return err
+	return agentproto.WriteRequest(a.in, r)
 }
 
 // errAgentGone says the sandbox's agent is dead or does not answer: the

@@ -61,10 +61,10 @@ func runAgent() {
 	go a.reap(chld)
 	reqs := make(chan agentproto.Request)
 	go func() {
-		dec := json.NewDecoder(bufio.NewReaderSize(os.Stdin, 1<<20))
+		in := bufio.NewReaderSize(os.Stdin, 1<<20)
 		for {
-			var req agentproto.Request
-			if err := dec.Decode(&req); err != nil {
+			req, err := agentproto.ReadRequest(in)
+			if err != nil {
 				if err != io.EOF {
 					// A broken stream cannot be resynchronized.
 					a.send(agentproto.Frame{Error: "bad request: " + err.Error()})

@@ -57,7 +57,7 @@ type sandbox struct{ *sbxruntime.Sandbox }
 func (s sandbox) Exec(ctx context.Context, p daemon.Process) (daemon.ExitResult, error) {
 	files := make([]sbxruntime.WorkspaceFile, len(p.WorkspaceFiles))
 	for i, f := range p.WorkspaceFiles {
-		files[i] = sbxruntime.WorkspaceFile(f)
+		files[i] = sbxruntime.WorkspaceFile{Path: f.Path, Data: f.Data, Mode: f.Mode}
 	}
 	res, err := s.Sandbox.Exec(ctx, sbxruntime.Process{
 		Args: p.Args, Env: p.Env, Stdin: p.Stdin, Stdout: p.Stdout, Stderr: p.Stderr,
