@@ -166,6 +166,9 @@ type outcome struct {
 	compiled       bool
 	stdout, stderr *cappedBuffer
 	duration       time.Duration
+	// filesLost says the files to collect went with the sandbox, which
+	// the kernel ended with the program.
+	filesLost bool
 }
 
 // runSteps compiles (for compiled languages) and runs the code in sb. The
@@ -241,7 +244,13 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 	}
 	if len(req.Collect) > 0 {
 		got, err := sb.Collect(context.WithoutCancel(ctx), req.Collect, s.limits().MaxFileBytes)
-		if err != nil {
+		switch {
+		case err != nil && errdefs.IsFailedPrecondition(err) && (o.exit.OOMKilled || o.exit.SandboxKilled != ""):
+			// The kernel ended the whole sandbox at one of its limits (as
+			// gVisor's does at the memory and pids limits): the files went
+			// with it, and the verdict is still the answer.
+			o.filesLost = true
+		case err != nil:
 			return o, fmt.Errorf("collect: %w", err)
 		}
 		for _, f := range got {
@@ -264,6 +273,12 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	res.StdoutTruncated, res.StderrTruncated = o.stdout.Truncated(), o.stderr.Truncated()
 	res.Status, res.Signal = status(o.exit, o.compiled)
 	res.Message = o.exit.SandboxKilled
+	if o.filesLost {
+		if res.Message == "" {
+			res.Message = "the sandbox ended at its memory limit"
+		}
+		res.Message += ": no files were collected"
+	}
 	res.Files = o.files
 	s.metrics.executions.WithLabelValues(res.Language, res.Status).Inc()
 	s.metrics.duration.WithLabelValues(res.Language).Observe(o.duration.Seconds())
