@@ -217,6 +217,19 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 		if o.compiled {
 			// A successful compiler's chatter is not the program's output.
 			o.stdout, o.stderr = newCappedBuffer(out), newCappedBuffer(out)
+		} else if err == nil && st != nil {
+			// A failed compiler's output is the result's: it is streamed
+			// as a program's would be, so that a client that shows the
+			// chunks shows it. The run is over, whatever its deadline.
+			st.runOver()
+			for _, b := range []struct {
+				kind string
+				buf  *cappedBuffer
+			}{{api.EventStdout, o.stdout}, {api.EventStderr, o.stderr}} {
+				if data := b.buf.Bytes(); len(data) > 0 {
+					st.output(b.kind)(data)
+				}
+			}
 		}
 	}
 	if err == nil && o.compiled {

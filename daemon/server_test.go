@@ -199,6 +199,40 @@ func TestCompileErrorSkipsRun(t *testing.T) {
 	}
 }
 
+// A compile error's output is streamed, as a program's is: the chunks a
+// streaming client shows are the result's output.
+func TestStreamedCompileError(t *testing.T) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+		p.Stdout.Write([]byte("note"))
+		p.Stderr.Write([]byte("main.c:1: error"))
+		return ExitResult{ExitCode: 1}, nil
+	}}
+	req := httptest.NewRequest("POST", "/v1/execute", strings.NewReader(`{"language":"c","code":"x"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", api.NDJSON)
+	w := httptest.NewRecorder()
+	newTestServer(t, rt, nil).ServeHTTP(w, req)
+	var stdout, stderr string
+	var res api.ResultEvent
+	for _, line := range strings.Split(strings.TrimSpace(w.Body.String()), "\n") {
+		var ev api.StreamEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		switch ev.Type {
+		case api.EventStdout:
+			stdout += ev.Data
+		case api.EventStderr:
+			stderr += ev.Data
+		case api.EventResult:
+			json.Unmarshal([]byte(line), &res)
+		}
+	}
+	if stdout != "note" || stderr != "main.c:1: error" || res.Status != api.StatusCompileError || res.Stderr != stderr || res.Stdout != stdout {
+		t.Errorf("streamed %q and %q; result %+v", stdout, stderr, res)
+	}
+}
+
 // When the kernel ended the whole sandbox at a limit, its files went with
 // it: the verdict is the answer, without files, and says so. Any other
 // failure to collect fails the request.
