@@ -166,6 +166,9 @@ type outcome struct {
 	compiled       bool
 	stdout, stderr *cappedBuffer
 	duration       time.Duration
+	// filesLost says the files to collect went with the sandbox, which
+	// the kernel ended with the program.
+	filesLost bool
 }
 
 // runSteps compiles (for compiled languages) and runs the code in sb. The
@@ -214,6 +217,19 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 		if o.compiled {
 			// A successful compiler's chatter is not the program's output.
 			o.stdout, o.stderr = newCappedBuffer(out), newCappedBuffer(out)
+		} else if err == nil && st != nil {
+			// A failed compiler's output is the result's: it is streamed
+			// as a program's would be, so that a client that shows the
+			// chunks shows it. The run is over, whatever its deadline.
+			st.runOver()
+			for _, b := range []struct {
+				kind string
+				buf  *cappedBuffer
+			}{{api.EventStdout, o.stdout}, {api.EventStderr, o.stderr}} {
+				if data := b.buf.Bytes(); len(data) > 0 {
+					st.output(b.kind)(data)
+				}
+			}
 		}
 	}
 	if err == nil && o.compiled {
@@ -241,7 +257,13 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 	}
 	if len(req.Collect) > 0 {
 		got, err := sb.Collect(context.WithoutCancel(ctx), req.Collect, s.limits().MaxFileBytes)
-		if err != nil {
+		switch {
+		case err != nil && errdefs.IsFailedPrecondition(err) && (o.exit.OOMKilled || o.exit.SandboxKilled != ""):
+			// The kernel ended the whole sandbox at one of its limits (as
+			// gVisor's does at the memory and pids limits): the files went
+			// with it, and the verdict is still the answer.
+			o.filesLost = true
+		case err != nil:
 			return o, fmt.Errorf("collect: %w", err)
 		}
 		for _, f := range got {
@@ -264,6 +286,12 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	res.StdoutTruncated, res.StderrTruncated = o.stdout.Truncated(), o.stderr.Truncated()
 	res.Status, res.Signal = status(o.exit, o.compiled)
 	res.Message = o.exit.SandboxKilled
+	if o.filesLost {
+		if res.Message == "" {
+			res.Message = "the sandbox ended at its memory limit"
+		}
+		res.Message += ": no files were collected"
+	}
 	res.Files = o.files
 	s.metrics.executions.WithLabelValues(res.Language, res.Status).Inc()
 	s.metrics.duration.WithLabelValues(res.Language).Observe(o.duration.Seconds())

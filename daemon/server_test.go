@@ -27,6 +27,8 @@ type fakeRuntime struct {
 	deleted  int
 	lastExec Process
 	exec     func(ctx context.Context, p Process) (ExitResult, error)
+	// collect, when set, answers Collect.
+	collect func() ([]CollectedFile, error)
 }
 
 func (f *fakeRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, error) {
@@ -64,6 +66,9 @@ type fakeSandbox struct{ f *fakeRuntime }
 func (s *fakeSandbox) ID() string  { return "fake" }
 func (s *fakeSandbox) Alive() bool { return true }
 func (s *fakeSandbox) Collect(context.Context, []string, int64) ([]CollectedFile, error) {
+	if s.f.collect != nil {
+		return s.f.collect()
+	}
 	return []CollectedFile{{Path: "out.txt", Size: 2, Data: []byte("ok")}}, nil
 }
 func (s *fakeSandbox) Helper(context.Context, io.Reader, io.Writer, ...string) (int, error) {
@@ -191,6 +196,73 @@ func TestCompileErrorSkipsRun(t *testing.T) {
 	_, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"c","code":"x"}`)
 	if res.Status != api.StatusCompileError || res.Stderr != "main.c:1: error" || runs != 1 {
 		t.Errorf("result %+v after %d execs", res, runs)
+	}
+}
+
+// A compile error's output is streamed, as a program's is: the chunks a
+// streaming client shows are the result's output.
+func TestStreamedCompileError(t *testing.T) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+		p.Stdout.Write([]byte("note"))
+		p.Stderr.Write([]byte("main.c:1: error"))
+		return ExitResult{ExitCode: 1}, nil
+	}}
+	req := httptest.NewRequest("POST", "/v1/execute", strings.NewReader(`{"language":"c","code":"x"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", api.NDJSON)
+	w := httptest.NewRecorder()
+	newTestServer(t, rt, nil).ServeHTTP(w, req)
+	var stdout, stderr string
+	var res api.ResultEvent
+	for _, line := range strings.Split(strings.TrimSpace(w.Body.String()), "\n") {
+		var ev api.StreamEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		switch ev.Type {
+		case api.EventStdout:
+			stdout += ev.Data
+		case api.EventStderr:
+			stderr += ev.Data
+		case api.EventResult:
+			json.Unmarshal([]byte(line), &res)
+		}
+	}
+	if stdout != "note" || stderr != "main.c:1: error" || res.Status != api.StatusCompileError || res.Stderr != stderr || res.Stdout != stdout {
+		t.Errorf("streamed %q and %q; result %+v", stdout, stderr, res)
+	}
+}
+
+// When the kernel ended the whole sandbox at a limit, its files went with
+// it: the verdict is the answer, without files, and says so. Any other
+// failure to collect fails the request.
+func TestCollectAfterTheSandboxEnded(t *testing.T) {
+	gone := fmt.Errorf("the sandbox's agent is gone: %w", errdefs.ErrFailedPrecondition)
+	for _, tc := range []struct {
+		name    string
+		exit    ExitResult
+		err     error
+		status  int
+		verdict string
+		message string
+	}{
+		{"oom", ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, gone, 200, api.StatusOOMKilled,
+			"the sandbox ended at its memory limit: no files were collected"},
+		{"pids", ExitResult{ExitCode: 137, Signal: 9, SandboxKilled: "the sandbox reached its process limit"}, gone, 200, api.StatusSignaled,
+			"the sandbox reached its process limit: no files were collected"},
+		{"gone after a plain exit", ExitResult{}, gone, 500, "", ""},
+		{"unreadable after an oom", ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, errors.New("sandboxd-init: open out.txt: permission denied"), 500, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := &fakeRuntime{
+				exec:    func(context.Context, Process) (ExitResult, error) { return tc.exit, nil },
+				collect: func() ([]CollectedFile, error) { return nil, tc.err },
+			}
+			w, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"python","code":"x","collect":["*"]}`)
+			if w.Code != tc.status || tc.status == 200 && (res.Status != tc.verdict || res.Message != tc.message || len(res.Files) != 0) {
+				t.Errorf("%d %s", w.Code, w.Body)
+			}
+		})
 	}
 }
 

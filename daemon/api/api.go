@@ -94,7 +94,9 @@ type ExecuteResult struct {
 	OOMKilled       bool   `json:"oom_killed"`
 	DurationMS      int64  `json:"duration_ms"`
 	// Message is sandboxd's note on how the execution ended, when the
-	// status alone does not say it: "the sandbox reached its process limit".
+	// status alone does not say it: "the sandbox reached its process
+	// limit"; and, when the files to collect went with a sandbox the
+	// kernel ended, "no files were collected".
 	Message string `json:"message,omitempty"`
 	Usage   Usage  `json:"usage"`
 	Files   []File `json:"files,omitempty"`
