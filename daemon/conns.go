@@ -59,11 +59,15 @@ func (l ConnLimits) Fit(nofile uint64) (ConnLimits, bool) {
 // at once, or one whose request's body the daemon did not read) is closed
 // gracefully: it is half-closed, and what the client sends is read for up
 // to lingerTime, so that closing it does not reset the answer away before
-// the client reads it (RFC 9112 section 9.6). At most maxLingering at
-// once; the others are closed at once.
+// the client reads it (RFC 9112 section 9.6): on a loaded host a client
+// may take a while to read it. At most maxLingering at once; the others
+// are closed at once.
 const (
-	lingerTime   = 500 * time.Millisecond
+	lingerTime   = 3 * time.Second
 	maxLingering = 64
+	// requestWait bounds the wait for a refused connection's request,
+	// which its answer follows.
+	requestWait = 500 * time.Millisecond
 )
 
 // ConnListener is a net.Listener that caps open connections, in total and
@@ -161,11 +165,11 @@ func (l *ConnListener) refuse(c net.Conn, caller Caller, e *api.Error) {
 		go func() {
 			defer func() { <-l.lingering }()
 			// The answer follows the request, or what the client sends of
-			// it within lingerTime: HTTP clients drop answers that come
+			// it within requestWait: HTTP clients drop answers that come
 			// before their request.
-			c.SetDeadline(time.Now().Add(lingerTime))
+			c.SetDeadline(time.Now().Add(requestWait))
 			c.Read(make([]byte, 4<<10))
-			c.SetWriteDeadline(time.Now().Add(lingerTime))
+			c.SetWriteDeadline(time.Now().Add(requestWait))
 			if _, err := c.Write(answer); err == nil {
 				linger(c)
 			}
