@@ -732,16 +732,7 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 			res.OOMKilled = s.oomKilled(cctx, oomBefore)
 		}
 		if errors.Is(err, errAgentGone) {
-			// The kernel ended the whole sandbox at one of its limits, as it
-			// does under gVisor, whose own kernel holds the memory and the
-			// tasks of the programs: that is how the execution ended.
-			killed := ExitResult{ExitCode: 128 + int(syscall.SIGKILL), Signal: int(syscall.SIGKILL)}
-			switch {
-			case s.oomKilled(cctx, oomBefore):
-				killed.OOMKilled = true
-				return killed, nil
-			case pidsLimitHit(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id)):
-				killed.SandboxKilled = "the sandbox reached its process limit"
+			if killed, ok := s.endedAtLimit(cctx, oomBefore); ok {
 				return killed, nil
 			}
 		}
@@ -791,9 +782,14 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	}()
 	var res ExitResult
 	var status containerd.ExitStatus
+	// ended says the sandbox ended with the process: runc exec'd
+	// processes die with PID 1, and runsc exec exits 128 once the gVisor
+	// sandbox it waited on is gone.
+	ended := false
 	select {
 	case status = <-statusC:
-		if p.Last {
+		ended = status.ExitCode() != 0 && !s.running(cctx)
+		if p.Last && !ended {
 			s.end(cctx)
 		}
 	case <-ctx.Done():
@@ -814,6 +810,12 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 	case <-time.After(ioDrainTimeout):
 		s.c.log.Warn("output not drained in time", "container_id", s.id)
 	}
+	if ended {
+		if killed, ok := s.endedAtLimit(cctx, oomBefore); ok {
+			return killed, nil
+		}
+		return res, fmt.Errorf("sandbox %s: its PID 1 ended during the process: %w", s.id, errdefs.ErrFailedPrecondition)
+	}
 	res.ExitCode = int(status.ExitCode())
 	// runc tells a signal only by the shell convention of 128+signal.
 	if res.ExitCode > 128 && res.ExitCode <= 128+64 {
@@ -823,6 +825,33 @@ func (s *Sandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
 		res.OOMKilled = s.oomKilled(cctx, oomBefore)
 	}
 	return res, nil
+}
+
+// endedAtLimit tells whether the kernel ended the whole sandbox at one of
+// its limits, as it does under gVisor, whose own kernel holds the memory
+// and the tasks of the programs; if so, that is how the execution ended.
+func (s *Sandbox) endedAtLimit(ctx context.Context, oomBefore uint64) (ExitResult, bool) {
+	killed := ExitResult{ExitCode: 128 + int(syscall.SIGKILL), Signal: int(syscall.SIGKILL)}
+	switch {
+	case s.oomKilled(ctx, oomBefore):
+		killed.OOMKilled = true
+	case pidsLimitHit(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id)):
+		killed.SandboxKilled = "the sandbox reached its process limit"
+	default:
+		return ExitResult{}, false
+	}
+	return killed, true
+}
+
+// running reports whether the sandbox's PID 1 runs, as containerd knows it
+// now (its exit event may come later); when containerd does not answer it
+// is taken to run.
+func (s *Sandbox) running(ctx context.Context) bool {
+	if !s.Alive() {
+		return false
+	}
+	st, err := s.task.Status(ctx)
+	return err != nil || st.Status == containerd.Running
 }
 
 // end ends an execution: in a reusable sandbox it kills every process but
