@@ -507,7 +507,9 @@ func TestQueueFull(t *testing.T) {
 			statuses <- status
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond) // all are running or queued
+	waitInfo(t, socket, "every run slot and queue place taken", func(i api.Info) bool {
+		return i.Running == maxConcurrent && i.Queued == maxQueued
+	})
 	status, resp := request(socket, "POST", "/v1/execute", string(body), nil)
 	var e api.Error
 	json.Unmarshal(resp, &e)
@@ -664,17 +666,26 @@ func TestPooledSandboxServesOnce(t *testing.T) {
 // memory and descriptors are closed to the sandboxed code, and the sandbox
 // is deleted after the run all the same.
 func TestAgentSurvivesItsSandbox(t *testing.T) {
-	done := make(chan *api.ExecuteResult, 1)
+	type outcome struct {
+		res *api.ExecuteResult
+		err error
+	}
+	done := make(chan outcome, 1)
 	go func() {
-		done <- execute(t, api.ExecuteRequest{Language: "bash", Code: `
+		// Not execute: a goroutine other than the test's cannot end it.
+		res, err := tryExecute(api.ExecuteRequest{Language: "bash", Code: `
 for s in KILL SEGV TERM INT HUP BUS ABRT STOP USR1; do kill -$s 1 2>/dev/null; done
 ls /proc/1/fd >/dev/null 2>&1 && echo "fds readable"
 cat /proc/1/environ >/dev/null 2>&1 && echo "environ readable"
 sleep 1; echo alive`})
+		done <- outcome{res, err}
 	}()
 	id := sandboxOf(t, stateDir)
-	res := <-done
-	if res.Status != api.StatusOK || res.Stdout != "alive\n" {
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	if res := o.res; res.Status != api.StatusOK || res.Stdout != "alive\n" {
 		t.Fatalf("%+v", res)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -694,9 +705,7 @@ sleep 1; echo alive`})
 func TestGoBuildCache(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		logMu <- struct{}{}
-		log := daemonLog.String()
-		<-logMu
+		log := mainDaemon.logged()
 		building := strings.Index(log, `msg="building the Go standard library's cache"`)
 		ready := strings.Index(log, `msg="Go cache ready"`)
 		// Built before the suite's daemon started (it then uses it from

@@ -54,7 +54,7 @@ func startHostileDaemon(t *testing.T, conf string) (*daemonProc, string) {
 			t.Errorf("sandboxd did not stop cleanly: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("sandboxd log:\n%s", d.log)
+			t.Logf("sandboxd log:\n%s", d.logged())
 		}
 		os.RemoveAll(dir)
 	})
@@ -218,7 +218,7 @@ func asUID(t *testing.T, uid uint32, sock string, env ...string) *exec.Cmd {
 // getAs answers GET /v1/health's status for uid.
 func getAs(t *testing.T, uid uint32, sock string) int {
 	t.Helper()
-	out, err := asUID(t, uid, sock, "HOSTILE_HELPER=get").Output()
+	out, err := outputProc(asUID(t, uid, sock, "HOSTILE_HELPER=get"))
 	if err != nil {
 		t.Fatalf("helper as uid %d: %v", uid, err)
 	}
@@ -233,7 +233,7 @@ func holdAs(t *testing.T, uid uint32, sock string, n int) (heldConns, func()) {
 	cmd := asUID(t, uid, sock, "HOSTILE_HELPER=hold", "HOSTILE_N="+strconv.Itoa(n))
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
+	if err := startProc(cmd); err != nil {
 		t.Fatal(err)
 	}
 	release := sync.OnceFunc(func() {
