@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -74,10 +75,8 @@ func run(m *testing.M) int {
 	// Let the unprivileged user of TestNotRootExitsAtOnce reach the binary.
 	os.Chmod(dir, 0o755)
 	binDir = filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", binDir+"/", "../../cmd/sandboxd", "../../cmd/sandboxctl", "../../cmd/sandboxd-init")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: build: %v\n%s", err, out)
+	if err := buildBinaries(binDir); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: build:", err)
 		return 1
 	}
 	var stopContainerd func()
@@ -103,6 +102,10 @@ func run(m *testing.M) int {
 	}
 	if err := d.stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: sandboxd did not stop cleanly:", err)
+		code = 1
+	}
+	if races := racesReported(); len(races) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d data races reported by the daemons the suite ran:\n%s\n", len(races), strings.Join(races, "\n"))
 		code = 1
 	}
 	// Every sandbox the suite ran must be gone from containerd, and so
@@ -132,6 +135,28 @@ func run(m *testing.M) int {
 		code = 1
 	}
 	return code
+}
+
+// buildBinaries builds sandboxd, sandboxctl and sandboxd-init into dir,
+// static; with raceDaemon, sandboxd again with -race, which needs cgo (it
+// runs on the host: sandboxd-init, which runs in sandboxes that have no
+// libc of ours, stays static).
+func buildBinaries(dir string) error {
+	build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/sandboxd", "../../cmd/sandboxctl", "../../cmd/sandboxd-init")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v\n%s", err, out)
+	}
+	if !raceDaemon {
+		return nil
+	}
+	build = exec.Command("go", "build", "-race", "-o", filepath.Join(dir, "sandboxd"), "../../cmd/sandboxd")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("sandboxd with -race: %v\n%s", err, out)
+	}
+	fmt.Fprintln(os.Stderr, "sandboxd is built with -race: a data race it reports fails the suite")
+	return nil
 }
 
 // startContainerd starts a private containerd under dir, as containerd's
@@ -296,6 +321,7 @@ func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonPr
 	if err := startProc(d.cmd); err != nil {
 		return nil, err
 	}
+	watchForRaces(d.log)
 	go func() { err := d.cmd.Wait(); pw.Close(); <-logged; d.done <- err }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -317,6 +343,7 @@ func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonPr
 // logged is what the daemon has written so far.
 func (d *daemonProc) logged() string { return lockedString(d.log) }
 
+// stop ends the daemon with SIGTERM; a data race it reported is an error.
 func (d *daemonProc) stop() error {
 	d.stopOnce.Do(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
@@ -325,6 +352,9 @@ func (d *daemonProc) stop() error {
 		case <-time.After(60 * time.Second):
 			d.cmd.Process.Kill()
 			d.stopErr = fmt.Errorf("still running 60s after SIGTERM")
+		}
+		if races := racesIn(d.logged()); len(races) > 0 {
+			d.stopErr = errors.Join(d.stopErr, fmt.Errorf("%d data races reported (printed at the end of the suite)", len(races)))
 		}
 	})
 	return d.stopErr

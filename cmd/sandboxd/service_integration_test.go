@@ -62,6 +62,7 @@ func TestSocketActivation(t *testing.T) {
 	if err := startProc(cmd); err != nil {
 		t.Fatal(err)
 	}
+	watchForRaces(&log)
 	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
@@ -152,6 +153,7 @@ func TestSdNotify(t *testing.T) {
 	if err := startProc(cmd); err != nil {
 		t.Fatal(err)
 	}
+	watchForRaces(&log)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	defer cmd.Process.Kill()
