@@ -255,7 +255,8 @@ func TestSoakResourcesReturn(t *testing.T) {
 	}
 	// The pool's, and no more.
 	if after.containers > int(pool) {
-		t.Errorf("containers: %d after, %d before, with a pool of %v", after.containers, base.containers, pool)
+		t.Errorf("containers: %d after, %d before, with a pool of %v (%v ready in it, %d sessions)",
+			after.containers, base.containers, pool, metricValue(t, sock, "sandboxd_pool_ready"), info(t, sock).Sessions)
 	}
 	// The race detector's shadow memory grows with the heap: a daemon
 	// built with it (make test-race) has no bound of ours.
