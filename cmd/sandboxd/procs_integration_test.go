@@ -131,10 +131,10 @@ func init() {
 var reaperPipe *os.File
 
 // startReaper starts the reaper of dir: once the suite's process has ended,
-// if dir is still there, it kills every process that names a path under
-// dir (containerd, sandboxd, shims, gVisor's sandboxes and gofers) and
-// their descendants (the sandboxes' processes), unmounts what is mounted
-// under dir and removes it.
+// if dir is still there or a process still names a path under it, it
+// kills every such process (containerd, sandboxd, shims, gVisor's
+// sandboxes and gofers) and their descendants (the sandboxes' processes),
+// unmounts what is mounted under dir and removes it.
 func startReaper(dir string) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -161,8 +161,10 @@ func startReaper(dir string) error {
 // reap waits for the end of the suite's process, then cleans up after it.
 func reap(dir string) int {
 	io.Copy(io.Discard, os.Stdin)
-	if _, err := os.Lstat(dir); err != nil {
-		return 0 // TestMain cleaned up
+	// TestMain removes dir when it returns, but what it found still
+	// running (and failed the suite for) runs on.
+	if _, err := os.Lstat(dir); err != nil && len(procsUnder(dir)) == 0 {
+		return 0
 	}
 	// Bounded: the go command waits for this process, which holds the
 	// suite's output open.
@@ -170,7 +172,7 @@ func reap(dir string) int {
 		fmt.Fprintf(os.Stderr, "reaper: %s not cleaned up within 2 minutes\n", dir)
 		os.Exit(1)
 	})
-	fmt.Fprintf(os.Stderr, "reaper: the suite ended before its clean-up; killing what runs from %s and removing it\n", dir)
+	fmt.Fprintf(os.Stderr, "reaper: the suite left processes or files behind; killing what runs from %s and removing it\n", dir)
 	killed := map[int]bool{}
 	cgroups := map[string]bool{}
 	for range 50 {
