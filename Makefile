@@ -7,7 +7,7 @@ PREFIX   ?= /usr/local
 # Static binaries: sandboxd-init runs inside sandboxes that have no libc of ours.
 export CGO_ENABLED = 0
 
-.PHONY: all build test unit integration bench run install uninstall deps clean
+.PHONY: all build test unit integration test-race bench run install uninstall deps clean
 
 all: build
 
@@ -28,6 +28,13 @@ unit:
 
 integration: build
 	$(GO) test -count=1 -tags integration -timeout 30m -v ./cmd/sandboxd/
+
+# test-race runs the integration tests against a sandboxd built with the
+# race detector (the tests build it, with cgo; sandboxd-init stays static):
+# a data race that any daemon of the suite reports fails the suite.
+# RUN='TestStream|TestSession' runs some of them.
+test-race:
+	SANDBOXD_RACE=1 $(GO) test -count=1 -tags integration -timeout 60m -v $(if $(RUN),-run '$(RUN)') ./cmd/sandboxd/
 
 bench: deps build
 	$(GO) test -count=1 -tags integration -run '^$$' -bench . -benchtime 1x -timeout 30m ./cmd/sandboxd/

@@ -78,7 +78,9 @@ func (p *pool) fill(ctx context.Context) {
 				break
 			}
 			backoff = time.Second
-			p.ready <- pooled{sb, limits, root}
+			// Through join, which looks for room under the lock: a
+			// request's own sandbox may have filled it meanwhile.
+			p.join(pooled{sb, limits, root})
 		}
 		select {
 		case <-ctx.Done():

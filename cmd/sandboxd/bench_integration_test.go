@@ -112,7 +112,7 @@ func BenchmarkSandboxd(b *testing.B) {
 				args := []string{"--socket", socket, "execute", "-l", l.lang, "-c", l.code}
 				var session string
 				if mode == "session" {
-					out, err := exec.Command(ctl, "--socket", socket, "session", "create", "-l", l.lang).Output()
+					out, err := outputProc(exec.Command(ctl, "--socket", socket, "session", "create", "-l", l.lang))
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -143,7 +143,7 @@ func BenchmarkSandboxd(b *testing.B) {
 					P95OverP50: float64(percentile(sbx, 95)) / float64(percentile(sbx, 50)),
 					CLIP50MS:   ms(percentile(cli, 50))})
 				if session != "" {
-					exec.Command(ctl, "--socket", socket, "session", "delete", session).Run()
+					runProc(exec.Command(ctl, "--socket", socket, "session", "delete", session))
 				}
 			}
 		}
@@ -173,7 +173,7 @@ func BenchmarkSandboxd(b *testing.B) {
 // timeRun runs a command, checks its output, and times it.
 func timeRun(b *testing.B, want, name string, args ...string) time.Duration {
 	start := time.Now()
-	out, err := exec.Command(name, args...).Output()
+	out, err := outputProc(exec.Command(name, args...))
 	d := time.Since(start)
 	if err != nil || string(out) != want {
 		b.Fatalf("%s %v: %v, output %q", name, args, err, out)

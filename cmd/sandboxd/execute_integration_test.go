@@ -7,10 +7,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -176,23 +178,149 @@ func pgrep(s string) bool {
 // pgrep on the host cannot see them.
 const sleepersLeft = `for p in /proc/[0-9]*; do c=$(tr '\0' ' ' < $p/cmdline 2>/dev/null); case "$c" in "sleep 42"*) echo "left: $c";; esac; done; echo checked`
 
+// sandboxLeft lists what of sandbox id, of containerd namespace ns, runs on
+// the host: the processes of its cgroup (under runc, the sandboxed
+// processes; under gVisor, its kernel, gofer and the host stubs of the
+// processes it runs) and those whose command line names it (its shim;
+// gVisor's sandbox and gofer). Under gVisor a sandboxed process is no host
+// process that pgrep could find: it is gone when these are.
+func sandboxLeft(ns, id string) []string {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", ns, id)) // cgroup v1
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", ns, id)); err == nil {
+		dirs = append(dirs, filepath.Join("/sys/fs/cgroup", ns, id)) // v2
+	}
+	pids := map[string]bool{}
+	for _, dir := range dirs {
+		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.Name() == "cgroup.procs" {
+				b, _ := os.ReadFile(p)
+				for _, pid := range strings.Fields(string(b)) {
+					pids[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	out, _ := exec.Command("pgrep", "-f", id).Output()
+	for _, pid := range strings.Fields(string(out)) {
+		pids[pid] = true
+	}
+	var left []string
+	for pid := range pids {
+		cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+		if err != nil {
+			continue // gone meanwhile
+		}
+		what := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
+		if what == "" { // gVisor's stubs have none
+			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+			what = "[" + strings.TrimSpace(string(comm)) + "]"
+		}
+		left = append(left, pid+" "+what)
+	}
+	slices.Sort(left)
+	return left
+}
+
+// sandboxWatch finds, while executions run, the sandboxes that run them:
+// a sandbox's files dir holds a dir named after each execution running in
+// it, for as long as it runs (daemon/execute.go). It notes what
+// sandboxLeft sees of each sandbox when it is first seen, so that a check
+// that nothing is left later is known to look where the processes were.
+type sandboxWatch struct {
+	stop chan struct{}
+	done chan map[string]watchedSandbox
+}
+
+type watchedSandbox struct {
+	executions []string // ids
+	running    []string // sandboxLeft, once seen
+}
+
+// watchSandboxes watches the sandboxes of the daemon with state dir state
+// and containerd namespace ns until end is called.
+func watchSandboxes(state, ns string) *sandboxWatch {
+	w := &sandboxWatch{stop: make(chan struct{}), done: make(chan map[string]watchedSandbox, 1)}
+	go func() {
+		seen := map[string]watchedSandbox{}
+		for {
+			boxes, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
+			for _, b := range boxes {
+				execs, _ := os.ReadDir(filepath.Join(state, "sandboxes", b.Name()))
+				for _, e := range execs {
+					s, ok := seen[b.Name()]
+					if !ok {
+						s.running = sandboxLeft(ns, b.Name())
+					}
+					if !slices.Contains(s.executions, e.Name()) {
+						s.executions = append(s.executions, e.Name())
+					}
+					seen[b.Name()] = s
+				}
+			}
+			select {
+			case <-w.stop:
+				w.done <- seen
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// end stops the watch and returns the one sandbox it saw running an
+// execution.
+func (w *sandboxWatch) end(t *testing.T) (string, watchedSandbox) {
+	t.Helper()
+	close(w.stop)
+	seen := <-w.done
+	if len(seen) != 1 {
+		t.Fatalf("sandboxes seen running executions: %+v, want the one of this execution", seen)
+	}
+	for id, s := range seen {
+		return id, s
+	}
+	return "", watchedSandbox{}
+}
+
+// checkSandboxGone checks that nothing of a sandbox a watch saw is left on
+// the host once it is torn down: a one-shot sandbox goes after its result
+// is sent. That the sandbox's processes were seen while it ran makes the
+// check one that can fail.
+func checkSandboxGone(t *testing.T, ns, id string, s watchedSandbox) {
+	t.Helper()
+	if len(s.running) == 0 {
+		t.Fatalf("no process of sandbox %s was seen while it ran: a check that none is left would prove nothing", id)
+	}
+	var left []string
+	if !waitFor(30*time.Second, func() bool { left = sandboxLeft(ns, id); return len(left) == 0 }) {
+		t.Errorf("processes of sandbox %s (running %v) left 30s after its execution:\n%s", id, s.executions, strings.Join(left, "\n"))
+	}
+}
+
 func TestTimeoutKillsEverything(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt string, ctl []string) {
 		// A double-forked, session-leading sleeper must die with the run.
 		prog := "(setsid sleep 4242 &) ; (sleep 4243 &) ; nohup sleep 4244 >/dev/null 2>&1 & echo started; sleep 4245"
 		start := time.Now()
+		w := watchSandboxes(stateDir, "sandboxd")
 		out, errOut, code := sandboxctl(t, "", append(append([]string{"execute"}, ctl...), "-l", "bash", "-c", prog, "-t", "1")...)
+		id, sb := w.end(t)
 		if code != 124 || out != "started\n" {
 			t.Fatalf("exit %d (want 124), stdout %q, stderr %q", code, out, errOut)
 		}
 		if d := time.Since(start); d > 10*time.Second {
 			t.Errorf("a 1s timeout took %v", d)
 		}
-		for _, s := range []string{"sleep 4242", "sleep 4243", "sleep 4244", "sleep 4245"} {
-			if pgrep(s) {
-				t.Errorf("%q outlived its execution", s)
+		if rt == "runc" { // gVisor's processes are none of the host's
+			for _, s := range []string{"sleep 4242", "sleep 4243", "sleep 4244", "sleep 4245"} {
+				if pgrep(s) {
+					t.Errorf("%q outlived its execution", s)
+				}
 			}
 		}
+		checkSandboxGone(t, "sandboxd", id, sb)
 		res := execute(t, api.ExecuteRequest{Language: "bash", Code: "sleep 10", TimeoutMS: 500, Runtime: rt})
 		if !res.TimedOut || res.Status != api.StatusTimedOut {
 			t.Fatalf("API: %+v", res)
@@ -212,13 +340,20 @@ func TestTimeoutKillsEverything(t *testing.T) {
 
 func TestProcessesDieWithNormalExit(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt string, ctl []string) {
-		res := execute(t, api.ExecuteRequest{Language: "bash", Code: "(setsid sleep 4246 &); echo done", Runtime: rt})
+		// The second of sleep lets the watch see which sandbox runs it.
+		w := watchSandboxes(stateDir, "sandboxd")
+		res := execute(t, api.ExecuteRequest{Language: "bash", Code: "(setsid sleep 4246 &); sleep 1; echo done", Runtime: rt})
+		id, sb := w.end(t)
 		if res.Status != api.StatusOK || res.Stdout != "done\n" {
 			t.Fatalf("%+v", res)
 		}
-		if pgrep("sleep 4246") {
+		if rt == "runc" && pgrep("sleep 4246") { // gVisor's processes are none of the host's
 			t.Error("a daemonized child outlived its execution")
 		}
+		if !slices.Contains(sb.executions, res.ID) {
+			t.Fatalf("the watch saw executions %v in %s, not %s", sb.executions, id, res.ID)
+		}
+		checkSandboxGone(t, "sandboxd", id, sb)
 		sess := newSession(t, append([]string{"-l", "bash"}, ctl...)...)
 		execute(t, api.ExecuteRequest{SessionID: sess, Code: "(setsid sleep 4247 &); echo done"})
 		if res = execute(t, api.ExecuteRequest{SessionID: sess, Code: sleepersLeft}); res.Stdout != "checked\n" {
@@ -511,7 +646,9 @@ func TestQueueFull(t *testing.T) {
 			statuses <- status
 		}()
 	}
-	time.Sleep(1500 * time.Millisecond) // all are running or queued
+	waitInfo(t, socket, "every run slot and queue place taken", func(i api.Info) bool {
+		return i.Running == maxConcurrent && i.Queued == maxQueued
+	})
 	status, resp := request(socket, "POST", "/v1/execute", string(body), nil)
 	var e api.Error
 	json.Unmarshal(resp, &e)
@@ -668,17 +805,26 @@ func TestPooledSandboxServesOnce(t *testing.T) {
 // memory and descriptors are closed to the sandboxed code, and the sandbox
 // is deleted after the run all the same.
 func TestAgentSurvivesItsSandbox(t *testing.T) {
-	done := make(chan *api.ExecuteResult, 1)
+	type outcome struct {
+		res *api.ExecuteResult
+		err error
+	}
+	done := make(chan outcome, 1)
 	go func() {
-		done <- execute(t, api.ExecuteRequest{Language: "bash", Code: `
+		// Not execute: a goroutine other than the test's cannot end it.
+		res, err := tryExecute(api.ExecuteRequest{Language: "bash", Code: `
 for s in KILL SEGV TERM INT HUP BUS ABRT STOP USR1; do kill -$s 1 2>/dev/null; done
 ls /proc/1/fd >/dev/null 2>&1 && echo "fds readable"
 cat /proc/1/environ >/dev/null 2>&1 && echo "environ readable"
 sleep 1; echo alive`})
+		done <- outcome{res, err}
 	}()
 	id := sandboxOf(t, stateDir)
-	res := <-done
-	if res.Status != api.StatusOK || res.Stdout != "alive\n" {
+	o := <-done
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	if res := o.res; res.Status != api.StatusOK || res.Stdout != "alive\n" {
 		t.Fatalf("%+v", res)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -698,9 +844,7 @@ sleep 1; echo alive`})
 func TestGoBuildCache(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		logMu <- struct{}{}
-		log := daemonLog.String()
-		<-logMu
+		log := mainDaemon.logged()
 		building := strings.Index(log, `msg="building the Go standard library's cache"`)
 		ready := strings.Index(log, `msg="Go cache ready"`)
 		// Built before the suite's daemon started (it then uses it from

@@ -490,14 +490,14 @@ run = ["sh", "/sandbox/main.sh"]
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the language's image was not pulled:\n%s\n%s", out, d.log)
+			t.Fatalf("the language's image was not pulled:\n%s\n%s", out, d.logged())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	if out, errOut, code := sandboxctlAt(t, sock, "", "execute", "-l", "pulled", "-c", "echo $IMAGE_SAYS"); code != 0 || out != "hello\n" {
 		t.Fatalf("execute: exit %d %q %q", code, out, errOut)
 	}
-	if log := d.log.String(); !strings.Contains(log, `msg="pulling image"`) || !strings.Contains(log, "digest=sha256:") || !strings.Contains(log, `msg="pulled image"`) {
+	if log := d.logged(); !strings.Contains(log, `msg="pulling image"`) || !strings.Contains(log, "digest=sha256:") || !strings.Contains(log, `msg="pulled image"`) {
 		t.Errorf("no pull progress in the log:\n%s", log)
 	}
 	ref := host + "/test/busybox:ondemand"

@@ -20,7 +20,7 @@ func TestNotRootExitsAtOnce(t *testing.T) {
 	cmd := exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", filepath.Join(t.TempDir(), "s.sock"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
+	out, err := combinedOutputProc(cmd)
 	if err == nil || !strings.Contains(string(out), "must run as root") {
 		t.Fatalf("err %v, output %q", err, out)
 	}
@@ -31,16 +31,16 @@ func TestNotRootExitsAtOnce(t *testing.T) {
 
 func TestContainerdUnreachable(t *testing.T) {
 	dir := t.TempDir()
-	out, err := exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", filepath.Join(dir, "s.sock"),
-		"--state-dir", filepath.Join(dir, "state"), "--containerd", filepath.Join(dir, "nothing.sock")).CombinedOutput()
+	out, err := combinedOutputProc(exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", filepath.Join(dir, "s.sock"),
+		"--state-dir", filepath.Join(dir, "state"), "--containerd", filepath.Join(dir, "nothing.sock")))
 	if err == nil || !strings.Contains(string(out), "nothing.sock") {
 		t.Fatalf("err %v, output %q", err, out)
 	}
 }
 
 func TestSocketInUse(t *testing.T) {
-	out, err := exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", socket,
-		"--state-dir", filepath.Join(t.TempDir(), "state"), "--containerd", containerdAddr).CombinedOutput()
+	out, err := combinedOutputProc(exec.Command(filepath.Join(binDir, "sandboxd"), "--socket", socket,
+		"--state-dir", filepath.Join(t.TempDir(), "state"), "--containerd", containerdAddr))
 	if err == nil || !strings.Contains(string(out), "another sandboxd") {
 		t.Fatalf("err %v, output %q", err, out)
 	}
@@ -75,7 +75,7 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for !pgrep("sleep 4250") {
 		if time.Now().After(deadline) {
-			t.Fatalf("the execution did not start:\n%s", d.log)
+			t.Fatalf("the execution did not start:\n%s", d.logged())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -112,10 +112,10 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 		t.Fatalf("after restart: %d %s", status, body)
 	}
 	if err := d.stop(); err != nil {
-		t.Fatalf("stop: %v\n%s", err, d.log)
+		t.Fatalf("stop: %v\n%s", err, d.logged())
 	}
 	if os.Getenv("DEBUG_LOG") != "" {
-		t.Logf("daemon log:\n%s", d.log)
+		t.Logf("daemon log:\n%s", d.logged())
 	}
 	if out, err := exec.Command("pgrep", "-f", "containerd --config "+filepath.Join(state, "containerd")).Output(); err == nil {
 		t.Errorf("managed containerd still runs after sandboxd stopped: %s", out)
@@ -150,7 +150,7 @@ func TestGracefulShutdown(t *testing.T) {
 		s, b := request(sock, "POST", "/v1/execute", `{"language":"bash","code":"sleep 2; echo finished"}`, nil)
 		replies <- reply{s, b}
 	}()
-	time.Sleep(time.Second)
+	waitInfo(t, sock, "the execution to run", func(i api.Info) bool { return i.Running == 1 })
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	r := <-replies
 	if r.status != 200 || !strings.Contains(string(r.body), `"finished\n"`) {
@@ -164,16 +164,22 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 // waitPoolFull waits until a daemon's pool holds as many sandboxes as the
-// CPUs allow by default (2 per CPU), so that no refill is under way.
+// CPUs allow by default (2 per CPU), and containerd no container beyond
+// those of the pool, the sessions and the executions running: no refill,
+// and no sandbox an execution made for itself while the pool was empty,
+// is under way.
 func waitPoolFull(t *testing.T, sock string) {
 	t.Helper()
 	want := float64(2 * goruntime.NumCPU())
-	deadline := time.Now().Add(60 * time.Second)
-	for metricValue(t, sock, "sandboxd_pool_ready") < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("the pool did not fill to %v", want)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var ready, containers float64
+	var i api.Info
+	full := waitFor(time.Minute, func() bool {
+		ready = metricValue(t, sock, "sandboxd_pool_ready")
+		containers = metricValue(t, sock, "sandboxd_containers")
+		i = info(t, sock)
+		return ready >= want && containers <= ready+float64(i.Sessions+i.Running)
+	})
+	if !full {
+		t.Fatalf("the pool did not fill to %v: %v ready, %v containers, %d sessions, %d running", want, ready, containers, i.Sessions, i.Running)
 	}
-	time.Sleep(200 * time.Millisecond)
 }

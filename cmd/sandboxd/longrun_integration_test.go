@@ -77,9 +77,10 @@ func resourcesOf(t *testing.T, sock, state string) resources {
 	}
 }
 
-// waitIdle waits until nothing runs or waits and the pool is full again:
-// every teardown is over then, as a run slot is held until its teardown
-// ends.
+// waitIdle waits until nothing runs or waits and the pool is full again
+// (every teardown is over then, as a run slot is held until its teardown
+// ends), and then until the daemon's goroutines settle: those of the
+// connections just closed end a moment later.
 func waitIdle(t *testing.T, sock string, pool float64) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
@@ -88,14 +89,27 @@ func waitIdle(t *testing.T, sock string, pool float64) {
 		_, body := request(sock, "GET", "/v1/info", "", nil)
 		json.Unmarshal(body, &info)
 		if info.Running == 0 && info.Queued == 0 && metricValue(t, sock, "sandboxd_pool_ready") >= pool {
-			time.Sleep(500 * time.Millisecond)
-			return
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the daemon did not come back to idle: %s", body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	waitSettled(func() float64 { return metricValue(t, sock, "go_goroutines") })
+}
+
+// waitSettled reads a value every 100ms until two reads in a row agree,
+// for at most 5 seconds.
+func waitSettled(read func() float64) {
+	last := read()
+	waitFor(5*time.Second, func() bool {
+		time.Sleep(100 * time.Millisecond)
+		v := read()
+		settled := v == last
+		last = v
+		return settled
+	})
 }
 
 // TestSoakResourcesReturn runs 1,000 one-shot and 200 session executions,
@@ -140,6 +154,7 @@ func TestSoakResourcesReturn(t *testing.T) {
 
 	stop := make(chan struct{})
 	var leakedSeen atomic.Int64
+	var watchErr atomic.Value
 	var watchers sync.WaitGroup
 	watchers.Add(1)
 	go func() {
@@ -150,7 +165,12 @@ func TestSoakResourcesReturn(t *testing.T) {
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
-			if v := metricValue(t, sock, "sandboxd_leaked_containers"); v != 0 {
+			// Not metricValue: a goroutine other than the test's cannot
+			// end it.
+			v, err := metricOf(sock, "sandboxd_leaked_containers")
+			if err != nil {
+				watchErr.CompareAndSwap(nil, err.Error())
+			} else if v != 0 {
 				leakedSeen.Store(int64(v))
 			}
 		}
@@ -215,6 +235,9 @@ func TestSoakResourcesReturn(t *testing.T) {
 	if v := leakedSeen.Load(); v != 0 {
 		t.Errorf("sandboxd_leaked_containers was %d under load, with nothing leaked", v)
 	}
+	if err := watchErr.Load(); err != nil {
+		t.Errorf("watching sandboxd_leaked_containers: %v", err)
+	}
 	c.CloseIdleConnections()
 	waitIdle(t, sock, pool)
 	// A create that lost its race to a refill may still be on its way out.
@@ -232,9 +255,12 @@ func TestSoakResourcesReturn(t *testing.T) {
 	}
 	// The pool's, and no more.
 	if after.containers > int(pool) {
-		t.Errorf("containers: %d after, %d before, with a pool of %v", after.containers, base.containers, pool)
+		t.Errorf("containers: %d after, %d before, with a pool of %v (%v ready in it, %d sessions)",
+			after.containers, base.containers, pool, metricValue(t, sock, "sandboxd_pool_ready"), info(t, sock).Sessions)
 	}
-	if after.rssMiB > base.rssMiB+32 {
+	// The race detector's shadow memory grows with the heap: a daemon
+	// built with it (make test-race) has no bound of ours.
+	if after.rssMiB > base.rssMiB+32 && !raceDaemon {
 		t.Errorf("RSS: %.0f MiB after, %.0f MiB before", after.rssMiB, base.rssMiB)
 	}
 }
@@ -295,10 +321,19 @@ func TestContainerdRestartKeepsSessions(t *testing.T) {
 	running := make(chan outcome, 1)
 	go func() {
 		var o outcome
-		_, o.err = post(keptClient(sock), "/v1/execute", api.ExecuteRequest{Language: "bash", Code: "sleep 3; echo done"}, &o.res)
+		_, o.err = post(keptClient(sock), "/v1/execute", api.ExecuteRequest{Language: "bash", Code: "sleep 6.0429; echo done"}, &o.res)
 		running <- o
 	}()
-	time.Sleep(time.Second)
+	if !waitFor(time.Minute, func() bool { return pgrep("sleep 6.0429") }) {
+		t.Fatal("the execution across the outage did not start")
+	}
+	// Not in the middle of the refill that replaces the sandbox it took:
+	// a containerd that dies within a create leaves a shim it no longer
+	// knows (see the closing note of issue 5).
+	waitPoolFull(t, sock)
+	if !pgrep("sleep 6.0429") {
+		t.Fatal("the execution ended before containerd was killed: the outage test exercises nothing")
+	}
 	ctd.kill()
 	o := <-running
 	if o.err != nil || o.res.Stdout != "done\n" {
@@ -307,7 +342,10 @@ func TestContainerdRestartKeepsSessions(t *testing.T) {
 	if status, body := request(sock, "GET", "/v1/health", "", nil); status != 503 {
 		t.Errorf("health with containerd down: %d %s", status, body)
 	}
-	time.Sleep(2 * time.Second)
+	// Its sandbox's deletion failed, to be tried again with containerd back.
+	if !waitFor(time.Minute, func() bool { return metricValue(t, sock, "sandboxd_undeleted_sandboxes") >= 1 }) {
+		t.Fatal("no sandbox is waiting for containerd to be deleted")
+	}
 	ctd, err = startContainerdProc(filepath.Join(dir, "ctd"))
 	if err != nil {
 		t.Fatal(err)
@@ -349,11 +387,11 @@ func TestContainerdRestartKeepsSessions(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after the outage: %d containers (want %d), %v leaked, %d FIFO directories\n%s", n, want, leaked, len(fifos), d.log)
+			t.Fatalf("after the outage: %d containers (want %d), %v leaked, %d FIFO directories\n%s", n, want, leaked, len(fifos), d.logged())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if !strings.Contains(d.log.String(), "deleted a sandbox left by a containerd outage") {
+	if !strings.Contains(d.logged(), "deleted a sandbox left by a containerd outage") {
 		t.Error("the sandbox of the execution across the outage was not deleted again")
 	}
 	for _, s := range sessions {
@@ -391,7 +429,7 @@ func TestStalledStreamingClient(t *testing.T) {
 	body := `{"language":"bash","code":"yes streamed output","timeout_ms":3000}`
 	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nAccept: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	start := time.Now()
-	time.Sleep(500 * time.Millisecond)
+	waitInfo(t, sock, "the stalled execution to hold the slot", func(i api.Info) bool { return i.Running == 1 })
 	// The next request waits for the slot: it gets it once the stalled
 	// execution has timed out and been torn down.
 	var res api.ExecuteResult

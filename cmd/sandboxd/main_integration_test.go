@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,7 +41,7 @@ var (
 	binDir         string // sandboxd, sandboxctl, sandboxd-init
 	containerdAddr string
 	socket         string
-	daemonLog      *bytes.Buffer
+	daemonLog      *bytes.Buffer // mainDaemon's log: read it with mainDaemon.logged()
 	mainDaemon     *daemonProc
 	stateDir       string // the suite's daemon's
 	// suiteDir holds everything the suite makes; every test's directories
@@ -65,13 +66,17 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	suiteDir = dir
+	// Should a test panic or the timeout strike, the reaper cleans up
+	// what this function would have.
+	if err := startReaper(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: start the reaper:", err)
+		return 1
+	}
 	// Let the unprivileged user of TestNotRootExitsAtOnce reach the binary.
 	os.Chmod(dir, 0o755)
 	binDir = filepath.Join(dir, "bin")
-	build := exec.Command("go", "build", "-o", binDir+"/", "../../cmd/sandboxd", "../../cmd/sandboxctl", "../../cmd/sandboxd-init")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: build: %v\n%s", err, out)
+	if err := buildBinaries(binDir); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: build:", err)
 		return 1
 	}
 	var stopContainerd func()
@@ -93,10 +98,14 @@ func run(m *testing.M) int {
 	daemonLog, mainDaemon = d.log, d
 	code := m.Run()
 	if code != 0 {
-		fmt.Fprintf(os.Stderr, "--- sandboxd log:\n%s\n", d.log)
+		fmt.Fprintf(os.Stderr, "--- sandboxd log:\n%s\n", d.logged())
 	}
 	if err := d.stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: sandboxd did not stop cleanly:", err)
+		code = 1
+	}
+	if races := racesReported(); len(races) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: %d data races reported by the daemons the suite ran:\n%s\n", len(races), strings.Join(races, "\n"))
 		code = 1
 	}
 	// Every sandbox the suite ran must be gone from containerd, and so
@@ -105,9 +114,14 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "FAIL: %d containers left in containerd after the suite (err %v)\n", n, err)
 		code = 1
 	}
-	time.Sleep(time.Second) // shims exit a moment after their last task
-	if out, err := exec.Command("pgrep", "-af", "containerd-shim.*"+dir).Output(); err == nil {
-		fmt.Fprintf(os.Stderr, "FAIL: shims left running after the suite:\n%s", out)
+	// Shims exit a moment after their last task.
+	var shims []byte
+	waitFor(10*time.Second, func() bool {
+		shims, err = exec.Command("pgrep", "-af", "containerd-shim.*"+dir+"/").Output()
+		return err != nil
+	})
+	if len(shims) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: shims left running after the suite:\n%s", shims)
 		code = 1
 	}
 	// Sandboxes' root views go with them, whatever the namespace.
@@ -116,11 +130,33 @@ func run(m *testing.M) int {
 		code = 1
 	}
 	// gVisor's sandbox and gofer processes name their bundle, under dir.
-	if out, err := exec.Command("pgrep", "-af", "runsc.*"+dir).Output(); err == nil {
+	if out, err := exec.Command("pgrep", "-af", "runsc.*"+dir+"/").Output(); err == nil {
 		fmt.Fprintf(os.Stderr, "FAIL: gVisor processes left running after the suite:\n%s", out)
 		code = 1
 	}
 	return code
+}
+
+// buildBinaries builds sandboxd, sandboxctl and sandboxd-init into dir,
+// static; with raceDaemon, sandboxd again with -race, which needs cgo (it
+// runs on the host: sandboxd-init, which runs in sandboxes that have no
+// libc of ours, stays static).
+func buildBinaries(dir string) error {
+	build := exec.Command("go", "build", "-o", dir+"/", "../../cmd/sandboxd", "../../cmd/sandboxctl", "../../cmd/sandboxd-init")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v\n%s", err, out)
+	}
+	if !raceDaemon {
+		return nil
+	}
+	build = exec.Command("go", "build", "-race", "-o", filepath.Join(dir, "sandboxd"), "../../cmd/sandboxd")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("sandboxd with -race: %v\n%s", err, out)
+	}
+	fmt.Fprintln(os.Stderr, "sandboxd is built with -race: a data race it reports fails the suite")
+	return nil
 }
 
 // startContainerd starts a private containerd under dir, as containerd's
@@ -164,7 +200,7 @@ func startContainerdProc(dir string) (*containerdProc, error) {
 	}
 	cmd := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	if err := startProc(cmd); err != nil {
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
 	var once sync.Once
@@ -244,7 +280,9 @@ func namespaceOf(state string) string {
 }
 
 type daemonProc struct {
-	cmd  *exec.Cmd
+	cmd *exec.Cmd
+	// log is what the daemon writes, while it writes it: read it with
+	// logged, under its writer's lock.
 	log  *bytes.Buffer
 	done chan error
 	// stopOnce makes stop safe to call again, as a deferred stop after an
@@ -280,9 +318,10 @@ func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonPr
 		io.Copy(lockedWriter{d.log}, pr)
 		close(logged)
 	}()
-	if err := d.cmd.Start(); err != nil {
+	if err := startProc(d.cmd); err != nil {
 		return nil, err
 	}
+	watchForRaces(d.log)
 	go func() { err := d.cmd.Wait(); pw.Close(); <-logged; d.done <- err }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -291,16 +330,20 @@ func startDaemonEnv(env []string, sock, state string, args ...string) (*daemonPr
 		}
 		select {
 		case err := <-d.done:
-			return nil, fmt.Errorf("sandboxd exited at start: %v\n%s", err, d.log)
+			return nil, fmt.Errorf("sandboxd exited at start: %v\n%s", err, d.logged())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			d.cmd.Process.Kill()
-			return nil, fmt.Errorf("sandboxd did not serve within 60s\n%s", d.log)
+			return nil, fmt.Errorf("sandboxd did not serve within 60s\n%s", d.logged())
 		}
 	}
 }
 
+// logged is what the daemon has written so far.
+func (d *daemonProc) logged() string { return lockedString(d.log) }
+
+// stop ends the daemon with SIGTERM; a data race it reported is an error.
 func (d *daemonProc) stop() error {
 	d.stopOnce.Do(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
@@ -310,10 +353,16 @@ func (d *daemonProc) stop() error {
 			d.cmd.Process.Kill()
 			d.stopErr = fmt.Errorf("still running 60s after SIGTERM")
 		}
+		if races := racesIn(d.logged()); len(races) > 0 {
+			d.stopErr = errors.Join(d.stopErr, fmt.Errorf("%d data races reported (printed at the end of the suite)", len(races)))
+		}
 	})
 	return d.stopErr
 }
 
+// lockedWriter writes to a buffer under logMu: a process's output is
+// written by os/exec's copying goroutine while a test reads it. Read the
+// buffer with lockedString.
 type lockedWriter struct{ b *bytes.Buffer }
 
 var logMu = make(chan struct{}, 1)
@@ -322,6 +371,58 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	logMu <- struct{}{}
 	defer func() { <-logMu }()
 	return w.b.Write(p)
+}
+
+// lockedString reads a buffer that a lockedWriter fills.
+func lockedString(b *bytes.Buffer) string {
+	logMu <- struct{}{}
+	defer func() { <-logMu }()
+	return b.String()
+}
+
+// waitFor polls cond every 50ms until it holds, for at most within, and
+// says whether it held.
+func waitFor(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// info reads a daemon's GET /v1/info.
+func info(t testing.TB, sock string) api.Info {
+	t.Helper()
+	status, body := request(sock, "GET", "/v1/info", "", nil)
+	var i api.Info
+	if err := json.Unmarshal(body, &i); status != 200 || err != nil {
+		t.Fatalf("info: %d %s", status, body)
+	}
+	return i
+}
+
+// waitInfo waits, for at most a minute, until a daemon's /v1/info meets
+// cond: executions running or queued, sessions.
+func waitInfo(t testing.TB, sock, what string, cond func(api.Info) bool) {
+	t.Helper()
+	var last api.Info
+	if !waitFor(time.Minute, func() bool { last = info(t, sock); return cond(last) }) {
+		t.Fatalf("waiting for %s: info is %+v", what, last)
+	}
+}
+
+// waitLogged waits, for at most a minute, until a daemon has logged s at
+// least n times in all.
+func waitLogged(t testing.TB, d *daemonProc, s string, n int) {
+	t.Helper()
+	if !waitFor(time.Minute, func() bool { return strings.Count(d.logged(), s) >= n }) {
+		t.Fatalf("%q is not %d times in the daemon's log:\n%s", s, n, d.logged())
+	}
 }
 
 // request sends one API request to the daemon at sock, on a connection of
@@ -353,16 +454,26 @@ func request(sock, method, path, body string, header map[string]string) (int, []
 // execute runs a request through the API and decodes the result.
 func execute(t *testing.T, req api.ExecuteRequest) *api.ExecuteResult {
 	t.Helper()
+	res, err := tryExecute(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// tryExecute is execute for a goroutine other than the test's, which may
+// not end the test: it returns what went wrong.
+func tryExecute(req api.ExecuteRequest) (*api.ExecuteResult, error) {
 	b, _ := json.Marshal(req)
 	status, body := request(socket, "POST", "/v1/execute", string(b), nil)
 	if status != 200 {
-		t.Fatalf("execute: status %d: %s", status, body)
+		return nil, fmt.Errorf("execute: status %d: %s", status, body)
 	}
 	var res api.ExecuteResult
 	if err := json.Unmarshal(body, &res); err != nil {
-		t.Fatalf("execute: %v: %s", err, body)
+		return nil, fmt.Errorf("execute: %v: %s", err, body)
 	}
-	return &res
+	return &res, nil
 }
 
 // sandboxctl runs the CLI against the suite's daemon.
@@ -373,11 +484,9 @@ func sandboxctl(t *testing.T, stdin string, args ...string) (stdout, stderr stri
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out.String(), errb.String(), ee.ExitCode()
-	} else if err != nil {
+	code, err := exitCode(runProc(cmd))
+	if err != nil {
 		t.Fatalf("sandboxctl: %v", err)
 	}
-	return out.String(), errb.String(), 0
+	return out.String(), errb.String(), code
 }

@@ -24,7 +24,7 @@ func TestMCP(t *testing.T) {
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "sandboxd-test", Version: "1"}, nil)
 	cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), "--socket", socket, "mcp")
-	session, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	session, err := client.Connect(ctx, procTransport{&mcp.CommandTransport{Command: cmd}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

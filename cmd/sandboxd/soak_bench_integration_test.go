@@ -519,16 +519,16 @@ func (m *soakMonitor) rss(b *testing.B) int64 {
 	return procField(b, fmt.Sprintf("/proc/%d/status", m.pid), "VmRSS:")
 }
 
-// waitIdle waits until nothing runs or waits and the default pool is full:
-// every teardown is over then, as a run slot is held until its teardown
-// ends.
+// waitIdle waits until nothing runs or waits and the default pool is full
+// (every teardown is over then, as a run slot is held until its teardown
+// ends), and then until the daemon's goroutines settle.
 func (m *soakMonitor) waitIdle(b *testing.B) {
 	pool := float64(2 * goruntime.NumCPU())
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		info := m.info(b)
 		if info.Running == 0 && info.Queued == 0 && m.mustMetric(b, "sandboxd_pool_ready") >= pool {
-			time.Sleep(500 * time.Millisecond)
+			waitSettled(func() float64 { return m.mustMetric(b, "go_goroutines") })
 			return
 		}
 		if time.Now().After(deadline) {

@@ -191,7 +191,7 @@ func TestCLIStreams(t *testing.T) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := startProc(cmd); err != nil {
 		t.Fatal(err)
 	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
@@ -232,7 +232,7 @@ func TestInteractiveStdin(t *testing.T) {
 			outPipe, _ := cmd.StdoutPipe()
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
-			if err := cmd.Start(); err != nil {
+			if err := startProc(cmd); err != nil {
 				t.Fatal(err)
 			}
 			out := bufio.NewReader(outPipe)
