@@ -421,6 +421,7 @@ func TestStalledStreamingClient(t *testing.T) {
 	}
 	defer d.stop()
 	timeoutsBefore := metricValue(t, sock, "sandboxd_timeouts_total")
+	rssBefore := metricValue(t, sock, "process_resident_memory_bytes")
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
@@ -430,6 +431,12 @@ func TestStalledStreamingClient(t *testing.T) {
 	fmt.Fprintf(conn, "POST /v1/execute HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nAccept: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	start := time.Now()
 	waitInfo(t, sock, "the stalled execution to hold the slot", func(i api.Info) bool { return i.Running == 1 })
+	// Back-pressure, not buffering: while the client reads nothing, the
+	// program's endless output stays in the pipes, not in the daemon.
+	time.Sleep(2 * time.Second)
+	if rss := metricValue(t, sock, "process_resident_memory_bytes"); rss > rssBefore+32<<20 {
+		t.Errorf("the daemon's RSS grew from %.0f to %.0f MiB while a client read nothing", rssBefore/(1<<20), rss/(1<<20))
+	}
 	// The next request waits for the slot: it gets it once the stalled
 	// execution has timed out and been torn down.
 	var res api.ExecuteResult
