@@ -692,7 +692,11 @@ func TestBadRequests(t *testing.T) {
 		{"wrong method", "GET", "/v1/execute", "", nil, 405, api.CodeInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, body := request(socket, tc.method, tc.path, tc.body, tc.header)
+			send := func() (int, []byte) { return request(socket, tc.method, tc.path, tc.body, tc.header) }
+			if tc.status == 413 {
+				send = func() (int, []byte) { return requestEarly(socket, tc.path, tc.body) }
+			}
+			status, body := send()
 			var e api.Error
 			if err := json.Unmarshal(body, &e); err != nil || e.Code != tc.code || e.Message == "" {
 				t.Errorf("body %q (%v)", body, err)

@@ -6,6 +6,7 @@
 package main_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -443,6 +444,30 @@ func request(sock, method, path, body string, header map[string]string) (int, []
 		req.Header.Set(k, v)
 	}
 	resp, err := client.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// requestEarly sends a JSON request and reads the answer while the body is
+// still being sent, as curl does: a body refused by its length is
+// answered before the daemon reads it, and Go's HTTP client may drop that
+// answer when the daemon closes the connection under its write.
+func requestEarly(sock, path, body string) (int, []byte) {
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	go func() {
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
+		io.WriteString(conn, body) // cut short once the daemon has answered
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		return 0, []byte(err.Error())
 	}

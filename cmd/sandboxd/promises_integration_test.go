@@ -365,7 +365,11 @@ func TestPromiseRequestCaps(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, _ := json.Marshal(tc.req)
-			status, body := request(socket, "POST", "/v1/execute", string(b), nil)
+			send := func() (int, []byte) { return request(socket, "POST", "/v1/execute", string(b), nil) }
+			if tc.status == 413 {
+				send = func() (int, []byte) { return requestEarly(socket, "/v1/execute", string(b)) }
+			}
+			status, body := send()
 			if tc.status != 200 {
 				wantError(t, tc.name, status, body, tc.status, api.CodeInvalidArgument, tc.msg)
 				return

@@ -299,7 +299,9 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 	if out, code := asUser(sock, "execute", "-l", "bash", "-c", "echo allowed"); code != 0 || out != "allowed\n" {
 		t.Fatalf("an allowed uid: %d %q", code, out)
 	}
-	// The per-uid quota: one execution at a time for uid 65534.
+	// The per-uid quota: one execution at a time for uid 65534. The slot
+	// of the one before is held until its sandbox is torn down.
+	waitInfo(t, sock, "the first execution's teardown", func(i api.Info) bool { return i.Running == 0 && i.Queued == 0 })
 	slow := make(chan string, 1)
 	go func() { out, _ := asUser(sock, "execute", "-l", "bash", "-c", "sleep 3; echo slow done"); slow <- out }()
 	waitInfo(t, sock, "the slow execution to run", func(i api.Info) bool { return i.Running == 1 })
