@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 		}
 		return nil, nothing, err
 	}
+	if want >= largeBody {
+		// What the body before left is collected before this one's
+		// bytes are allocated.
+		runtime.GC()
+	}
 	// The deadline runs from when the daemon is ready to read.
 	rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
 	if r.ContentLength >= 0 {
@@ -163,8 +169,21 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 		release()
 		return nothing, err
 	}
+	if len(data) >= largeBody {
+		// Its bytes are garbage now that they are decoded: collected
+		// before what is decoded from them is decoded further (a file's
+		// base64), rather than beside it.
+		data = nil
+		runtime.GC()
+	}
 	return release, nil
 }
+
+// largeBody is the size from which a body's garbage is collected at once:
+// the collector's own pace lets the heap grow to twice what is live, which
+// for bodies of tens of MiB is the daemon's peak. A collection costs a few
+// milliseconds, a body that large tens.
+const largeBody = 8 << 20
 
 // decodeStrict unmarshals one JSON value, refusing what follows it and
 // object keys that no field takes, as json.Decoder with

@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -219,5 +221,27 @@ func TestStreamHoldsBackACutCharacter(t *testing.T) {
 	}
 	if !slices.Equal(chunks, []string{"a", "\u20ac!"}) {
 		t.Errorf("chunks %q, want [a €!]", chunks)
+	}
+}
+
+// decodeBase64 agrees with the standard library's DecodeString, padding,
+// newlines and corrupt input included.
+func TestDecodeBase64(t *testing.T) {
+	inputs := []string{"", "QQ==", "QUI=", "QUJD", "QUJDRA==", "QUJD\nRA==", "QUJDRA", "QU=D", "Q", "!!!!", "QUJDRA==QQ=="}
+	// And random strings of base64's alphabet, padding and newlines.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
+	for i := range 2000 {
+		b := make([]byte, i%37)
+		for j := range b {
+			b[j] = alphabet[(i*31+j*17+j*j)%len(alphabet)]
+		}
+		inputs = append(inputs, string(b), base64.StdEncoding.EncodeToString(b))
+	}
+	for _, in := range inputs {
+		want, wantErr := base64.StdEncoding.DecodeString(in)
+		got, err := decodeBase64(in)
+		if (err == nil) != (wantErr == nil) || (err == nil && !bytes.Equal(got, want)) {
+			t.Errorf("%q: %q %v, want %q %v", in, got, err, want, wantErr)
+		}
 	}
 }

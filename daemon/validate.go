@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/base64"
+	"io"
 	"path"
 	"regexp"
 	"slices"
@@ -157,7 +158,7 @@ func (s *Server) workspaceFiles(req *api.ExecuteRequest) ([]WorkspaceFile, error
 		switch f.Encoding {
 		case "", "utf-8":
 		case api.EncodingBase64:
-			if data, err = base64.StdEncoding.DecodeString(f.Content); err != nil {
+			if data, err = decodeBase64(f.Content); err != nil {
 				return nil, invalid("file %q: content is not base64: %v", p, err)
 			}
 		default:
@@ -262,4 +263,28 @@ func (s *Server) languageNames() string {
 		names[i] = l.Name
 	}
 	return strings.Join(names, ", ")
+}
+
+// decodeBase64 decodes s from its string, without DecodeString's copy of
+// it as bytes: a submitted file may be tens of MiB.
+func decodeBase64(s string) ([]byte, error) {
+	data := make([]byte, base64.StdEncoding.DecodedLen(len(s)))
+	dec := base64.NewDecoder(base64.StdEncoding, strings.NewReader(s))
+	n := 0
+	for {
+		m, err := dec.Read(data[n:])
+		n += m
+		switch {
+		case err == io.EOF:
+			return data[:n], nil
+		case err != nil:
+			return nil, err // io.ErrUnexpectedEOF: a truncated quantum
+		case n == len(data):
+			// DecodedLen is the most s holds: only the end may follow.
+			if m, err := dec.Read(make([]byte, 1)); m > 0 || err != io.EOF {
+				return nil, base64.CorruptInputError(len(s))
+			}
+			return data, nil
+		}
+	}
 }
