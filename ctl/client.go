@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
@@ -28,6 +29,15 @@ type Client struct {
 	ServerVersion string
 }
 
+// expectContinue makes a large body wait for the daemon's go-ahead: a body
+// it refuses by its length is answered before it is sent, and Go's client
+// may lose an answer that comes while it still sends.
+func expectContinue(req *http.Request) {
+	if req.ContentLength > 1<<20 {
+		req.Header.Set("Expect", "100-continue")
+	}
+}
+
 // NewClient returns a Client for the daemon at socket.
 func NewClient(socket string) *Client {
 	return &Client{
@@ -37,6 +47,9 @@ func NewClient(socket string) *Client {
 				var d net.Dialer
 				return d.DialContext(ctx, "unix", socket)
 			},
+			// The daemon answers 100 Continue once it reads a body, after
+			// its turn in the budget for bodies.
+			ExpectContinueTimeout: 15 * time.Second,
 		}},
 	}
 }
@@ -60,6 +73,7 @@ func (c *Client) ExecuteStream(ctx context.Context, req *api.ExecuteRequest, onE
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", api.NDJSON)
+	expectContinue(hreq)
 	resp, err := c.http.Do(hreq)
 	if err != nil {
 		return nil, c.unreachable(err)
@@ -207,6 +221,7 @@ func (c *Client) doRaw(ctx context.Context, method, path string, body io.Reader,
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
+	expectContinue(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return c.unreachable(err)

@@ -694,7 +694,7 @@ func TestBadRequests(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			send := func() (int, []byte) { return request(socket, tc.method, tc.path, tc.body, tc.header) }
 			if tc.status == 413 {
-				send = func() (int, []byte) { return requestEarly(socket, tc.path, tc.body) }
+				send = func() (int, []byte) { return requestEarly(socket, tc.method, tc.path, tc.body) }
 			}
 			status, body := send()
 			var e api.Error

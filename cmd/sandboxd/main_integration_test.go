@@ -452,11 +452,11 @@ func request(sock, method, path, body string, header map[string]string) (int, []
 	return resp.StatusCode, b
 }
 
-// requestEarly sends a JSON request and reads the answer while the body is
+// requestEarly sends a request and reads the answer while the body is
 // still being sent, as curl does: a body refused by its length is
 // answered before the daemon reads it, and Go's HTTP client may drop that
 // answer when the daemon closes the connection under its write.
-func requestEarly(sock, path, body string) (int, []byte) {
+func requestEarly(sock, method, path, body string) (int, []byte) {
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
 		return 0, []byte(err.Error())
@@ -464,7 +464,7 @@ func requestEarly(sock, path, body string) (int, []byte) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	go func() {
-		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", path, len(body))
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, path, len(body))
 		io.WriteString(conn, body) // cut short once the daemon has answered
 	}()
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -367,7 +367,7 @@ func TestPromiseRequestCaps(t *testing.T) {
 			b, _ := json.Marshal(tc.req)
 			send := func() (int, []byte) { return request(socket, "POST", "/v1/execute", string(b), nil) }
 			if tc.status == 413 {
-				send = func() (int, []byte) { return requestEarly(socket, "/v1/execute", string(b)) }
+				send = func() (int, []byte) { return requestEarly(socket, "POST", "/v1/execute", string(b)) }
 			}
 			status, body := send()
 			if tc.status != 200 {

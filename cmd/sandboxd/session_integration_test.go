@@ -227,7 +227,7 @@ func TestSessionFiles(t *testing.T) {
 			t.Errorf("listing: %d %v", status, types)
 		}
 		// Oversized uploads are refused.
-		status, _ = request(socket, "PUT", "/v1/sessions/"+id+"/files/big", strings.Repeat("x", 33<<20), nil)
+		status, _ = requestEarly(socket, "PUT", "/v1/sessions/"+id+"/files/big", strings.Repeat("x", 33<<20))
 		if status != 413 {
 			t.Errorf("oversized upload: %d", status)
 		}
