@@ -70,17 +70,10 @@ func startOpDaemon(t *testing.T, sock, state string, args ...string) *daemonProc
 			t.Errorf("sandboxd did not stop cleanly: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("sandboxd log:\n%s", logOf(d))
+			t.Logf("sandboxd log:\n%s", d.logged())
 		}
 	})
 	return d
-}
-
-// logOf reads a daemon's log under the lock its writer takes.
-func logOf(d *daemonProc) string {
-	logMu <- struct{}{}
-	defer func() { <-logMu }()
-	return d.log.String()
 }
 
 // killDaemon ends a daemon with SIGKILL, as a crash would: it cleans up
@@ -497,7 +490,7 @@ func TestOperatorExecutionLogKeepsSecrets(t *testing.T) {
 
 	// Every execution has its line, with its id, status and exit code.
 	waitUntil(t, "a log line for each execution", 30*time.Second, func() bool {
-		log := logOf(d)
+		log := d.logged()
 		for _, id := range ids {
 			if !regexp.MustCompile(`msg=execute id=` + id + ` .*status=\S+ exit_code=-?\d+ `).MatchString(log) {
 				return false
@@ -505,7 +498,7 @@ func TestOperatorExecutionLogKeepsSecrets(t *testing.T) {
 		}
 		return true
 	})
-	log := logOf(d)
+	log := d.logged()
 	if !strings.Contains(log, "level=DEBUG") {
 		t.Error("no debug line in the log: the test does not read what debug adds")
 	}
@@ -609,14 +602,14 @@ func TestOperatorReloadLimitsWithSession(t *testing.T) {
 	if err := st.untilStdout("waiting\n"); err != nil {
 		t.Fatal(err)
 	}
-	reloads := strings.Count(logOf(d), "msg=reloaded")
+	reloads := strings.Count(d.logged(), "msg=reloaded")
 	if err := os.WriteFile(filepath.Join(dir, "sandboxd.toml"), []byte(after), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	waitUntil(t, "the reload applied", time.Minute, func() bool { return strings.Count(logOf(d), "msg=reloaded") > reloads })
-	if strings.Contains(logOf(d), "reload refused") {
-		t.Fatalf("the reload was refused:\n%s", logOf(d))
+	waitUntil(t, "the reload applied", time.Minute, func() bool { return strings.Count(d.logged(), "msg=reloaded") > reloads })
+	if strings.Contains(d.logged(), "reload refused") {
+		t.Fatalf("the reload was refused:\n%s", d.logged())
 	}
 	if status, body := request(sock, "POST", "/v1/executions/"+st.id+"/stdin", "go\n", nil); status/100 != 2 {
 		t.Fatalf("live stdin: %d %s", status, body)
@@ -709,7 +702,7 @@ func TestOperatorShutdownGraceExpires(t *testing.T) {
 		}
 		t.Logf("%s: the client got %v %+v", o.rt, o.err, o.res)
 	}
-	log := logOf(d)
+	log := d.logged()
 	if !strings.Contains(log, "grace period over") {
 		t.Errorf("no log line of the grace running out:\n%s", log)
 	}
@@ -756,7 +749,7 @@ func TestOperatorAllowGIDsSupplementary(t *testing.T) {
 	if out, code := ctlAs(t, without, sock, "execute", "-l", "bash", "-c", "echo allowed"); code != 125 || !strings.Contains(out, "not allowed") {
 		t.Errorf("execute without the group: exit %d %q", code, out)
 	}
-	if !regexp.MustCompile(`msg="caller refused by access control" uid=65533 gid=65533`).MatchString(logOf(d)) {
+	if !regexp.MustCompile(`msg="caller refused by access control" uid=65533 gid=65533`).MatchString(d.logged()) {
 		t.Error("no log line for the refused caller")
 	}
 }
@@ -787,8 +780,8 @@ func TestAdoptedSessionAfterSIGKILL(t *testing.T) {
 		waitUntil(t, "the pool full", 2*time.Minute, func() bool { return metricValue(t, sock, "sandboxd_pool_ready") >= 1 })
 		killDaemon(d)
 		d = startOpDaemon(t, sock, state, args...)
-		if !regexp.MustCompile(`msg="adopted session" session_id=` + s.ID + ` .*alive=true`).MatchString(logOf(d)) {
-			t.Fatalf("the session was not adopted alive:\n%s", logOf(d))
+		if !regexp.MustCompile(`msg="adopted session" session_id=` + s.ID + ` .*alive=true`).MatchString(d.logged()) {
+			t.Fatalf("the session was not adopted alive:\n%s", d.logged())
 		}
 		run := func(req api.ExecuteRequest) *api.ExecuteResult {
 			t.Helper()
