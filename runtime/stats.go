@@ -3,10 +3,16 @@ package runtime
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+
+	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
 )
 
 // cgroupRoot is where the cgroup hierarchies are mounted.
@@ -89,4 +95,71 @@ func pidsLimitHit(v2 bool, cgroupPath string) bool {
 	}
 	var ferr error
 	return field(b, "max", &ferr) > 0 && ferr == nil
+}
+
+// Stats is what a sandbox's cgroup has counted so far.
+type Stats struct {
+	CPUNanos         uint64
+	MemoryUsageBytes uint64
+	MemoryPeakBytes  uint64
+	OOMKills         uint64
+}
+
+// Stats reads the sandbox's cgroup counters; once the sandbox is killed,
+// they are those read just before.
+func (s *Sandbox) Stats(ctx context.Context) (Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final != nil {
+		return *s.final, nil
+	}
+	if s.task == nil {
+		return Stats{}, fmt.Errorf("sandbox %s has no task: %w", s.id, errdefs.ErrFailedPrecondition)
+	}
+	return s.readStats(ctx)
+}
+
+func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
+	if st, err := readCgroupStats(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id)); err == nil {
+		s.oomSeen.Store(st.OOMKills)
+		return st, nil
+	}
+	m, err := s.task.Metrics(s.c.ctx(ctx))
+	if err != nil {
+		return Stats{}, err
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return Stats{}, err
+	}
+	var st Stats
+	switch m := v.(type) {
+	case *cgroup1stats.Metrics:
+		st.CPUNanos = m.GetCPU().GetUsage().GetTotal()
+		st.MemoryPeakBytes = m.GetMemory().GetUsage().GetMax()
+		st.MemoryUsageBytes = m.GetMemory().GetUsage().GetUsage()
+		st.OOMKills = m.GetMemoryOomControl().GetOomKill()
+	case *cgroup2stats.Metrics:
+		st.CPUNanos = m.GetCPU().GetUsageUsec() * 1000
+		st.MemoryPeakBytes = m.GetMemory().GetMaxUsage()
+		st.MemoryUsageBytes = m.GetMemory().GetUsage()
+		st.OOMKills = m.GetMemoryEvents().GetOomKill()
+	default:
+		return Stats{}, fmt.Errorf("metrics of type %T: %w", v, errdefs.ErrNotImplemented)
+	}
+	s.oomSeen.Store(st.OOMKills)
+	return st, nil
+}
+
+// keepStats reads the counters one last time, before the sandbox ends.
+func (s *Sandbox) keepStats(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final == nil {
+		st, err := s.readStats(ctx)
+		if err != nil {
+			s.c.log.Debug("read stats before the end", "container_id", s.id, "err", err)
+		}
+		s.final = &st
+	}
 }

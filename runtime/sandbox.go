@@ -1,0 +1,404 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
+)
+
+// Labels put on every container sandboxd creates.
+const (
+	LabelManaged = "io.sandboxd.managed"
+	LabelKind    = "io.sandboxd.kind"
+	// LabelImage and LabelOCIRuntime record a sandbox's image and OCI
+	// runtime, when not the host's and runc.
+	LabelImage      = "io.sandboxd.image"
+	LabelOCIRuntime = "io.sandboxd.oci-runtime"
+)
+
+// mergeEnv returns base with the variables of over added or replacing
+// theirs.
+func mergeEnv(base, over []string) []string {
+	out := make([]string, 0, len(base)+len(over))
+	seen := map[string]bool{}
+	for _, kv := range over {
+		k, _, _ := strings.Cut(kv, "=")
+		seen[k] = true
+	}
+	for _, kv := range base {
+		if k, _, _ := strings.Cut(kv, "="); !seen[k] {
+			out = append(out, kv)
+		}
+	}
+	return append(out, over...)
+}
+
+// SandboxConfig describes one sandbox.
+type SandboxConfig struct {
+	ID     string
+	Kind   string            // label value, such as "execute"
+	Labels map[string]string // more labels, such as what a session must remember
+	Env    []string          // the base environment of its processes
+	Limits Limits
+	// Image, when set, is the image whose root the sandbox has, as a
+	// read-only view, instead of the host's; its environment comes first.
+	Image string
+	// OCIRuntime is the OCI runtime: runc when empty, or one of
+	// Config.OCIRuntimes, such as runsc.
+	OCIRuntime string
+	// Reusable sandboxes run many executions: at the end of each, its
+	// processes are killed, not the sandbox.
+	Reusable bool
+}
+
+// Sandbox is a started container whose PID 1 waits; programs run in it as
+// exec'd processes.
+type Sandbox struct {
+	c        *Client
+	id       string
+	dir      string
+	ctr      containerd.Container
+	task     containerd.Task
+	exitC    <-chan containerd.ExitStatus
+	procSpec specs.Process
+	oomC     <-chan struct{}
+	reusable bool
+	dead     chan struct{} // closed when PID 1 is gone
+	// delMu makes one Delete at a time; deleted says one succeeded, and
+	// deleting ends the watch of PID 1.
+	delMu    sync.Mutex
+	deleted  bool
+	deleting chan struct{}
+	started  bool // PID 1 was started (it is watched then)
+	// agent runs programs through PID 1's stdio; nil for sandboxes adopted
+	// from an earlier daemon, which run them by runc exec.
+	agent *agentConn
+
+	mu      sync.Mutex
+	final   *Stats        // the counters read just before the sandbox was killed
+	oomSeen atomic.Uint64 // the OOM kill count last read
+}
+
+// ID returns the sandbox's (and its container's) id.
+func (s *Sandbox) ID() string { return s.id }
+
+// Create creates and starts a sandbox. On error nothing is left behind,
+// unless its removal failed too (containerd went away): the Sandbox then
+// returned with the error is what is left, for a later Delete.
+func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (*Sandbox, error) {
+	// containerd is never interrupted in the middle of a create: a shim
+	// it started for a cancelled request would outlive everything. The
+	// create runs to its end, bounded, and is undone if nobody wants it.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), createTimeout)
+	defer cancel()
+	s, err := c.create(cctx, cfg)
+	if err == nil && ctx.Err() != nil {
+		if s.Delete(cctx) == nil {
+			s = nil
+		}
+		return s, ctx.Err()
+	}
+	return s, err
+}
+
+// createTimeout bounds the creation of a sandbox.
+const createTimeout = 60 * time.Second
+
+func (c *Client) create(ctx context.Context, cfg SandboxConfig) (left *Sandbox, retErr error) {
+	ctx = c.ctx(ctx)
+	c.rootMu.RLock()
+	rootPath, rootMounts := c.root, c.rootMounts
+	c.rootMu.RUnlock()
+	dir := filepath.Join(filesDir(c.cfg.StateDir), cfg.ID)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	// The sandbox's user reads it, whatever the daemon's umask.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", cfg.ID, err)
+	}
+	s := &Sandbox{c: c, id: cfg.ID, dir: dir, reusable: cfg.Reusable, deleting: make(chan struct{})}
+	defer func() {
+		if retErr != nil && s.Delete(ctx) != nil {
+			left = s
+		}
+	}()
+	labels := map[string]string{}
+	for k, v := range cfg.Labels {
+		labels[k] = v
+	}
+	labels[LabelManaged], labels[LabelKind] = "true", cfg.Kind
+	spec := SpecConfig{
+		ID:         cfg.ID,
+		RootPath:   rootPath,
+		RootMounts: rootMounts,
+		FilesDir:   dir,
+		InitArgs:   c.cfg.InitArgs,
+		UID:        c.cfg.UID,
+		GID:        c.cfg.GID,
+		Env:        cfg.Env,
+		Limits:     cfg.Limits,
+		SwapLimit:  c.swapLimit,
+		CgroupNS:   c.cgroupNS,
+	}
+	rtOpts, err := c.runtimeOptions(cfg.OCIRuntime)
+	if err != nil {
+		return nil, err
+	}
+	spec.AppKernel = rtOpts != nil && isGVisor(c.cfg.OCIRuntimes[cfg.OCIRuntime].Binary)
+	var rootOpt []containerd.NewContainerOpts
+	if cfg.Image != "" {
+		base, imageEnv, err := c.imageRoot(ctx, cfg.Image)
+		if err != nil {
+			return nil, err
+		}
+		// The shim mounts the view at the bundle's rootfs.
+		spec.RootPath, spec.RootMounts = "rootfs", nil
+		// The image's PATH finds its tools; the rest of ours wins.
+		env := cfg.Env
+		if slices.ContainsFunc(imageEnv, func(kv string) bool { return strings.HasPrefix(kv, "PATH=") }) {
+			env = slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "PATH=") })
+		}
+		spec.Env = mergeEnv(imageEnv, env)
+		labels[LabelImage] = cfg.Image
+		rootOpt = append(rootOpt, withView(c.snapshotter, cfg.ID, base, map[string]string{LabelManaged: "true"}))
+	}
+	if cfg.OCIRuntime != "" {
+		labels[LabelOCIRuntime] = cfg.OCIRuntime
+	}
+	var runtimeOpts any
+	if rtOpts != nil {
+		runtimeOpts = rtOpts
+	}
+	ctr, err := c.client.NewContainer(ctx, cfg.ID, append(rootOpt,
+		containerd.WithNewSpec(SpecOpts(spec)...),
+		containerd.WithRuntime(c.cfg.Runtime, runtimeOpts),
+		containerd.WithContainerLabels(labels),
+	)...)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", cfg.ID, err)
+	}
+	s.ctr = ctr
+	s.oomC = c.oom.register(cfg.ID)
+	agent, stdin, stdout, stderr := newAgentConn(c.log, cfg.ID)
+	task, err := ctr.NewTask(ctx, cio.NewCreator(cio.WithStreams(stdin, stdout, stderr), cio.WithFIFODir(fifoDir(c.cfg.StateDir))))
+	if err != nil {
+		return nil, fmt.Errorf("create task %s: %w", cfg.ID, err)
+	}
+	s.task, s.agent = task, agent
+	if err := s.watch(ctx); err != nil {
+		return nil, err
+	}
+	if err := task.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start task %s: %w", cfg.ID, err)
+	}
+	s.started = true
+	sp, err := ctr.Spec(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("spec %s: %w", cfg.ID, err)
+	}
+	s.procSpec = *sp.Process
+	return s, nil
+}
+
+// watch notes when the sandbox's PID 1 is gone.
+func (s *Sandbox) watch(ctx context.Context) error {
+	ctx = context.WithoutCancel(ctx)
+	exitC, err := s.task.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("wait task %s: %w", s.id, err)
+	}
+	s.dead = make(chan struct{})
+	go func() {
+		defer close(s.dead)
+		for {
+			st := <-exitC
+			if st.Error() == nil {
+				return
+			}
+			// The wait failed, not the task: containerd restarted or the
+			// connection dropped, and the shim still runs the sandbox. A
+			// lost connection is no exit: wait again once containerd is
+			// back, unless the task is gone by then.
+			if exitC = s.rewait(ctx, st.Error()); exitC == nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// rewait waits for containerd to answer again, then for the task anew. It
+// returns nil when the task has stopped or is gone, or the sandbox is
+// being deleted.
+func (s *Sandbox) rewait(ctx context.Context, cause error) <-chan containerd.ExitStatus {
+	s.c.log.Warn("lost the wait on a sandbox; waiting for containerd", "container_id", s.id, "err", cause)
+	delay := 100 * time.Millisecond
+	for {
+		select {
+		case <-s.deleting:
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+		st, err := s.task.Status(ctx)
+		switch {
+		case errdefs.IsNotFound(err):
+			return nil
+		case err != nil:
+			continue // containerd is still away
+		case st.Status == containerd.Stopped:
+			return nil
+		}
+		exitC, err := s.task.Wait(ctx)
+		if err != nil {
+			continue
+		}
+		s.c.log.Info("waiting on the sandbox again", "container_id", s.id, "status", st.Status)
+		return exitC
+	}
+}
+
+// Alive reports whether the sandbox's PID 1 still runs.
+func (s *Sandbox) Alive() bool {
+	select {
+	case <-s.dead:
+		return false
+	default:
+		return true
+	}
+}
+
+// Labels returns the sandbox's labels.
+func (s *Sandbox) Labels(ctx context.Context) (map[string]string, error) {
+	return s.ctr.Labels(s.c.ctx(ctx))
+}
+
+// SetLabels sets labels of the sandbox, such as what a session must
+// remember across daemon restarts.
+func (s *Sandbox) SetLabels(ctx context.Context, labels map[string]string) error {
+	_, err := s.ctr.SetLabels(s.c.ctx(ctx), labels)
+	return err
+}
+
+// Adopt returns the sandboxes of a kind that an earlier daemon created,
+// alive or not, so that they outlive that daemon.
+func (c *Client) Adopt(ctx context.Context, kind string) ([]*Sandbox, error) {
+	ctx = c.ctx(ctx)
+	ctrs, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==true,labels.%q==%s", LabelManaged, LabelKind, kind))
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []*Sandbox
+	for _, ctr := range ctrs {
+		s := &Sandbox{c: c, id: ctr.ID(), dir: filepath.Join(filesDir(c.cfg.StateDir), ctr.ID()), ctr: ctr, reusable: true, deleting: make(chan struct{})}
+		s.oomC = c.oom.register(s.id)
+		sp, err := ctr.Spec(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("spec %s: %w", s.id, err)
+		}
+		s.procSpec = *sp.Process
+		task, err := ctr.Task(ctx, nil)
+		if err == nil {
+			st, serr := task.Status(ctx)
+			if serr == nil && st.Status == containerd.Running {
+				s.task = task
+				if err := s.watch(ctx); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if s.task == nil {
+			s.dead = make(chan struct{})
+			close(s.dead)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// kill ends the sandbox: killing PID 1 ends its PID namespace, and the
+// kernel kills every process in it, double-forked daemons too. The cgroup
+// counters are kept first, as they go with the sandbox.
+func (s *Sandbox) kill(ctx context.Context) {
+	s.keepStats(ctx)
+	if err := s.task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		s.c.log.Warn("kill sandbox", "container_id", s.id, "err", err)
+	}
+}
+
+// exit asks the agent to end the sandbox and waits a moment for it: PID 1
+// gone, the kernel ends everything else in the sandbox, and the task is
+// deleted without the runtime's kill, a process start fewer. A sandbox
+// whose agent does not comply is killed from outside as before.
+func (s *Sandbox) exit(ctx context.Context) bool {
+	if s.agent == nil || !s.started {
+		return false
+	}
+	if s.Alive() {
+		s.keepStats(ctx)
+		// Apart: a write to an agent that reads nothing more would block;
+		// Delete closes the pipe once done, which ends it.
+		go s.agent.send(agentproto.Request{Exit: true})
+	}
+	select {
+	case <-s.dead:
+		return true
+	case <-time.After(agentExitWait):
+		return false
+	}
+}
+
+// agentExitWait bounds the wait for an agent to end its sandbox.
+const agentExitWait = 2 * time.Second
+
+// Delete kills everything in the sandbox and removes its container, task
+// and files. It runs on a context of its own, so that a cancelled request
+// still cleans up. It is safe to call more than once, and a Delete that
+// failed (containerd away) may be called again to finish.
+func (s *Sandbox) Delete(ctx context.Context) error {
+	s.delMu.Lock()
+	defer s.delMu.Unlock()
+	if s.deleted {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
+	defer cancel()
+	var err error
+	if s.ctr != nil {
+		kill := !s.exit(dctx)
+		// Nobody reads the agent any more: its pipes are closed first, so
+		// that the task's IO ends and its FIFOs go with the task.
+		if s.agent != nil {
+			s.agent.close()
+		}
+		err = deleteContainer(dctx, s.c.client, s.ctr, s.task, kill)
+	} else if s.agent != nil {
+		s.agent.close()
+	}
+	if rmErr := os.RemoveAll(s.dir); rmErr != nil {
+		err = errors.Join(err, rmErr)
+	}
+	if err != nil {
+		return err
+	}
+	s.deleted = true
+	close(s.deleting)
+	s.c.oom.unregister(s.id)
+	return nil
+}
