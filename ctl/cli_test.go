@@ -16,19 +16,20 @@ import (
 	"github.com/sandboxd/sandboxd/ctl"
 	"github.com/sandboxd/sandboxd/daemon"
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // echoRuntime's sandboxes print their code and stdin, and exit with the
 // code's length, or as the code says.
 type echoRuntime struct{}
 
-func (echoRuntime) Create(_ context.Context, cfg daemon.SandboxConfig) (daemon.Sandbox, error) {
+func (echoRuntime) Create(_ context.Context, cfg sandbox.Config) (daemon.Sandbox, error) {
 	return echoSandbox{cfg}, nil
 }
-func (echoRuntime) Adopt(context.Context, string) ([]daemon.Sandbox, error) { return nil, nil }
+func (echoRuntime) AdoptSessions(context.Context) ([]daemon.Adopted, error) { return nil, nil }
 func (echoRuntime) List(context.Context) ([]string, error)                  { return nil, nil }
-func (echoRuntime) Images(context.Context) ([]daemon.ImageInfo, error)      { return nil, nil }
-func (echoRuntime) ImportImages(context.Context, io.Reader) ([]daemon.ImageInfo, error) {
+func (echoRuntime) Images(context.Context) ([]sandbox.ImageInfo, error)     { return nil, nil }
+func (echoRuntime) ImportImages(context.Context, io.Reader) ([]sandbox.ImageInfo, error) {
 	return nil, nil
 }
 func (echoRuntime) PullImage(context.Context, string) error   { return nil }
@@ -36,41 +37,40 @@ func (echoRuntime) RemoveImage(context.Context, string) error { return nil }
 func (echoRuntime) ImageReady(context.Context, string) error  { return nil }
 func (echoRuntime) OCIRuntimeReady(string) error              { return nil }
 
-func (echoRuntime) Info(context.Context) daemon.RuntimeInfo {
-	return daemon.RuntimeInfo{Address: "/fake", Version: "1.7", CgroupVersion: 2, Serving: true}
+func (echoRuntime) Info(context.Context) sandbox.RuntimeInfo {
+	return sandbox.RuntimeInfo{Address: "/fake", Version: "1.7", CgroupVersion: 2, Serving: true}
 }
 
-type echoSandbox struct{ cfg daemon.SandboxConfig }
+type echoSandbox struct{ cfg sandbox.Config }
 
 func (echoSandbox) ID() string  { return "echo" }
 func (echoSandbox) Alive() bool { return true }
-func (echoSandbox) Collect(context.Context, []string, int64) ([]daemon.CollectedFile, error) {
+func (echoSandbox) Collect(context.Context, []string, int64) ([]sandbox.Collected, error) {
 	return nil, nil
 }
-func (echoSandbox) Helper(context.Context, io.Reader, io.Writer, ...string) (int, error) {
-	return 0, nil
-}
-func (echoSandbox) Labels(context.Context) (map[string]string, error)  { return nil, nil }
-func (echoSandbox) SetLabels(context.Context, map[string]string) error { return nil }
+func (echoSandbox) WriteFile(context.Context, string, uint32, []byte) error  { return nil }
+func (echoSandbox) ReadFile(context.Context, string, io.Writer, int64) error { return nil }
+func (echoSandbox) ListFiles(context.Context) ([]sandbox.FileInfo, error)    { return nil, nil }
+func (echoSandbox) SetRecord(context.Context, sandbox.SessionRecord) error   { return nil }
 
-func (s echoSandbox) Exec(_ context.Context, p daemon.Process) (daemon.ExitResult, error) {
+func (s echoSandbox) Exec(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 	code := string(p.Files["main.py"])
 	in, _ := io.ReadAll(p.Stdin)
 	switch code {
 	case "timeout":
-		return daemon.ExitResult{ExitCode: 137, Killed: true}, nil
+		return sandbox.ExitResult{ExitCode: 137, Killed: true}, nil
 	case "oom":
-		return daemon.ExitResult{ExitCode: 137, OOMKilled: true}, nil
+		return sandbox.ExitResult{ExitCode: 137, OOMKilled: true}, nil
 	case "binary":
 		p.Stdout.Write([]byte{0xff, 0x00, 0xfe})
-		return daemon.ExitResult{}, nil
+		return sandbox.ExitResult{}, nil
 	}
 	p.Stdout.Write([]byte("code=" + code + " stdin=" + string(in) + " args=" + strings.Join(p.Args[2:], ",")))
 	p.Stderr.Write([]byte("to stderr"))
-	return daemon.ExitResult{ExitCode: len(code) % 256}, nil
+	return sandbox.ExitResult{ExitCode: len(code) % 256}, nil
 }
-func (echoSandbox) Stats(context.Context) (daemon.Stats, error) { return daemon.Stats{}, nil }
-func (echoSandbox) Delete(context.Context) error                { return nil }
+func (echoSandbox) Stats(context.Context) (sandbox.Stats, error) { return sandbox.Stats{}, nil }
+func (echoSandbox) Delete(context.Context) error                 { return nil }
 
 func startServer(t *testing.T) string {
 	t.Helper()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 func newBodyServer(t *testing.T, rt *fakeRuntime, budget int64, mod func(*Limits)) *Server {
@@ -62,7 +63,7 @@ func (u unreadable) Read([]byte) (int, error) {
 
 // A Content-Length over the cap is refused before a byte is read.
 func TestBodyOverContentLengthNotRead(t *testing.T) {
-	rt := &sessionRuntime{boxes: map[string]*labeledSandbox{}}
+	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
 	s := newSessionServer(t, rt)
 	sess := createAs(t, s, 1000, `{"language":"python"}`)
 	for _, tc := range []struct {
@@ -148,10 +149,10 @@ func TestBodyChunkedOverCap(t *testing.T) {
 func TestBodyBudget(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 4)
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		started <- struct{}{}
 		<-release
-		return ExitResult{}, nil
+		return sandbox.ExitResult{}, nil
 	}}
 	s := newBodyServer(t, rt, 1000, func(l *Limits) { l.BodyWait = 300 * time.Millisecond })
 	body := `{"language":"python","code":"` + strings.Repeat("x", 560) + `"}` // 600 bytes
@@ -217,9 +218,9 @@ func serveUnix(t *testing.T, s *Server) string {
 // A body not sent in time gets 408 and its connection closed; one sent in
 // time keeps its connection however long its handler runs.
 func TestBodyDeadline(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		time.Sleep(600 * time.Millisecond)
-		return ExitResult{}, nil
+		return sandbox.ExitResult{}, nil
 	}}
 	s := newBodyServer(t, rt, 0, func(l *Limits) { l.BodyTimeout = 300 * time.Millisecond })
 	path := serveUnix(t, s)

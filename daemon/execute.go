@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // baseEnv is every sandboxed process's environment before the language's
@@ -59,9 +60,9 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	id := newID()
 	limits := s.sandboxLimits(c.memory)
 	sb, err := s.acquire(ctx, c.class, limits, func(ctx context.Context) (Sandbox, error) {
-		return s.create(ctx, SandboxConfig{
+		return s.create(ctx, sandbox.Config{
 			ID:         "sbx-" + newID(),
-			Kind:       "execute",
+			Kind:       sandbox.KindExecute,
 			Env:        baseEnv,
 			Limits:     limits,
 			Image:      c.class.Image,
@@ -162,7 +163,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 // outcome is how an execution's steps went.
 type outcome struct {
 	files          []api.File
-	exit           ExitResult
+	exit           sandbox.ExitResult
 	compiled       bool
 	stdout, stderr *cappedBuffer
 	duration       time.Duration
@@ -210,7 +211,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 	o := outcome{compiled: true, stdout: newCappedBuffer(out), stderr: newCappedBuffer(out)}
 	var err error
 	if len(lang.Compile) > 0 {
-		o.exit, err = sb.Exec(ctx, Process{Args: cmd(lang.Compile), Env: env, Stdout: o.stdout, Stderr: o.stderr,
+		o.exit, err = sb.Exec(ctx, sandbox.Process{Args: cmd(lang.Compile), Env: env, Stdout: o.stdout, Stderr: o.stderr,
 			Files: files, FilesDir: filesDir, WorkspaceFiles: workspace})
 		workspace = nil // placed
 		o.compiled = err == nil && o.exit.ExitCode == 0 && !o.exit.Killed
@@ -239,7 +240,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 		if live != nil {
 			stdin = io.MultiReader(stdin, live.r)
 		}
-		o.exit, err = sb.Exec(ctx, Process{Args: args, Env: env, Stdin: stdin, Stdout: o.stdout, Stderr: o.stderr,
+		o.exit, err = sb.Exec(ctx, sandbox.Process{Args: args, Env: env, Stdin: stdin, Stdout: o.stdout, Stderr: o.stderr,
 			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace, StdinLive: live != nil})
 	}
 	o.duration = time.Since(start)
@@ -307,8 +308,8 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 		"stdout_bytes", o.stdout.Total(), "stderr_bytes", o.stderr.Total())
 }
 
-func (s *Server) sandboxLimits(memory int64) SandboxLimits {
-	return SandboxLimits{
+func (s *Server) sandboxLimits(memory int64) sandbox.Limits {
+	return sandbox.Limits{
 		MemoryBytes:   memory,
 		CPUs:          s.limits().CPUs,
 		Pids:          s.limits().Pids,
@@ -368,7 +369,7 @@ func describeRoot(image string) string {
 }
 
 // status classifies an exit.
-func status(e ExitResult, compiled bool) (status, signal string) {
+func status(e sandbox.ExitResult, compiled bool) (status, signal string) {
 	switch {
 	case e.Killed:
 		return api.StatusTimedOut, "SIGKILL"

@@ -14,6 +14,7 @@ import (
 	"github.com/distribution/reference"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // maxImportBytes bounds an image tarball sent to POST /v1/images/import.
@@ -41,7 +42,7 @@ func sameImage(a, b string) bool {
 
 // imageLanguages returns the languages that run from an image: those that
 // name it, or pin its digest.
-func (s *Server) imageLanguages(img ImageInfo) []Language {
+func (s *Server) imageLanguages(img sandbox.ImageInfo) []Language {
 	var langs []Language
 	for _, l := range s.languages() {
 		if l.Image != "" && (sameImage(l.Image, img.Ref) || strings.HasSuffix(l.Image, "@"+img.Digest)) {
@@ -51,7 +52,7 @@ func (s *Server) imageLanguages(img ImageInfo) []Language {
 	return langs
 }
 
-func (s *Server) apiImages(imgs []ImageInfo) []api.Image {
+func (s *Server) apiImages(imgs []sandbox.ImageInfo) []api.Image {
 	out := make([]api.Image, 0, len(imgs))
 	for _, img := range imgs {
 		a := api.Image{Ref: img.Ref, Digest: img.Digest, SizeBytes: img.Size}
@@ -127,7 +128,7 @@ func (s *Server) servePullImage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return s.createError(r.Context(), err)
 	}
-	imgs = slices.DeleteFunc(imgs, func(i ImageInfo) bool { return !sameImage(i.Ref, req.Ref) })
+	imgs = slices.DeleteFunc(imgs, func(i sandbox.ImageInfo) bool { return !sameImage(i.Ref, req.Ref) })
 	for _, img := range imgs {
 		s.imageArrived(img)
 	}
@@ -153,7 +154,7 @@ func (s *Server) serveRemoveImage(w http.ResponseWriter, r *http.Request) error 
 
 // imageArrived readies the languages of an image that has just come: their
 // pools fill at once rather than at their next retry.
-func (s *Server) imageArrived(img ImageInfo) {
+func (s *Server) imageArrived(img sandbox.ImageInfo) {
 	for _, l := range s.imageLanguages(img) {
 		s.pokePools(l.Image)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // containerdFake is a fakeRuntime with containerd's list of containers,
@@ -29,7 +30,7 @@ type containerdFake struct {
 	creates chan struct{} // when set, a create waits on it once its container exists
 }
 
-func (f *containerdFake) Create(ctx context.Context, cfg SandboxConfig) (Sandbox, error) {
+func (f *containerdFake) Create(ctx context.Context, cfg sandbox.Config) (Sandbox, error) {
 	f.mu.Lock()
 	if f.away {
 		f.mu.Unlock()
@@ -53,7 +54,7 @@ func (f *containerdFake) List(context.Context) ([]string, error) {
 	return slices.Clone(f.ids), nil
 }
 
-func (f *containerdFake) Info(ctx context.Context) RuntimeInfo {
+func (f *containerdFake) Info(ctx context.Context) sandbox.RuntimeInfo {
 	info := f.fakeRuntime.Info(ctx)
 	f.mu.Lock()
 	info.Serving = !f.away
@@ -104,7 +105,7 @@ func gauge(t *testing.T, s *Server, name string) float64 {
 // is not a leak, and only a container no part of the daemon knows is.
 func TestLeakedContainersAreOnlyUnknownOnes(t *testing.T) {
 	rt := &containerdFake{creates: make(chan struct{})}
-	rt.exec = func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }
+	rt.exec = func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }
 	s := newTestServer(t, rt, nil)
 	done := make(chan struct{})
 	go func() {
@@ -136,9 +137,9 @@ func TestLeakedContainersAreOnlyUnknownOnes(t *testing.T) {
 func TestUndeletedSandboxesGoOnceContainerdIsBack(t *testing.T) {
 	rt := &containerdFake{}
 	s := newTestServer(t, rt, nil)
-	rt.exec = func(context.Context, Process) (ExitResult, error) {
+	rt.exec = func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		rt.setAway(true) // containerd dies while the program runs
-		return ExitResult{}, nil
+		return sandbox.ExitResult{}, nil
 	}
 	if w, _, _ := post(t, s, `{"language":"python","code":"print(1)"}`); w.Code != 200 {
 		t.Fatalf("execute: %d %s", w.Code, w.Body)
@@ -171,13 +172,13 @@ func TestUndeletedSandboxesGoOnceContainerdIsBack(t *testing.T) {
 // program, which writes without end, is killed then.
 func TestStalledStreamEndsAtTimeout(t *testing.T) {
 	ended := make(chan time.Time, 1)
-	rt := &fakeRuntime{exec: func(ctx context.Context, p Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		chunk := make([]byte, 64<<10)
 		for ctx.Err() == nil {
 			p.Stdout.Write(chunk)
 		}
 		ended <- time.Now()
-		return ExitResult{Killed: true}, nil
+		return sandbox.ExitResult{Killed: true}, nil
 	}}
 	s := newTestServer(t, rt, func(l *Limits) { l.OutputBytes = 1 << 30 })
 	srv := httptest.NewServer(s)

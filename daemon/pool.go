@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // pool keeps sandboxes created and started ahead of demand, that no code
@@ -33,7 +35,7 @@ type pool struct {
 // limits, or the host paths, of those made next.
 type pooled struct {
 	sb     Sandbox
-	limits SandboxLimits
+	limits sandbox.Limits
 	root   uint64
 }
 
@@ -57,9 +59,9 @@ func (p *pool) fill(ctx context.Context) {
 			p.s.running.yield(ctx, refillYield)
 			limits := p.s.sandboxLimits(p.s.limits().DefaultMemory)
 			root := p.s.rootGen.Load() // before the create: it may use the old root
-			sb, err := p.s.create(ctx, SandboxConfig{
+			sb, err := p.s.create(ctx, sandbox.Config{
 				ID:         "sbx-" + newID(),
-				Kind:       "pool",
+				Kind:       sandbox.KindPool,
 				Env:        baseEnv,
 				Limits:     limits,
 				Image:      p.class.Image,
@@ -174,12 +176,12 @@ func (p *pool) poke() {
 
 // serves reports whether the pool holds sandboxes of these limits: it
 // holds those of the default limits only.
-func (p *pool) serves(want SandboxLimits) bool {
+func (p *pool) serves(want sandbox.Limits) bool {
 	return want == p.s.sandboxLimits(p.s.limits().DefaultMemory)
 }
 
 // take returns a ready sandbox with the limits wanted, or nil.
-func (p *pool) take(want SandboxLimits) Sandbox {
+func (p *pool) take(want sandbox.Limits) Sandbox {
 	if !p.serves(want) {
 		return nil
 	}
@@ -198,7 +200,7 @@ func (p *pool) take(want SandboxLimits) Sandbox {
 // check returns a sandbox taken from the pool if it is still fit to
 // serve: those made before a reload changed the limits or the host's
 // root, or dead, are destroyed.
-func (p *pool) check(r pooled, want SandboxLimits) Sandbox {
+func (p *pool) check(r pooled, want sandbox.Limits) Sandbox {
 	p.poke()
 	if r.limits == want && r.root == p.s.rootGen.Load() && r.sb.Alive() {
 		return r.sb
@@ -225,7 +227,7 @@ func (p *pool) join(r pooled) {
 // the pool that is ready first; the sandbox it created then joins the
 // pool. A request so never waits longer than its own create, and never
 // on a refill alone (one that fails leaves it its own).
-func (s *Server) acquire(ctx context.Context, c sandboxClass, limits SandboxLimits, create func(context.Context) (Sandbox, error)) (Sandbox, error) {
+func (s *Server) acquire(ctx context.Context, c sandboxClass, limits sandbox.Limits, create func(context.Context) (Sandbox, error)) (Sandbox, error) {
 	s.pmu.Lock()
 	p := s.pools[c]
 	s.pmu.Unlock()
@@ -380,7 +382,7 @@ func (p *pool) stop(ctx context.Context) {
 
 // create creates a sandbox that the daemon knows from before it exists
 // in containerd, so that it is never taken for a leak.
-func (s *Server) create(ctx context.Context, cfg SandboxConfig) (Sandbox, error) {
+func (s *Server) create(ctx context.Context, cfg sandbox.Config) (Sandbox, error) {
 	s.known.Store(cfg.ID, struct{}{})
 	sb, err := s.rt.Create(ctx, cfg)
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // gatedRuntime is a fake runtime whose creates wait for gate, and say on
@@ -14,7 +16,7 @@ type gatedRuntime struct {
 	gate    chan struct{}
 }
 
-func (g *gatedRuntime) Create(ctx context.Context, cfg SandboxConfig) (Sandbox, error) {
+func (g *gatedRuntime) Create(ctx context.Context, cfg sandbox.Config) (Sandbox, error) {
 	select {
 	case g.started <- struct{}{}:
 	default:
@@ -28,7 +30,7 @@ func (g *gatedRuntime) Create(ctx context.Context, cfg SandboxConfig) (Sandbox, 
 // is destroyed.
 func TestRefillAfterJoinKeepsThePoolsSize(t *testing.T) {
 	rt := &gatedRuntime{
-		fakeRuntime: &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }},
+		fakeRuntime: &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }},
 		started:     make(chan struct{}, 1),
 		gate:        make(chan struct{}),
 	}

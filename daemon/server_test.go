@@ -18,31 +18,32 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // fakeRuntime runs nothing: its sandboxes answer with scripted results.
 type fakeRuntime struct {
 	mu       sync.Mutex
-	created  []SandboxConfig
+	created  []sandbox.Config
 	deleted  int
-	lastExec Process
-	exec     func(ctx context.Context, p Process) (ExitResult, error)
+	lastExec sandbox.Process
+	exec     func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error)
 	// collect, when set, answers Collect.
-	collect func() ([]CollectedFile, error)
+	collect func() ([]sandbox.Collected, error)
 }
 
-func (f *fakeRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, error) {
+func (f *fakeRuntime) Create(_ context.Context, cfg sandbox.Config) (Sandbox, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.created = append(f.created, cfg)
 	return &fakeSandbox{f}, nil
 }
 
-func (f *fakeRuntime) Adopt(context.Context, string) ([]Sandbox, error) { return nil, nil }
+func (f *fakeRuntime) AdoptSessions(context.Context) ([]Adopted, error) { return nil, nil }
 func (f *fakeRuntime) List(context.Context) ([]string, error)           { return nil, nil }
 
-func (f *fakeRuntime) Images(context.Context) ([]ImageInfo, error) { return nil, nil }
-func (f *fakeRuntime) ImportImages(context.Context, io.Reader) ([]ImageInfo, error) {
+func (f *fakeRuntime) Images(context.Context) ([]sandbox.ImageInfo, error) { return nil, nil }
+func (f *fakeRuntime) ImportImages(context.Context, io.Reader) ([]sandbox.ImageInfo, error) {
 	return nil, errdefs.ErrInvalidArgument
 }
 func (f *fakeRuntime) PullImage(context.Context, string) error   { return errdefs.ErrNotFound }
@@ -57,35 +58,34 @@ func (f *fakeRuntime) ImageReady(_ context.Context, ref string) error {
 }
 func (f *fakeRuntime) OCIRuntimeReady(string) error { return nil }
 
-func (f *fakeRuntime) Info(context.Context) RuntimeInfo {
-	return RuntimeInfo{Address: "/fake.sock", Version: "1.0", CgroupVersion: 2, Serving: true}
+func (f *fakeRuntime) Info(context.Context) sandbox.RuntimeInfo {
+	return sandbox.RuntimeInfo{Address: "/fake.sock", Version: "1.0", CgroupVersion: 2, Serving: true}
 }
 
 type fakeSandbox struct{ f *fakeRuntime }
 
 func (s *fakeSandbox) ID() string  { return "fake" }
 func (s *fakeSandbox) Alive() bool { return true }
-func (s *fakeSandbox) Collect(context.Context, []string, int64) ([]CollectedFile, error) {
+func (s *fakeSandbox) Collect(context.Context, []string, int64) ([]sandbox.Collected, error) {
 	if s.f.collect != nil {
 		return s.f.collect()
 	}
-	return []CollectedFile{{Path: "out.txt", Size: 2, Data: []byte("ok")}}, nil
+	return []sandbox.Collected{{Path: "out.txt", Size: 2, Data: []byte("ok")}}, nil
 }
-func (s *fakeSandbox) Helper(context.Context, io.Reader, io.Writer, ...string) (int, error) {
-	return 0, nil
-}
-func (s *fakeSandbox) Labels(context.Context) (map[string]string, error)  { return nil, nil }
-func (s *fakeSandbox) SetLabels(context.Context, map[string]string) error { return nil }
+func (s *fakeSandbox) WriteFile(context.Context, string, uint32, []byte) error  { return nil }
+func (s *fakeSandbox) ReadFile(context.Context, string, io.Writer, int64) error { return nil }
+func (s *fakeSandbox) ListFiles(context.Context) ([]sandbox.FileInfo, error)    { return nil, nil }
+func (s *fakeSandbox) SetRecord(context.Context, sandbox.SessionRecord) error   { return nil }
 
-func (s *fakeSandbox) Exec(ctx context.Context, p Process) (ExitResult, error) {
+func (s *fakeSandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 	s.f.mu.Lock()
 	s.f.lastExec = p
 	s.f.mu.Unlock()
 	return s.f.exec(ctx, p)
 }
 
-func (s *fakeSandbox) Stats(context.Context) (Stats, error) {
-	return Stats{CPUNanos: 5e6, MemoryPeakBytes: 1 << 20}, nil
+func (s *fakeSandbox) Stats(context.Context) (sandbox.Stats, error) {
+	return sandbox.Stats{CPUNanos: 5e6, MemoryPeakBytes: 1 << 20}, nil
 }
 
 func (s *fakeSandbox) Delete(context.Context) error {
@@ -128,11 +128,11 @@ func post(t *testing.T, h http.Handler, body string) (*httptest.ResponseRecorder
 }
 
 func TestExecuteResult(t *testing.T) {
-	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		in, _ := io.ReadAll(p.Stdin)
 		p.Stdout.Write([]byte("got " + string(in)))
 		p.Stderr.Write([]byte{0xff, 0xfe})
-		return ExitResult{ExitCode: 3}, nil
+		return sandbox.ExitResult{ExitCode: 3}, nil
 	}}
 	s := newTestServer(t, rt, nil)
 	w, res, _ := post(t, s, `{"language":"PY","code":"print(1)","stdin":"x","env":{"A":"b"},"args":["1"]}`)
@@ -166,32 +166,32 @@ func TestExecuteResult(t *testing.T) {
 
 func TestStatuses(t *testing.T) {
 	for _, tc := range []struct {
-		exit   ExitResult
+		exit   sandbox.ExitResult
 		status string
 		signal string
 	}{
-		{ExitResult{ExitCode: 0}, api.StatusOK, ""},
-		{ExitResult{ExitCode: 1}, api.StatusFailed, ""},
-		{ExitResult{ExitCode: 139, Signal: 11}, api.StatusSignaled, "SIGSEGV"},
-		{ExitResult{ExitCode: 139}, api.StatusFailed, ""},
-		{ExitResult{ExitCode: 137, OOMKilled: true}, api.StatusOOMKilled, "SIGKILL"},
-		{ExitResult{ExitCode: 137, Killed: true}, api.StatusTimedOut, "SIGKILL"},
+		{sandbox.ExitResult{ExitCode: 0}, api.StatusOK, ""},
+		{sandbox.ExitResult{ExitCode: 1}, api.StatusFailed, ""},
+		{sandbox.ExitResult{ExitCode: 139, Signal: 11}, api.StatusSignaled, "SIGSEGV"},
+		{sandbox.ExitResult{ExitCode: 139}, api.StatusFailed, ""},
+		{sandbox.ExitResult{ExitCode: 137, OOMKilled: true}, api.StatusOOMKilled, "SIGKILL"},
+		{sandbox.ExitResult{ExitCode: 137, Killed: true}, api.StatusTimedOut, "SIGKILL"},
 	} {
 		if st, sig := status(tc.exit, true); st != tc.status || sig != tc.signal {
 			t.Errorf("%+v: %s %s, want %s %s", tc.exit, st, sig, tc.status, tc.signal)
 		}
 	}
-	if st, _ := status(ExitResult{ExitCode: 1}, false); st != api.StatusCompileError {
+	if st, _ := status(sandbox.ExitResult{ExitCode: 1}, false); st != api.StatusCompileError {
 		t.Errorf("compile failure: %s", st)
 	}
 }
 
 func TestCompileErrorSkipsRun(t *testing.T) {
 	var runs int
-	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		runs++
 		p.Stderr.Write([]byte("main.c:1: error"))
-		return ExitResult{ExitCode: 1}, nil
+		return sandbox.ExitResult{ExitCode: 1}, nil
 	}}
 	_, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"c","code":"x"}`)
 	if res.Status != api.StatusCompileError || res.Stderr != "main.c:1: error" || runs != 1 {
@@ -202,10 +202,10 @@ func TestCompileErrorSkipsRun(t *testing.T) {
 // A compile error's output is streamed, as a program's is: the chunks a
 // streaming client shows are the result's output.
 func TestStreamedCompileError(t *testing.T) {
-	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		p.Stdout.Write([]byte("note"))
 		p.Stderr.Write([]byte("main.c:1: error"))
-		return ExitResult{ExitCode: 1}, nil
+		return sandbox.ExitResult{ExitCode: 1}, nil
 	}}
 	req := httptest.NewRequest("POST", "/v1/execute", strings.NewReader(`{"language":"c","code":"x"}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -240,23 +240,23 @@ func TestCollectAfterTheSandboxEnded(t *testing.T) {
 	gone := fmt.Errorf("the sandbox's agent is gone: %w", errdefs.ErrFailedPrecondition)
 	for _, tc := range []struct {
 		name    string
-		exit    ExitResult
+		exit    sandbox.ExitResult
 		err     error
 		status  int
 		verdict string
 		message string
 	}{
-		{"oom", ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, gone, 200, api.StatusOOMKilled,
+		{"oom", sandbox.ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, gone, 200, api.StatusOOMKilled,
 			"the sandbox ended at its memory limit: no files were collected"},
-		{"pids", ExitResult{ExitCode: 137, Signal: 9, SandboxKilled: "the sandbox reached its process limit"}, gone, 200, api.StatusSignaled,
+		{"pids", sandbox.ExitResult{ExitCode: 137, Signal: 9, SandboxKilled: "the sandbox reached its process limit"}, gone, 200, api.StatusSignaled,
 			"the sandbox reached its process limit: no files were collected"},
-		{"gone after a plain exit", ExitResult{}, gone, 500, "", ""},
-		{"unreadable after an oom", ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, errors.New("sandboxd-init: open out.txt: permission denied"), 500, "", ""},
+		{"gone after a plain exit", sandbox.ExitResult{}, gone, 500, "", ""},
+		{"unreadable after an oom", sandbox.ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, errors.New("sandboxd-init: open out.txt: permission denied"), 500, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rt := &fakeRuntime{
-				exec:    func(context.Context, Process) (ExitResult, error) { return tc.exit, nil },
-				collect: func() ([]CollectedFile, error) { return nil, tc.err },
+				exec:    func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return tc.exit, nil },
+				collect: func() ([]sandbox.Collected, error) { return nil, tc.err },
 			}
 			w, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"python","code":"x","collect":["*"]}`)
 			if w.Code != tc.status || tc.status == 200 && (res.Status != tc.verdict || res.Message != tc.message || len(res.Files) != 0) {
@@ -267,10 +267,10 @@ func TestCollectAfterTheSandboxEnded(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
-	rt := &fakeRuntime{exec: func(ctx context.Context, p Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		p.Stdout.Write([]byte("partial"))
 		<-ctx.Done()
-		return ExitResult{ExitCode: 137, Killed: true}, nil
+		return sandbox.ExitResult{ExitCode: 137, Killed: true}, nil
 	}}
 	_, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"python","code":"x","timeout_ms":50}`)
 	if !res.TimedOut || res.Status != api.StatusTimedOut || res.Stdout != "partial" {
@@ -279,11 +279,11 @@ func TestTimeout(t *testing.T) {
 }
 
 func TestOutputCap(t *testing.T) {
-	rt := &fakeRuntime{exec: func(_ context.Context, p Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		for range 10 {
 			p.Stdout.Write([]byte("0123456789"))
 		}
-		return ExitResult{}, nil
+		return sandbox.ExitResult{}, nil
 	}}
 	_, res, _ := post(t, newTestServer(t, rt, func(l *Limits) { l.OutputBytes = 25 }), `{"language":"python","code":"x"}`)
 	if res.Stdout != "0123456789012345678901234" || !res.StdoutTruncated || res.StderrTruncated {
@@ -292,7 +292,7 @@ func TestOutputCap(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
 	s := newTestServer(t, rt, func(l *Limits) { l.MaxCodeBytes = 100 })
 	for _, tc := range []struct {
 		body   string
@@ -324,10 +324,10 @@ func TestBadRequests(t *testing.T) {
 func TestQueueFull(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 4)
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) {
+	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		started <- struct{}{}
 		<-release
-		return ExitResult{}, nil
+		return sandbox.ExitResult{}, nil
 	}}
 	s := newTestServer(t, rt, func(l *Limits) { l.MaxConcurrent, l.MaxQueued = 1, 1 })
 	var wg sync.WaitGroup
@@ -388,7 +388,7 @@ func TestRoutes(t *testing.T) {
 // sandboxes.
 func startWithPool(t *testing.T, size int) (*Server, *fakeRuntime) {
 	t.Helper()
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
 	s := newTestServer(t, rt, func(l *Limits) { l.PoolSize = size })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -463,7 +463,7 @@ func (s *namedSandbox) ID() string { return s.id }
 // refill that is ready first; what it created then joins the pool, or is
 // destroyed when there is no room. It never waits on a refill alone.
 func TestAcquireRacesTheRefill(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
 	s := newTestServer(t, rt, nil)
 	class := sandboxClass{Runtime: "runc"}
 	p := newPool(s, class, 1) // not started: the test is the refill
@@ -572,7 +572,7 @@ func TestAcquireRacesTheRefill(t *testing.T) {
 // Languages from images and on other runtimes: one pool per class, the
 // request's runtime as policy allows, and a missing image said plainly.
 func TestClassesAndPolicy(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
+	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
 	langs := append(slices.Clone(testLanguages),
 		Language{LanguageSpec: LanguageSpec{Name: "imgpy", FileName: "main.py", Run: []string{"python3", "/sandbox/main.py"}, Image: "present:1"}},
 		Language{LanguageSpec: LanguageSpec{Name: "gone", FileName: "main.py", Run: []string{"python3", "/sandbox/main.py"}, Image: "missing:1"}},

@@ -1,46 +1,27 @@
 package daemon
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"path"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
-// Labels that let a session outlive the daemon: a restarted daemon reads
-// them back from containerd.
-const (
-	labelOwner      = "io.sandboxd.session.owner"
-	labelLanguage   = "io.sandboxd.session.language"
-	labelCreated    = "io.sandboxd.session.created"
-	labelLastUsed   = "io.sandboxd.session.last-used"
-	labelExecutions = "io.sandboxd.session.executions"
-	labelLimits     = "io.sandboxd.session.limits"
-	labelImage      = "io.sandboxd.session.image"
-	labelRuntime    = "io.sandboxd.session.runtime"
-)
-
-// timeFormat has the millisecond precision that the labels keep, so that
-// a session's times read the same after a daemon restart.
+// timeFormat has the millisecond precision that session records keep, so
+// that a session's times read the same after a daemon restart.
 const timeFormat = "2006-01-02T15:04:05.000Z07:00"
 
 // sessionIDRE is the only shape of a session id: 128 random bits in hex.
 var sessionIDRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
-
-// SessionKind labels the sandboxes of sessions, which outlive the daemon.
-const SessionKind = "session"
 
 // unknownUID owns the sessions of callers whose credentials are unknown;
 // it is nobody's uid, and not root's.
@@ -63,7 +44,7 @@ type session struct {
 	deleted    bool
 	cpuNanos   uint64 // the session's CPU counter after its last execution
 
-	// persisting serializes the label writes that record uses.
+	// persisting serializes the record writes of touch.
 	persisting sync.Mutex
 }
 
@@ -78,38 +59,21 @@ func (x *session) expiresAt() time.Time {
 	return life
 }
 
-func (x *session) labels() map[string]string {
+// record is what the runtime keeps of the session for a restarted daemon.
+func (x *session) record() sandbox.SessionRecord {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	limits, _ := json.Marshal(x.limits)
-	return map[string]string{
-		labelOwner:      strconv.FormatUint(uint64(x.owner), 10),
-		labelLanguage:   x.lang,
-		labelCreated:    strconv.FormatInt(x.created.UnixMilli(), 10),
-		labelLastUsed:   strconv.FormatInt(x.lastUsed.UnixMilli(), 10),
-		labelExecutions: strconv.FormatInt(x.executions, 10),
-		labelLimits:     string(limits),
-		labelImage:      x.class.Image,
-		labelRuntime:    x.class.Runtime,
-	}
+	return sandbox.SessionRecord{Owner: x.owner, Language: x.lang, Created: x.created, LastUsed: x.lastUsed,
+		Executions: x.executions, Limits: sandbox.SessionLimits(x.limits), Image: x.class.Image, Runtime: x.class.Runtime}
 }
 
-func sessionFromLabels(sb Sandbox, l map[string]string) (*session, error) {
-	owner, err1 := strconv.ParseUint(l[labelOwner], 10, 32)
-	created, err2 := strconv.ParseInt(l[labelCreated], 10, 64)
-	lastUsed, err3 := strconv.ParseInt(l[labelLastUsed], 10, 64)
-	execs, err4 := strconv.ParseInt(l[labelExecutions], 10, 64)
-	x := &session{id: strings.TrimPrefix(sb.ID(), "ses-"), owner: uint32(owner), lang: l[labelLanguage], sb: sb,
-		lock: make(chan struct{}, 1), created: time.UnixMilli(created), lastUsed: time.UnixMilli(lastUsed), executions: execs,
-		class: sandboxClass{Image: l[labelImage], Runtime: l[labelRuntime]}}
+// sessionFromRecord is a session that an earlier daemon left.
+func sessionFromRecord(sb Sandbox, r sandbox.SessionRecord) (*session, error) {
+	x := &session{id: strings.TrimPrefix(sb.ID(), "ses-"), owner: r.Owner, lang: r.Language, sb: sb,
+		lock: make(chan struct{}, 1), created: r.Created, lastUsed: r.LastUsed, executions: r.Executions,
+		limits: api.SessionLimits(r.Limits), class: sandboxClass{Image: r.Image, Runtime: r.Runtime}}
 	if x.class.Runtime == "" { // made before runtimes were chosen
 		x.class.Runtime = defaultOCIRuntime
-	}
-	err5 := json.Unmarshal([]byte(l[labelLimits]), &x.limits)
-	for _, err := range []error{err1, err2, err3, err4, err5} {
-		if err != nil {
-			return nil, fmt.Errorf("session %s: labels: %w", sb.ID(), err)
-		}
 	}
 	if !sessionIDRE.MatchString(x.id) {
 		return nil, fmt.Errorf("session %s: not a session id", sb.ID())
@@ -149,15 +113,15 @@ func truncate(s string, n int) string {
 
 // AdoptSessions takes over the sessions an earlier daemon left running.
 func (s *Server) AdoptSessions(ctx context.Context) error {
-	sbs, err := s.rt.Adopt(ctx, SessionKind)
+	adopted, err := s.rt.AdoptSessions(ctx)
 	if err != nil {
 		return err
 	}
-	for _, sb := range sbs {
-		labels, err := sb.Labels(ctx)
+	for _, a := range adopted {
+		sb, err := a.Sandbox, a.Err
 		var x *session
 		if err == nil {
-			x, err = sessionFromLabels(sb, labels)
+			x, err = sessionFromRecord(sb, a.Record)
 		}
 		if err != nil {
 			s.log.Warn("deleting a session that cannot be read back", "container_id", sb.ID(), "err", err)
@@ -293,10 +257,11 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 	// The language's environment comes with each execution, whatever its
 	// language; the session's own is the base.
 	env := append(append([]string(nil), baseEnv...), envList(req.Env)...)
-	sb, err := s.create(ctx, SandboxConfig{
+	rec := x.record()
+	sb, err := s.create(ctx, sandbox.Config{
 		ID:         "ses-" + x.id,
-		Kind:       SessionKind,
-		Labels:     x.labels(),
+		Kind:       sandbox.KindSession,
+		Session:    &rec,
 		Env:        env,
 		Limits:     s.sandboxLimits(memory),
 		Reusable:   true,
@@ -371,7 +336,7 @@ func (x *session) acquire(ctx context.Context) error {
 func (x *session) release() { <-x.lock }
 
 // touch records a use, and keeps it where a restarted daemon finds it:
-// in the container's labels, written off the caller's path.
+// in its sandbox's record, written off the caller's path.
 func (s *Server) touch(ctx context.Context, x *session, execution bool) {
 	x.mu.Lock()
 	x.lastUsed = time.Now()
@@ -385,7 +350,7 @@ func (s *Server) touch(ctx context.Context, x *session, execution bool) {
 		x.persisting.Lock()
 		defer x.persisting.Unlock()
 		// The newest values, whichever touch wrote them.
-		if err := x.sb.SetLabels(context.WithoutCancel(ctx), x.labels()); err != nil {
+		if err := x.sb.SetRecord(context.WithoutCancel(ctx), x.record()); err != nil {
 			s.log.Warn("record session use", "session_id", x.id, "err", err)
 		}
 	}()
@@ -405,25 +370,18 @@ func checkFilePath(p string) (string, error) {
 	return c, nil
 }
 
-// Exit codes of sandboxd-init's file helpers.
-const (
-	helperNotFound = 3
-	helperInvalid  = 4
-)
-
-func helperError(code int, op, p string) error {
-	switch code {
-	case 0:
-		return nil
-	case helperNotFound:
+// fileError is the API's form of a file operation's failure.
+func fileError(err error, p string) error {
+	switch {
+	case errdefs.IsNotFound(err):
 		return api.Errorf(api.CodeNotFound, "%s: no such file in /workspace", p)
-	case helperInvalid:
+	case errdefs.IsInvalidArgument(err):
 		return invalid("%s: not a regular file, or a path that leaves /workspace", p)
 	}
-	return fmt.Errorf("%s %s: helper exited %d", op, p, code)
+	return err
 }
 
-// fileOp runs a file helper in a session, in its turn.
+// fileOp runs a file operation in a session, in its turn.
 func (s *Server) fileOp(ctx context.Context, x *session, fn func(ctx context.Context) error) error {
 	if !x.sb.Alive() {
 		return api.Errorf(api.CodeFailedPrecondition, "session %s is dead", x.id)
@@ -440,59 +398,44 @@ func (s *Server) fileOp(ctx context.Context, x *session, fn func(ctx context.Con
 }
 
 func (s *Server) putFile(ctx context.Context, x *session, p string, mode uint32, body []byte) (*api.FileInfo, error) {
-	var info *api.FileInfo
 	err := s.fileOp(ctx, x, func(ctx context.Context) error {
-		code, err := x.sb.Helper(ctx, bytes.NewReader(body), io.Discard, "put", p, strconv.FormatUint(uint64(mode), 8))
-		if err != nil {
-			return err
-		}
-		if err := helperError(code, "upload", p); err != nil {
-			return err
-		}
-		info = &api.FileInfo{Path: p, Size: int64(len(body)), Mode: mode, Type: "file"}
-		return nil
+		return fileError(x.sb.WriteFile(ctx, p, mode, body), p)
 	})
-	return info, err
+	if err != nil {
+		return nil, err
+	}
+	return &api.FileInfo{Path: p, Size: int64(len(body)), Mode: mode, Type: "file"}, nil
 }
 
 func (s *Server) getFile(ctx context.Context, x *session, p string) ([]byte, error) {
-	out := newCappedBuffer(s.limits().MaxFileBytes)
+	max := s.limits().MaxFileBytes
+	out := newCappedBuffer(max)
 	err := s.fileOp(ctx, x, func(ctx context.Context) error {
-		code, err := x.sb.Helper(ctx, nil, out, "get", p)
-		if err != nil {
-			return err
-		}
-		return helperError(code, "download", p)
+		return fileError(x.sb.ReadFile(ctx, p, out, max), p)
 	})
 	if err != nil {
 		return nil, err
 	}
 	if out.Truncated() {
 		return nil, &api.Error{Code: api.CodeInvalidArgument, Status: 413,
-			Message: fmt.Sprintf("%s is larger than the maximum of %d bytes", p, s.limits().MaxFileBytes)}
+			Message: fmt.Sprintf("%s is larger than the maximum of %d bytes", p, max)}
 	}
 	return out.Bytes(), nil
 }
 
 func (s *Server) listFiles(ctx context.Context, x *session) ([]api.FileInfo, error) {
-	var out bytes.Buffer
+	var entries []sandbox.FileInfo
 	err := s.fileOp(ctx, x, func(ctx context.Context) error {
-		code, err := x.sb.Helper(ctx, nil, &out, "list")
-		if err != nil {
-			return err
-		}
-		return helperError(code, "list", ".")
+		var err error
+		entries, err = x.sb.ListFiles(ctx)
+		return fileError(err, ".")
 	})
 	if err != nil {
 		return nil, err
 	}
-	files := []api.FileInfo{}
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		var f api.FileInfo
-		if json.Unmarshal(sc.Bytes(), &f) == nil {
-			files = append(files, f)
-		}
+	files := make([]api.FileInfo, len(entries))
+	for i, e := range entries {
+		files[i] = api.FileInfo(e)
 	}
 	return files, nil
 }

@@ -13,69 +13,69 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
-// sessionRuntime keeps its sandboxes' labels, as containerd would.
+// sessionRuntime keeps its sandboxes' session records, as containerd would.
 type sessionRuntime struct {
 	fakeRuntime // for the image methods; the rest are its own
 	mu          sync.Mutex
-	boxes       map[string]*labeledSandbox
+	boxes       map[string]*recordedSandbox
 }
 
-type labeledSandbox struct {
+type recordedSandbox struct {
 	fakeSandbox
 	id      string
 	mu      sync.Mutex
-	labels  map[string]string
+	record  sandbox.SessionRecord
 	deleted bool
 }
 
-func (l *labeledSandbox) ID() string { return l.id }
-func (l *labeledSandbox) Labels(context.Context) (map[string]string, error) {
+func (l *recordedSandbox) ID() string { return l.id }
+func (l *recordedSandbox) SetRecord(_ context.Context, r sandbox.SessionRecord) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.labels, nil
-}
-func (l *labeledSandbox) SetLabels(_ context.Context, m map[string]string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for k, v := range m {
-		l.labels[k] = v
-	}
+	// Kept to the millisecond, as the runtime keeps it.
+	r.Created, r.LastUsed = time.UnixMilli(r.Created.UnixMilli()), time.UnixMilli(r.LastUsed.UnixMilli())
+	l.record = r
 	return nil
 }
-func (l *labeledSandbox) Delete(context.Context) error {
+func (l *recordedSandbox) Delete(context.Context) error {
 	l.mu.Lock()
 	l.deleted = true
 	l.mu.Unlock()
 	return nil
 }
 
-func (r *sessionRuntime) Create(_ context.Context, cfg SandboxConfig) (Sandbox, error) {
+func (r *sessionRuntime) Create(_ context.Context, cfg sandbox.Config) (Sandbox, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	sb := &labeledSandbox{id: cfg.ID, labels: map[string]string{}}
-	sb.f = &fakeRuntime{exec: func(context.Context, Process) (ExitResult, error) { return ExitResult{}, nil }}
-	for k, v := range cfg.Labels {
-		sb.labels[k] = v
+	sb := &recordedSandbox{id: cfg.ID}
+	sb.f = &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
+	if cfg.Session != nil {
+		sb.SetRecord(context.Background(), *cfg.Session)
 	}
 	r.boxes[cfg.ID] = sb
 	return sb, nil
 }
 
-func (r *sessionRuntime) Adopt(context.Context, string) ([]Sandbox, error) {
+func (r *sessionRuntime) AdoptSessions(context.Context) ([]Adopted, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []Sandbox
+	var out []Adopted
 	for _, sb := range r.boxes {
 		if !sb.deleted {
-			out = append(out, sb)
+			sb.mu.Lock()
+			out = append(out, Adopted{Sandbox: sb, Record: sb.record})
+			sb.mu.Unlock()
 		}
 	}
 	return out, nil
 }
 
-func (r *sessionRuntime) Info(context.Context) RuntimeInfo       { return RuntimeInfo{Serving: true} }
+func (r *sessionRuntime) Info(context.Context) sandbox.RuntimeInfo {
+	return sandbox.RuntimeInfo{Serving: true}
+}
 func (r *sessionRuntime) List(context.Context) ([]string, error) { return nil, nil }
 
 func newSessionServer(t *testing.T, rt *sessionRuntime) *Server {
@@ -107,7 +107,7 @@ func createAs(t *testing.T, s *Server, uid uint32, body string) api.Session {
 }
 
 func TestSessionOwnership(t *testing.T) {
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
 	mine := createAs(t, s, 1000, `{"language":"py"}`)
 	if mine.Language != "python" || mine.OwnerUID != 1000 || mine.State != api.SessionRunning || !sessionIDRE.MatchString(mine.ID) {
 		t.Fatalf("session %+v", mine)
@@ -152,7 +152,7 @@ func TestSessionOwnership(t *testing.T) {
 }
 
 func TestSessionCaps(t *testing.T) {
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
 	createAs(t, s, 1, `{"language":"py"}`)
 	createAs(t, s, 1, `{"language":"py"}`)
 	if w := as(s, 1, "POST", "/v1/sessions", `{"language":"py"}`); w.Code != 429 {
@@ -171,7 +171,7 @@ func TestSessionCaps(t *testing.T) {
 }
 
 func TestSessionAdoptionAndExpiry(t *testing.T) {
-	rt := &sessionRuntime{boxes: map[string]*labeledSandbox{}}
+	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
 	s := newSessionServer(t, rt)
 	kept := createAs(t, s, 5, `{"language":"c"}`)
 	short := createAs(t, s, 5, `{"language":"py","idle_timeout_ms":10}`)
@@ -180,7 +180,7 @@ func TestSessionAdoptionAndExpiry(t *testing.T) {
 	}
 	time.Sleep(20 * time.Millisecond)
 
-	// A new daemon on the same runtime: the labels bring the session back.
+	// A new daemon on the same runtime: the records bring the session back.
 	s2 := newSessionServer(t, rt)
 	if err := s2.AdoptSessions(context.Background()); err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func TestAccess(t *testing.T) {
 			t.Errorf("%+v allows %+v: %v", tc.a, tc.c, got)
 		}
 	}
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
 	s.Reload(s.limits(), s.languages(), list)
 	if w := as(s, 7, "GET", "/v1/info", ""); w.Code != 403 {
 		t.Errorf("uid 7 after reload: %d", w.Code)
@@ -247,14 +247,14 @@ func TestAccess(t *testing.T) {
 func TestSessionTimeoutWhileWaiting(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	rt := &sessionRuntime{boxes: map[string]*labeledSandbox{}}
+	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
 	s := newSessionServer(t, rt)
 	s.Reload(func() Limits { l := s.limits(); l.MaxConcurrent = 1; return l }(), s.languages(), Access{})
 	sess := createAs(t, s, 1, `{"language":"py"}`)
 	// The only slot goes to an execution that waits.
-	rt.boxes["ses-"+sess.ID].f.exec = func(context.Context, Process) (ExitResult, error) {
+	rt.boxes["ses-"+sess.ID].f.exec = func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		<-release
-		return ExitResult{}, nil
+		return sandbox.ExitResult{}, nil
 	}
 	other := createAs(t, s, 1, `{"language":"py"}`)
 	go as(s, 1, "POST", "/v1/execute", `{"session_id":"`+sess.ID+`","code":"x"}`)
@@ -277,12 +277,12 @@ func TestSessionTimeoutWhileWaiting(t *testing.T) {
 // first, and its timeout runs while it waits.
 func TestSessionExecutionsSerialize(t *testing.T) {
 	release := make(chan struct{})
-	rt := &sessionRuntime{boxes: map[string]*labeledSandbox{}}
+	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
 	s := newSessionServer(t, rt)
 	sess := createAs(t, s, 1, `{"language":"py"}`)
 	var mu sync.Mutex
 	running, most := 0, 0
-	rt.boxes["ses-"+sess.ID].f.exec = func(ctx context.Context, _ Process) (ExitResult, error) {
+	rt.boxes["ses-"+sess.ID].f.exec = func(ctx context.Context, _ sandbox.Process) (sandbox.ExitResult, error) {
 		mu.Lock()
 		running++
 		most = max(most, running)
@@ -290,9 +290,9 @@ func TestSessionExecutionsSerialize(t *testing.T) {
 		defer func() { mu.Lock(); running--; mu.Unlock() }()
 		select {
 		case <-release:
-			return ExitResult{}, nil
+			return sandbox.ExitResult{}, nil
 		case <-ctx.Done():
-			return ExitResult{Killed: true}, nil
+			return sandbox.ExitResult{Killed: true}, nil
 		}
 	}
 	first := make(chan *httptest.ResponseRecorder, 1)
@@ -326,7 +326,7 @@ func TestSessionExecutionsSerialize(t *testing.T) {
 // Live stdin is fed only by the execution's owner, or root: another uid
 // finds no such execution.
 func TestLiveStdinOnlyFromItsOwner(t *testing.T) {
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*labeledSandbox{}})
+	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
 	for _, tc := range []struct {
 		uid  uint32
 		want int

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // Bounds on what a request may carry beyond the configured limits.
@@ -35,7 +36,7 @@ type checked struct {
 	class   sandboxClass
 	timeout time.Duration
 	memory  int64
-	files   []WorkspaceFile
+	files   []sandbox.File
 }
 
 // validate checks a request against the limits. In a session, the
@@ -138,12 +139,12 @@ const (
 // workspaceFiles decodes and checks a submission's files: relative paths
 // that stay in /workspace, no NUL, within the size cap; the entrypoint is
 // one of them.
-func (s *Server) workspaceFiles(req *api.ExecuteRequest) ([]WorkspaceFile, error) {
+func (s *Server) workspaceFiles(req *api.ExecuteRequest) ([]sandbox.File, error) {
 	if len(req.Files) > maxFiles {
 		return nil, invalid("%d files, more than the maximum of %d", len(req.Files), maxFiles)
 	}
 	var total int64
-	files := make([]WorkspaceFile, 0, len(req.Files))
+	files := make([]sandbox.File, 0, len(req.Files))
 	seen := map[string]bool{}
 	for i, f := range req.Files {
 		p, err := checkFilePath(f.Path)
@@ -174,7 +175,7 @@ func (s *Server) workspaceFiles(req *api.ExecuteRequest) ([]WorkspaceFile, error
 		if total += int64(len(data)); total > s.limits().MaxFileBytes {
 			return nil, invalid("files are more than the maximum of %d bytes", s.limits().MaxFileBytes)
 		}
-		files = append(files, WorkspaceFile{Path: p, Data: data, Mode: mode})
+		files = append(files, sandbox.File{Path: p, Data: data, Mode: mode})
 		// The decoded data is the file from now on: the request no
 		// longer holds it a second time.
 		req.Files[i].Content = ""

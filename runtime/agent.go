@@ -4,32 +4,28 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/sandboxd/sandboxd/runtime/agentproto"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
-// WorkspaceFile is a file placed in /workspace before a process runs.
-type WorkspaceFile = agentproto.File
-
-// CollectedFile is a file of /workspace returned after a run; Data is nil
-// when it was over the cap.
-type CollectedFile = agentproto.Collected
-
-// agentConn is sandboxd's end of the agent's stdio. Programs run through
-// it without a runc exec each: the sandbox's seccomp filter and limits
-// were set up once, when the sandbox started.
+// agentConn is sandboxd's end of the agent's stdio, the one channel into a
+// sandbox: programs run and workspace files are read and written through
+// it, without a runc exec each (the sandbox's seccomp filter and limits
+// were set up once, when the sandbox started). Its FIFOs outlive the
+// daemon, so that a restarted one attaches to them again (attach).
 type agentConn struct {
-	mu     sync.Mutex // one run at a time
+	mu     sync.Mutex // one run or file operation at a time
 	sendMu sync.Mutex // one request's bytes at a time
 	in     *io.PipeWriter
 	out    *io.PipeReader
@@ -46,15 +42,22 @@ func newAgentConn(log *slog.Logger, id string) (*agentConn, io.Reader, io.Writer
 	a := &agentConn{in: inW, out: outR, frames: make(chan agentproto.Frame, 256), stderr: &bytes.Buffer{}, closed: make(chan struct{})}
 	go func() {
 		defer close(a.frames)
-		dec := json.NewDecoder(bufio.NewReaderSize(outR, 256<<10))
+		br := bufio.NewReaderSize(outR, 256<<10)
 		for {
-			var f agentproto.Frame
-			if err := dec.Decode(&f); err != nil {
+			line, err := br.ReadBytes('\n')
+			if err != nil {
 				if err != io.EOF && err != io.ErrClosedPipe && !errors.Is(err, errAgentGone) {
 					log.Warn("agent stream", "container_id", id, "err", err)
 				}
 				outR.CloseWithError(err)
 				return
+			}
+			var f agentproto.Frame
+			if err := json.Unmarshal(line, &f); err != nil {
+				// Only a frame that an earlier daemon read in part, before
+				// this one attached: the sync that follows skips it.
+				log.Debug("agent frame skipped", "container_id", id, "err", err)
+				continue
 			}
 			select {
 			case a.frames <- f:
@@ -101,9 +104,57 @@ func (a *agentConn) send(r agentproto.Request) error {
 // sandbox cannot run anything more.
 var errAgentGone = fmt.Errorf("the sandbox's agent is gone: %w", errdefs.ErrFailedPrecondition)
 
+// Attaching to an agent that an earlier daemon drove (sync).
+const (
+	// syncRetry is when a sync is asked again: a first one that the agent
+	// took as the rest of a request torn by the earlier daemon's death is
+	// skipped with that request, after agentproto's stall bound (10 s).
+	syncRetry = 12 * time.Second
+	// syncTimeout bounds the wait for the agent to answer.
+	syncTimeout = 30 * time.Second
+)
+
+// sync makes the stream clean for this daemon: it ends whatever an
+// execution of an earlier daemon left running and drops every frame up to
+// the agent's answer. The request starts with a newline, which ends a line
+// that the earlier daemon left half written.
+func (a *agentConn) sync(ctx context.Context, dead <-chan struct{}) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
+	defer cancel()
+	id := rand.Text()
+	ask := func() {
+		a.sendMu.Lock()
+		defer a.sendMu.Unlock()
+		if _, err := a.in.Write([]byte("\n")); err == nil {
+			agentproto.WriteRequest(a.in, agentproto.Request{Kill: true, Sync: id})
+		}
+	}
+	go ask()
+	retry := time.After(syncRetry)
+	for {
+		select {
+		case f, ok := <-a.frames:
+			if !ok {
+				return errAgentGone
+			}
+			if f.Sync == id {
+				return nil
+			}
+		case <-retry:
+			go ask()
+		case <-dead:
+			return errAgentGone
+		case <-ctx.Done():
+			return fmt.Errorf("the sandbox's agent did not answer: %w", errAgentGone)
+		}
+	}
+}
+
 // agentExec runs p through the agent and waits for its exit frame, which
 // comes after all of its output.
-func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) {
+func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 	a := s.agent
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -111,13 +162,14 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 	if p.Stdin != nil && !p.StdinLive {
 		var err error
 		if stdin, err = io.ReadAll(p.Stdin); err != nil {
-			return ExitResult{}, err
+			return sandbox.ExitResult{}, err
 		}
 	}
 	env := append(append([]string(nil), s.procSpec.Env...), p.Env...)
+	req := agentproto.Request{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: protoFiles(p.WorkspaceFiles), StdinLive: p.StdinLive}
 	sent := make(chan error, 1)
 	go func() {
-		err := a.send(agentproto.Request{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: p.WorkspaceFiles, StdinLive: p.StdinLive})
+		err := a.send(req)
 		sent <- err
 		if err == nil && p.StdinLive {
 			// Forward the input as it comes; the agent drops what arrives
@@ -135,7 +187,7 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 			}
 		}
 	}()
-	var res ExitResult
+	var res sandbox.ExitResult
 	var killTimer <-chan time.Time
 	done := ctx.Done()
 	for {
@@ -179,58 +231,128 @@ func (s *Sandbox) agentExec(ctx context.Context, p Process) (ExitResult, error) 
 	}
 }
 
-// Collect returns the files of /workspace that match globs, with at most
-// max bytes of content in all. Symlinks are never followed.
-func (s *Sandbox) Collect(ctx context.Context, globs []string, max int64) ([]CollectedFile, error) {
-	if len(globs) == 0 {
-		return nil, nil
+func protoFiles(files []sandbox.File) []agentproto.File {
+	out := make([]agentproto.File, len(files))
+	for i, f := range files {
+		out[i] = agentproto.File{Path: f.Path, Data: f.Data, Mode: f.Mode}
 	}
-	if s.agent == nil {
-		var out bytes.Buffer
-		code, err := s.Helper(ctx, nil, &out, append([]string{"collect", strconv.FormatInt(max, 10)}, globs...)...)
-		if err != nil {
-			return nil, err
-		}
-		if code != 0 {
-			return nil, fmt.Errorf("collect exited %d", code)
-		}
-		var files []CollectedFile
-		dec := json.NewDecoder(&out)
-		for {
-			var f CollectedFile
-			if err := dec.Decode(&f); err != nil {
-				break
-			}
-			files = append(files, f)
-		}
-		return files, nil
+	return out
+}
+
+// fileOp sends a workspace file operation and hands each of its frames to
+// each, until its exit frame. When ctx ends first, the rest of its frames
+// are drained before the next operation may start.
+func (s *Sandbox) fileOp(ctx context.Context, req agentproto.Request, each func(agentproto.Frame)) error {
+	if !s.Alive() {
+		return fmt.Errorf("sandbox %s: its PID 1 is gone: %w", s.id, errdefs.ErrFailedPrecondition)
 	}
 	a := s.agent
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.send(agentproto.Request{Collect: globs, CollectMax: max}); err != nil {
-		return nil, errAgentGone
-	}
-	var files []CollectedFile
+	sent := make(chan error, 1)
+	go func() { sent <- a.send(req) }()
 	for {
 		select {
+		case err := <-sent:
+			if err != nil {
+				a.mu.Unlock()
+				return errAgentGone
+			}
+			sent = nil
 		case f, ok := <-a.frames:
 			if !ok {
-				return nil, errAgentGone
-			}
-			if f.File != nil {
-				files = append(files, *f.File)
+				a.mu.Unlock()
+				return errAgentGone
 			}
 			if f.Exit != nil {
-				if *f.Exit != 0 {
-					return files, fmt.Errorf("sandboxd-init: %s", f.Error)
-				}
-				return files, nil
+				a.mu.Unlock()
+				return fileOpError(f)
+			}
+			if each != nil {
+				each(f)
 			}
 		case <-s.dead:
-			return nil, errAgentGone
+			a.mu.Unlock()
+			return errAgentGone
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			go func() {
+				defer a.mu.Unlock()
+				for {
+					select {
+					case f, ok := <-a.frames:
+						if !ok || f.Exit != nil {
+							return
+						}
+					case <-s.dead:
+						return
+					}
+				}
+			}()
+			return ctx.Err()
 		}
 	}
+}
+
+// fileOpError turns a file operation's exit frame into its error, of the
+// errdefs class the agent gave.
+func fileOpError(f agentproto.Frame) error {
+	if *f.Exit == 0 {
+		return nil
+	}
+	switch f.Code {
+	case agentproto.CodeNotFound:
+		return fmt.Errorf("%s: %w", f.Error, errdefs.ErrNotFound)
+	case agentproto.CodeInvalid:
+		return fmt.Errorf("%s: %w", f.Error, errdefs.ErrInvalidArgument)
+	}
+	return fmt.Errorf("sandboxd-init: %s", f.Error)
+}
+
+// Collect returns the files of /workspace that match globs, with at most
+// max bytes of content in all. Symlinks are never followed.
+func (s *Sandbox) Collect(ctx context.Context, globs []string, max int64) ([]sandbox.Collected, error) {
+	if len(globs) == 0 {
+		return nil, nil
+	}
+	var files []sandbox.Collected
+	err := s.fileOp(ctx, agentproto.Request{Collect: globs, CollectMax: max}, func(f agentproto.Frame) {
+		if f.File != nil {
+			files = append(files, sandbox.Collected(*f.File))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return files, nil
+}
+
+// WriteFile writes data to a file of /workspace, with mode, creating its
+// directories. A path through a symlink, or one that leaves /workspace,
+// is an InvalidArgument error.
+func (s *Sandbox) WriteFile(ctx context.Context, path string, mode uint32, data []byte) error {
+	return s.fileOp(ctx, agentproto.Request{WriteFiles: true, Files: []agentproto.File{{Path: path, Data: data, Mode: mode}}}, nil)
+}
+
+// ReadFile copies a regular file of /workspace to w, at most max+1 bytes
+// of it, so that w can tell a file over max. A missing file is a NotFound
+// error; what is not a regular file, an InvalidArgument one.
+func (s *Sandbox) ReadFile(ctx context.Context, path string, w io.Writer, max int64) error {
+	return s.fileOp(ctx, agentproto.Request{ReadFile: path, ReadMax: max}, func(f agentproto.Frame) {
+		if f.Stream == agentproto.Stdout {
+			w.Write(f.Data)
+		}
+	})
+}
+
+// ListFiles lists /workspace, never following symlinks.
+func (s *Sandbox) ListFiles(ctx context.Context) ([]sandbox.FileInfo, error) {
+	files := []sandbox.FileInfo{}
+	err := s.fileOp(ctx, agentproto.Request{ListFiles: true}, func(f agentproto.Frame) {
+		if f.Entry != nil {
+			files = append(files, sandbox.FileInfo(*f.Entry))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return files, nil
 }

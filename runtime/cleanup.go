@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
@@ -58,14 +59,35 @@ func (c *Client) Cleanup(ctx context.Context, keep ...string) (int, error) {
 	// Views of sandboxes gone with an earlier daemon, and bases of images
 	// removed or of another agent.
 	c.removeStale(ctx, true)
-	// FIFOs are per process, and no process of ours runs now.
+	// FIFOs are per task: those of kept sandboxes are their agents'
+	// channels, which this daemon attaches to again; the rest are left
+	// from tasks gone.
 	entries, _ = os.ReadDir(fifoDir(c.cfg.StateDir))
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(fifoDir(c.cfg.StateDir), e.Name())); err != nil {
+		dir := filepath.Join(fifoDir(c.cfg.StateDir), e.Name())
+		if fifosOf(dir, kept) {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return deleted, errors.Join(errs...)
+}
+
+// fifosOf reports whether a FIFO directory holds the stdio of one of the
+// containers in ids: containerd names each FIFO after its task, ID-stdin,
+// ID-stdout and ID-stderr.
+func fifosOf(dir string, ids map[string]bool) bool {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		for _, suffix := range []string{"-stdin", "-stdout", "-stderr"} {
+			if id, ok := strings.CutSuffix(e.Name(), suffix); ok && ids[id] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // List returns the ids of every container with our label.

@@ -24,6 +24,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // cleanupTimeout bounds each teardown, which runs on a context of its own
@@ -50,6 +51,8 @@ type Config struct {
 	Init string
 	// Snapshotter unpacks images; default overlayfs.
 	Snapshotter string
+	// Managed says sandboxd started this containerd itself; optional.
+	Managed bool
 	// OCIRuntimes are the OCI runtimes a sandbox may name besides runc,
 	// the default, such as runsc (gVisor).
 	OCIRuntimes map[string]OCIRuntime
@@ -188,6 +191,17 @@ func (c *Client) Serving(ctx context.Context) bool {
 
 func (c *Client) ctx(ctx context.Context) context.Context {
 	return namespaces.WithNamespace(ctx, c.cfg.Namespace)
+}
+
+// Info describes the runtime; Serving is false when containerd does not
+// answer.
+func (c *Client) Info(ctx context.Context) sandbox.RuntimeInfo {
+	info := sandbox.RuntimeInfo{Address: c.cfg.Address, Managed: c.cfg.Managed, CgroupVersion: c.CgroupVersion(),
+		StateDir: c.cfg.StateDir, StateDirErr: c.StateDirWritable()}
+	if v, err := c.Version(ctx); err == nil {
+		info.Version, info.Serving = v, true
+	}
+	return info
 }
 
 // StateDirWritable returns nil when sandboxes can be made in the state

@@ -22,6 +22,7 @@ import (
 	"github.com/distribution/reference"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // Labels of the snapshots sandboxd makes.
@@ -34,14 +35,6 @@ const (
 	// container or image refers to it between sandboxes.
 	labelGCRoot = "containerd.io/gc.root"
 )
-
-// ImageInfo describes an image in sandboxd's namespace.
-type ImageInfo struct {
-	Ref     string
-	Digest  string
-	Size    int64 // of its content, compressed
-	Created time.Time
-}
 
 // NormalizeRef turns a short reference such as python:3.12 into the full
 // name containerd keeps (docker.io/library/python:3.12).
@@ -82,7 +75,7 @@ func (c *Client) PullImage(ctx context.Context, ref string) error {
 // ImportImages imports the images of a tarball, an OCI layout or a
 // docker-archive (docker save), for this host's platform, and unpacks them.
 // Only named images are imported: a language names its image.
-func (c *Client) ImportImages(ctx context.Context, r io.Reader) ([]ImageInfo, error) {
+func (c *Client) ImportImages(ctx context.Context, r io.Reader) ([]sandbox.ImageInfo, error) {
 	ctx = c.ctx(ctx)
 	imgs, err := c.client.Import(ctx, r, containerd.WithImportPlatform(platforms.Default()))
 	if err != nil {
@@ -91,7 +84,7 @@ func (c *Client) ImportImages(ctx context.Context, r io.Reader) ([]ImageInfo, er
 	if len(imgs) == 0 {
 		return nil, fmt.Errorf("import: the archive names no image (tag it, as docker save NAME:TAG does, or set org.opencontainers.image.ref.name in an OCI layout): %w", errdefs.ErrInvalidArgument)
 	}
-	var out []ImageInfo
+	var out []sandbox.ImageInfo
 	for _, img := range imgs {
 		image := containerd.NewImageWithPlatform(c.client, img, platforms.Default())
 		if err := image.Unpack(ctx, c.snapshotter); err != nil {
@@ -103,19 +96,19 @@ func (c *Client) ImportImages(ctx context.Context, r io.Reader) ([]ImageInfo, er
 	return out, nil
 }
 
-func (c *Client) imageInfo(ctx context.Context, img images.Image) ImageInfo {
+func (c *Client) imageInfo(ctx context.Context, img images.Image) sandbox.ImageInfo {
 	size, _ := containerd.NewImage(c.client, img).Size(ctx)
-	return ImageInfo{Ref: img.Name, Digest: img.Target.Digest.String(), Size: size, Created: img.CreatedAt}
+	return sandbox.ImageInfo{Ref: img.Name, Digest: img.Target.Digest.String(), Size: size, Created: img.CreatedAt}
 }
 
 // Images lists the images in sandboxd's namespace.
-func (c *Client) Images(ctx context.Context) ([]ImageInfo, error) {
+func (c *Client) Images(ctx context.Context) ([]sandbox.ImageInfo, error) {
 	ctx = c.ctx(ctx)
 	imgs, err := c.client.ImageService().List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ImageInfo, 0, len(imgs))
+	out := make([]sandbox.ImageInfo, 0, len(imgs))
 	for _, img := range imgs {
 		out = append(out, c.imageInfo(ctx, img))
 	}

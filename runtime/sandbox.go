@@ -19,6 +19,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/sandboxd/sandboxd/runtime/agentproto"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // Labels put on every container sandboxd creates.
@@ -48,24 +49,6 @@ func mergeEnv(base, over []string) []string {
 	return append(out, over...)
 }
 
-// SandboxConfig describes one sandbox.
-type SandboxConfig struct {
-	ID     string
-	Kind   string            // label value, such as "execute"
-	Labels map[string]string // more labels, such as what a session must remember
-	Env    []string          // the base environment of its processes
-	Limits Limits
-	// Image, when set, is the image whose root the sandbox has, as a
-	// read-only view, instead of the host's; its environment comes first.
-	Image string
-	// OCIRuntime is the OCI runtime: runc when empty, or one of
-	// Config.OCIRuntimes, such as runsc.
-	OCIRuntime string
-	// Reusable sandboxes run many executions: at the end of each, its
-	// processes are killed, not the sandbox.
-	Reusable bool
-}
-
 // Sandbox is a started container whose PID 1 waits; programs run in it as
 // exec'd processes.
 type Sandbox struct {
@@ -85,13 +68,12 @@ type Sandbox struct {
 	deleted  bool
 	deleting chan struct{}
 	started  bool // PID 1 was started (it is watched then)
-	// agent runs programs through PID 1's stdio; nil for sandboxes adopted
-	// from an earlier daemon, which run them by runc exec.
+	// agent runs programs and file operations through PID 1's stdio.
 	agent *agentConn
 
 	mu      sync.Mutex
-	final   *Stats        // the counters read just before the sandbox was killed
-	oomSeen atomic.Uint64 // the OOM kill count last read
+	final   *sandbox.Stats // the counters read just before the sandbox was killed
+	oomSeen atomic.Uint64  // the OOM kill count last read
 }
 
 // ID returns the sandbox's (and its container's) id.
@@ -100,7 +82,7 @@ func (s *Sandbox) ID() string { return s.id }
 // Create creates and starts a sandbox. On error nothing is left behind,
 // unless its removal failed too (containerd went away): the Sandbox then
 // returned with the error is what is left, for a later Delete.
-func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (*Sandbox, error) {
+func (c *Client) Create(ctx context.Context, cfg sandbox.Config) (*Sandbox, error) {
 	// containerd is never interrupted in the middle of a create: a shim
 	// it started for a cancelled request would outlive everything. The
 	// create runs to its end, bounded, and is undone if nobody wants it.
@@ -119,7 +101,7 @@ func (c *Client) Create(ctx context.Context, cfg SandboxConfig) (*Sandbox, error
 // createTimeout bounds the creation of a sandbox.
 const createTimeout = 60 * time.Second
 
-func (c *Client) create(ctx context.Context, cfg SandboxConfig) (left *Sandbox, retErr error) {
+func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox, retErr error) {
 	ctx = c.ctx(ctx)
 	c.rootMu.RLock()
 	rootPath, rootMounts := c.root, c.rootMounts
@@ -139,8 +121,8 @@ func (c *Client) create(ctx context.Context, cfg SandboxConfig) (left *Sandbox, 
 		}
 	}()
 	labels := map[string]string{}
-	for k, v := range cfg.Labels {
-		labels[k] = v
+	if cfg.Session != nil {
+		labels = recordLabels(*cfg.Session)
 	}
 	labels[LabelManaged], labels[LabelKind] = "true", cfg.Kind
 	spec := SpecConfig{
@@ -284,52 +266,78 @@ func (s *Sandbox) Alive() bool {
 	}
 }
 
-// Labels returns the sandbox's labels.
-func (s *Sandbox) Labels(ctx context.Context) (map[string]string, error) {
-	return s.ctr.Labels(s.c.ctx(ctx))
+// Adopted is a session's sandbox that an earlier daemon created, with its
+// record; Err says why the record could not be read back.
+type Adopted struct {
+	Sandbox *Sandbox
+	Record  sandbox.SessionRecord
+	Err     error
 }
 
-// SetLabels sets labels of the sandbox, such as what a session must
-// remember across daemon restarts.
-func (s *Sandbox) SetLabels(ctx context.Context, labels map[string]string) error {
-	_, err := s.ctr.SetLabels(s.c.ctx(ctx), labels)
-	return err
-}
-
-// Adopt returns the sandboxes of a kind that an earlier daemon created,
-// alive or not, so that they outlive that daemon.
-func (c *Client) Adopt(ctx context.Context, kind string) ([]*Sandbox, error) {
+// AdoptSessions returns the sessions' sandboxes that an earlier daemon
+// created, alive or not, so that they outlive that daemon. The agent of
+// each live one is attached to again, through the FIFOs its task kept, and
+// synced, so that programs run in it as in a sandbox of this daemon's.
+func (c *Client) AdoptSessions(ctx context.Context) ([]Adopted, error) {
 	ctx = c.ctx(ctx)
-	ctrs, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==true,labels.%q==%s", LabelManaged, LabelKind, kind))
+	ctrs, err := c.client.Containers(ctx, fmt.Sprintf("labels.%q==true,labels.%q==%s", LabelManaged, LabelKind, sandbox.KindSession))
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	var out []*Sandbox
-	for _, ctr := range ctrs {
-		s := &Sandbox{c: c, id: ctr.ID(), dir: filepath.Join(filesDir(c.cfg.StateDir), ctr.ID()), ctr: ctr, reusable: true, deleting: make(chan struct{})}
-		s.oomC = c.oom.register(s.id)
-		sp, err := ctr.Spec(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("spec %s: %w", s.id, err)
-		}
-		s.procSpec = *sp.Process
-		task, err := ctr.Task(ctx, nil)
+	out := make([]Adopted, len(ctrs))
+	var wg sync.WaitGroup
+	for i, ctr := range ctrs {
+		out[i].Sandbox = &Sandbox{c: c, id: ctr.ID(), dir: filepath.Join(filesDir(c.cfg.StateDir), ctr.ID()), ctr: ctr, reusable: true, deleting: make(chan struct{})}
+		labels, err := ctr.Labels(ctx)
 		if err == nil {
-			st, serr := task.Status(ctx)
-			if serr == nil && st.Status == containerd.Running {
-				s.task = task
-				if err := s.watch(ctx); err != nil {
-					return nil, err
-				}
+			out[i].Record, err = recordFromLabels(labels)
+		}
+		if err != nil {
+			out[i].Err = fmt.Errorf("session %s: labels: %w", ctr.ID(), err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := out[i].Sandbox.attach(ctx); err != nil {
+				c.log.Warn("adopted sandbox: its agent does not answer", "container_id", ctr.ID(), "err", err)
 			}
-		}
-		if s.task == nil {
-			s.dead = make(chan struct{})
-			close(s.dead)
-		}
-		out = append(out, s)
+		}()
 	}
+	wg.Wait()
 	return out, nil
+}
+
+// attach takes over a sandbox of an earlier daemon: its OOM events, its
+// spec, and, when its task runs, the wait on PID 1 and the agent's stdio.
+// A sandbox whose task is gone is returned dead.
+func (s *Sandbox) attach(ctx context.Context) error {
+	s.oomC = s.c.oom.register(s.id)
+	sp, err := s.ctr.Spec(ctx)
+	if err != nil {
+		s.dead = make(chan struct{})
+		close(s.dead)
+		return fmt.Errorf("spec %s: %w", s.id, err)
+	}
+	s.procSpec = *sp.Process
+	agent, stdin, stdout, stderr := newAgentConn(s.c.log, s.id)
+	task, err := s.ctr.Task(ctx, cio.NewAttach(cio.WithStreams(stdin, stdout, stderr)))
+	if err == nil {
+		st, serr := task.Status(ctx)
+		if serr == nil && st.Status == containerd.Running {
+			s.task, s.agent, s.started = task, agent, true
+			if err := s.watch(ctx); err != nil {
+				return err
+			}
+			return agent.sync(ctx, s.dead)
+		}
+		// A task that stopped: its IO goes with it when it is deleted.
+		s.task, s.agent = task, agent
+	} else {
+		agent.close()
+	}
+	s.dead = make(chan struct{})
+	close(s.dead)
+	return nil
 }
 
 // kill ends the sandbox: killing PID 1 ends its PID namespace, and the

@@ -11,17 +11,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
-
-// Limits are the kernel-enforced limits of one sandbox.
-type Limits struct {
-	MemoryBytes   int64   // cgroup memory limit; swap is disabled
-	CPUs          float64 // cgroup CPU quota, in CPUs
-	Pids          int64   // cgroup pids limit
-	TmpfsBytes    int64   // size of /tmp and of /workspace, each
-	NoFile        uint64  // RLIMIT_NOFILE
-	FileSizeBytes uint64  // RLIMIT_FSIZE
-}
 
 // Paths inside every sandbox.
 const (
@@ -40,7 +31,7 @@ type SpecConfig struct {
 	InitArgs   []string      // PID 1, which only waits to be killed
 	UID, GID   uint32
 	Env        []string
-	Limits     Limits
+	Limits     sandbox.Limits
 	// SwapLimit is set where the kernel accounts swap (cgroup v2, or v1 with
 	// memsw); elsewhere setting it would make runc fail.
 	SwapLimit bool
@@ -118,7 +109,7 @@ func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container
 	return nil
 }
 
-func withRlimits(l Limits) oci.SpecOpts {
+func withRlimits(l sandbox.Limits) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		s.Process.Rlimits = []specs.POSIXRlimit{
 			{Type: "RLIMIT_NOFILE", Hard: l.NoFile, Soft: l.NoFile},
@@ -163,7 +154,7 @@ func withMounts(c SpecConfig) oci.SpecOpts {
 	}
 }
 
-func withResources(l Limits, swap, appKernel bool) oci.SpecOpts {
+func withResources(l sandbox.Limits, swap, appKernel bool) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		r := s.Linux.Resources
 		mem := l.MemoryBytes

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -23,7 +24,7 @@ func testSpecConfig() SpecConfig {
 		UID:        65534,
 		GID:        65534,
 		Env:        []string{"PATH=/usr/bin:/bin", "HOME=/workspace"},
-		Limits:     Limits{MemoryBytes: 256 << 20, CPUs: 1, Pids: 128, TmpfsBytes: 64 << 20, NoFile: 1024, FileSizeBytes: 64 << 20},
+		Limits:     sandbox.Limits{MemoryBytes: 256 << 20, CPUs: 1, Pids: 128, TmpfsBytes: 64 << 20, NoFile: 1024, FileSizeBytes: 64 << 20},
 		SwapLimit:  true,
 		CgroupNS:   true,
 	}

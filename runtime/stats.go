@@ -13,6 +13,7 @@ import (
 	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // cgroupRoot is where the cgroup hierarchies are mounted.
@@ -23,8 +24,8 @@ var cgroupRoot = "/sys/fs/cgroup"
 // read of every controller. It fails when the files are not there (another
 // cgroup layout, a runtime that keeps its own), and the caller then asks
 // containerd.
-func readCgroupStats(v2 bool, cgroupPath string) (Stats, error) {
-	var st Stats
+func readCgroupStats(v2 bool, cgroupPath string) (sandbox.Stats, error) {
+	var st sandbox.Stats
 	var err error
 	read := func(file string) []byte {
 		if err != nil {
@@ -97,42 +98,34 @@ func pidsLimitHit(v2 bool, cgroupPath string) bool {
 	return field(b, "max", &ferr) > 0 && ferr == nil
 }
 
-// Stats is what a sandbox's cgroup has counted so far.
-type Stats struct {
-	CPUNanos         uint64
-	MemoryUsageBytes uint64
-	MemoryPeakBytes  uint64
-	OOMKills         uint64
-}
-
 // Stats reads the sandbox's cgroup counters; once the sandbox is killed,
 // they are those read just before.
-func (s *Sandbox) Stats(ctx context.Context) (Stats, error) {
+func (s *Sandbox) Stats(ctx context.Context) (sandbox.Stats, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.final != nil {
 		return *s.final, nil
 	}
 	if s.task == nil {
-		return Stats{}, fmt.Errorf("sandbox %s has no task: %w", s.id, errdefs.ErrFailedPrecondition)
+		return sandbox.Stats{}, fmt.Errorf("sandbox %s has no task: %w", s.id, errdefs.ErrFailedPrecondition)
 	}
 	return s.readStats(ctx)
 }
 
-func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
+func (s *Sandbox) readStats(ctx context.Context) (sandbox.Stats, error) {
 	if st, err := readCgroupStats(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id)); err == nil {
 		s.oomSeen.Store(st.OOMKills)
 		return st, nil
 	}
 	m, err := s.task.Metrics(s.c.ctx(ctx))
 	if err != nil {
-		return Stats{}, err
+		return sandbox.Stats{}, err
 	}
 	v, err := typeurl.UnmarshalAny(m.Data)
 	if err != nil {
-		return Stats{}, err
+		return sandbox.Stats{}, err
 	}
-	var st Stats
+	var st sandbox.Stats
 	switch m := v.(type) {
 	case *cgroup1stats.Metrics:
 		st.CPUNanos = m.GetCPU().GetUsage().GetTotal()
@@ -145,7 +138,7 @@ func (s *Sandbox) readStats(ctx context.Context) (Stats, error) {
 		st.MemoryUsageBytes = m.GetMemory().GetUsage()
 		st.OOMKills = m.GetMemoryEvents().GetOomKill()
 	default:
-		return Stats{}, fmt.Errorf("metrics of type %T: %w", v, errdefs.ErrNotImplemented)
+		return sandbox.Stats{}, fmt.Errorf("metrics of type %T: %w", v, errdefs.ErrNotImplemented)
 	}
 	s.oomSeen.Store(st.OOMKills)
 	return st, nil

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // The counters are read where runc puts the sandbox's cgroup: the path
@@ -39,7 +41,7 @@ func TestReadCgroupStats(t *testing.T) {
 		"memory/ns/x/memory.oom_control":        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
 	})
 	st, err := readCgroupStats(false, "/ns/x")
-	if err != nil || st != (Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 2}) {
+	if err != nil || st != (sandbox.Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 2}) {
 		t.Errorf("v1: %+v, %v", st, err)
 	}
 
@@ -51,7 +53,7 @@ func TestReadCgroupStats(t *testing.T) {
 		"ns/x/memory.events":  "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
 	})
 	st, err = readCgroupStats(true, "/ns/x")
-	if err != nil || st != (Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 1}) {
+	if err != nil || st != (sandbox.Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 1}) {
 		t.Errorf("v2: %+v, %v", st, err)
 	}
 

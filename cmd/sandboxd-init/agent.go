@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,13 +13,15 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // The agent protocol, one JSON object per line on PID 1's stdin and
 // stdout. sandboxd writes a request; the agent answers with output frames
-// and one exit frame. A kill request ends the running program early.
+// and one exit frame. A kill request ends the running program early; a
+// sync request is answered once everything before it is.
 //
 // Nothing here is a boundary: the agent runs as the sandbox's user, under
 // its seccomp profile and limits, and its channel reaches only sandboxd.
@@ -60,47 +63,104 @@ func runAgent() {
 	a := &agent{out: json.NewEncoder(os.Stdout)}
 	go a.reap(chld)
 	reqs := make(chan agentproto.Request)
-	go func() {
-		in := bufio.NewReaderSize(os.Stdin, 1<<20)
-		for {
-			req, err := agentproto.ReadRequest(in)
-			if err != nil {
-				if err != io.EOF {
-					// A broken stream cannot be resynchronized.
-					a.send(agentproto.Frame{Error: "bad request: " + err.Error()})
-				}
-				close(reqs)
-				return
-			}
-			reqs <- req
-		}
-	}()
+	go a.read(reqs)
 	for req := range reqs {
-		if req.Exit {
+		switch {
+		case req.Exit:
 			os.Exit(0)
-		}
-		if req.Kill {
+		case req.Kill:
 			killOthers()
-			continue
-		}
-		if len(req.Collect) > 0 {
+		case req.Sync != "":
+			a.send(agentproto.Frame{Sync: req.Sync})
+		case len(req.Collect) > 0:
 			a.collect(req)
-			continue
-		}
-		if req.StdinData != nil || req.StdinClose {
-			continue // input for a run that is over
-		}
-		if len(req.Args) == 0 {
+		case req.WriteFiles:
+			a.done(writeFiles(req.Files))
+		case req.ReadFile != "":
+			a.done(a.readFile(req.ReadFile, req.ReadMax))
+		case req.ListFiles:
+			a.done(a.listFiles())
+		case req.StdinData != nil || req.StdinClose:
+			// input for a run that is over
+		case len(req.Args) == 0:
 			a.send(agentproto.Frame{Error: "a request without args"})
-			continue
-		}
-		if !a.run(req, reqs) {
-			break
+		default:
+			if !a.run(req, reqs) {
+				// sandboxd is gone for good: stay as a plain init, so
+				// that the sandbox's orphans still have their reaper.
+				select {}
+			}
 		}
 	}
-	// sandboxd is gone for good: stay as a plain init, so that processes
-	// it execs in the sandbox still have their reaper.
 	select {}
+}
+
+// read reads requests until the stream ends. A malformed request, or one
+// whose files stop coming (its daemon died while writing it), is skipped:
+// reading goes on at the next line, where a daemon that attaches anew
+// starts with a newline and a sync request.
+func (a *agent) read(reqs chan<- agentproto.Request) {
+	defer close(reqs)
+	stdin := newStallReader(os.Stdin)
+	in := bufio.NewReaderSize(stdin, 1<<20)
+	for {
+		req, err := agentproto.ReadRequestLine(in)
+		if err == nil && len(req.Files) > 0 {
+			stdin.arm(true)
+			err = agentproto.ReadFiles(in, &req)
+			stdin.arm(false)
+		}
+		switch {
+		case err == nil:
+			reqs <- req
+		case errors.Is(err, agentproto.ErrMalformed) || errors.Is(err, os.ErrDeadlineExceeded):
+			a.send(agentproto.Frame{Error: "request skipped: " + err.Error()})
+		default:
+			if err != io.EOF {
+				a.send(agentproto.Frame{Error: "request stream: " + err.Error()})
+			}
+			return
+		}
+	}
+}
+
+// requestStall bounds the wait for the rest of a request's files: sandboxd
+// writes them at once, from memory, so a request that stalls this long was
+// torn by its daemon's death.
+const requestStall = 10 * time.Second
+
+// stallReader reads the agent's stdin, bounding each read by requestStall
+// while armed. Where stdin cannot take a deadline, reads are unbounded.
+type stallReader struct {
+	f     *os.File
+	armed bool
+}
+
+func newStallReader(stdin *os.File) *stallReader {
+	// A deadline needs a descriptor that Go's poller holds, which it takes
+	// only in non-blocking mode.
+	if err := syscall.SetNonblock(int(stdin.Fd()), true); err == nil {
+		f := os.NewFile(stdin.Fd(), "stdin")
+		if f.SetReadDeadline(time.Time{}) == nil {
+			return &stallReader{f: f}
+		}
+		syscall.SetNonblock(int(stdin.Fd()), false)
+	}
+	return &stallReader{f: stdin}
+}
+
+func (s *stallReader) arm(on bool) {
+	s.armed = on
+	if !on {
+		s.f.SetReadDeadline(time.Time{})
+	}
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	if s.armed {
+		s.f.SetReadDeadline(time.Now().Add(requestStall))
+	}
+	return s.f.Read(p)
 }
 
 // reap collects every child: the running program (whose status is
@@ -209,6 +269,7 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 	}
 	// Kill requests may come while the program runs.
 	open := true
+	var syncs []string // answered after the exit frame, which they follow
 	var ws syscall.WaitStatus
 wait:
 	for {
@@ -224,6 +285,8 @@ wait:
 				os.Exit(0)
 			} else if next.Kill {
 				killOthers()
+			} else if next.Sync != "" {
+				syncs = append(syncs, next.Sync)
 			} else if stdinOpen && (len(next.StdinData) > 0 || next.StdinClose) {
 				stdinQ.push(next.StdinData)
 				if next.StdinClose {
@@ -250,6 +313,9 @@ wait:
 	}
 	f.Exit = &code
 	a.send(f)
+	for _, id := range syncs {
+		a.send(agentproto.Frame{Sync: id})
+	}
 	return open
 }
 
@@ -257,15 +323,87 @@ wait:
 // or, when a matched file cannot be read, only an exit frame with the error.
 func (a *agent) collect(req agentproto.Request) {
 	files, err := collect(req.Collect, req.CollectMax)
+	if err == nil {
+		for i := range files {
+			a.send(agentproto.Frame{File: &files[i]})
+		}
+	}
+	a.done(err)
+}
+
+// done ends a file operation with its exit frame.
+func (a *agent) done(err error) {
 	code := 0
 	f := agentproto.Frame{Exit: &code}
 	if err != nil {
-		code, f.Error = 1, err.Error()
-	}
-	for i := range files {
-		a.send(agentproto.Frame{File: &files[i]})
+		code, f.Error, f.Code = 1, err.Error(), errorCode(err)
 	}
 	a.send(f)
+}
+
+func collect(globs []string, max int64) ([]agentproto.Collected, error) {
+	r, err := openRoot(Workspace)
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	return r.collect(globs, max)
+}
+
+// writeFiles writes files into the workspace.
+func writeFiles(files []agentproto.File) error {
+	r, err := openRoot(Workspace)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	for _, f := range files {
+		if f.Mode > 0o777 {
+			return fmt.Errorf("%s: mode %o: %w", f.Path, f.Mode, errInvalid)
+		}
+		if err := r.writeFile(f.Path, f.Mode, bytes.NewReader(f.Data)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readFile sends a workspace file's content, at most max+1 bytes of it.
+func (a *agent) readFile(p string, max int64) error {
+	r, err := openRoot(Workspace)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	f, err := r.openFile(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	src := io.LimitReader(f, max+1)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			a.send(agentproto.Frame{Stream: agentproto.Stdout, Data: buf[:n]})
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// listFiles sends an entry frame for each entry of the workspace.
+func (a *agent) listFiles() error {
+	r, err := openRoot(Workspace)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	return r.list(func(e entry) { a.send(agentproto.Frame{Entry: &e}) })
 }
 
 // place writes a request's files into the workspace.

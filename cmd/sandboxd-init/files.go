@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,7 @@ import (
 	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
-// Workspace is the directory the file helpers are confined to.
+// Workspace is the directory the file operations are confined to.
 const Workspace = "/workspace"
 
 var errInvalid = errors.New("invalid path")
@@ -253,13 +252,8 @@ func (r *root) writeFile(p string, mode uint32, src io.Reader) error {
 	return f.Close()
 }
 
-// entry is one line of `list`.
-type entry struct {
-	Path string `json:"path"`
-	Size int64  `json:"size"`
-	Mode uint32 `json:"mode"`
-	Type string `json:"type"` // file, dir, symlink, other
-}
+// entry is an entry of a listing.
+type entry = agentproto.Entry
 
 // maxListed bounds a listing; a workspace holds few files in practice.
 const maxListed = 10000
@@ -374,49 +368,4 @@ func matchAny(globs []string, p string) bool {
 		}
 	}
 	return false
-}
-
-// The helpers' commands, on the workspace.
-
-func get(p string) error {
-	r, err := openRoot(Workspace)
-	if err != nil {
-		return err
-	}
-	defer r.close()
-	f, err := r.openFile(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = io.Copy(os.Stdout, f)
-	return err
-}
-
-func put(p string, mode uint32) error {
-	r, err := openRoot(Workspace)
-	if err != nil {
-		return err
-	}
-	defer r.close()
-	return r.writeFile(p, mode, os.Stdin)
-}
-
-func list() error {
-	r, err := openRoot(Workspace)
-	if err != nil {
-		return err
-	}
-	defer r.close()
-	enc := json.NewEncoder(os.Stdout)
-	return r.list(func(e entry) { enc.Encode(e) })
-}
-
-func collect(globs []string, max int64) ([]agentproto.Collected, error) {
-	r, err := openRoot(Workspace)
-	if err != nil {
-		return nil, err
-	}
-	defer r.close()
-	return r.collect(globs, max)
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // The file functions are tested on a root of the test's own, without
@@ -143,12 +145,12 @@ func TestWriteReadList(t *testing.T) {
 			t.Fatalf("list: %q, want %q", got, want)
 		}
 		// Not found, not a regular file, not a directory: each its exit code.
-		for p, code := range map[string]int{"missing": exitNotFound, "a/missing": exitNotFound, "a": exitInvalid, "top.sh/x": exitInvalid} {
-			if _, err := r.openFile(p); err == nil || exitCode(err) != code {
-				t.Errorf("open %s: %v, exit code %d, want %d", p, err, exitCode(err), code)
+		for p, code := range map[string]string{"missing": agentproto.CodeNotFound, "a/missing": agentproto.CodeNotFound, "a": agentproto.CodeInvalid, "top.sh/x": agentproto.CodeInvalid} {
+			if _, err := r.openFile(p); err == nil || errorCode(err) != code {
+				t.Errorf("open %s: %v, code %q, want %q", p, err, errorCode(err), code)
 			}
 		}
-		if err := r.writeFile("a", 0o644, strings.NewReader("x")); err == nil || exitCode(err) != exitInvalid {
+		if err := r.writeFile("a", 0o644, strings.NewReader("x")); err == nil || errorCode(err) != agentproto.CodeInvalid {
 			t.Errorf("write over a directory: %v", err)
 		}
 	})
@@ -161,7 +163,7 @@ func TestPathsRefused(t *testing.T) {
 		r := open(dir)
 		rel, _ := filepath.Rel(dir, filepath.Join(outside, "sentinel"))
 		for _, p := range []string{"", ".", "..", "../x", rel, "a/../../x", "./..", "/etc/passwd", filepath.Join(outside, "sentinel"), "a\x00b"} {
-			if _, err := r.openFile(p); !errors.Is(err, errInvalid) || exitCode(err) != exitInvalid {
+			if _, err := r.openFile(p); !errors.Is(err, errInvalid) || errorCode(err) != agentproto.CodeInvalid {
 				t.Errorf("open %q: %v", p, err)
 			}
 			if err := r.writeFile(p, 0o644, strings.NewReader("owned")); !errors.Is(err, errInvalid) {
@@ -222,13 +224,13 @@ func TestSymlinksRefused(t *testing.T) {
 			"sentinel", "inner/inner.txt", "sub/back/inner.txt", "self/etc/passwd", "self/" + outsideAbs + "/sentinel",
 			fdPath + "/sentinel", "dangling", "loop", "loop/x", "sub/abs", "cwd/sentinel"} {
 			got, err := readAll(r, p)
-			if !errors.Is(err, unix.ELOOP) || exitCode(err) != exitInvalid {
-				t.Errorf("read %s: %q, %v (exit code %d)", p, got, err, exitCode(err))
+			if !errors.Is(err, unix.ELOOP) || errorCode(err) != agentproto.CodeInvalid {
+				t.Errorf("read %s: %q, %v (code %q)", p, got, err, errorCode(err))
 			}
 		}
 		for _, p := range []string{"abs/new", "up/new", "upup/" + tmpBase + "/outside/new", "chain1/new", "sentinel", "inner/new",
 			"sub/back/new", "self/" + outsideAbs + "/new", fdPath + "/new", "dangling", "loop", "sub/abs", "cwd/new", "abs/d/new", "inner/d/new"} {
-			if err := r.writeFile(p, 0o644, strings.NewReader("owned")); !errors.Is(err, unix.ELOOP) || exitCode(err) != exitInvalid {
+			if err := r.writeFile(p, 0o644, strings.NewReader("owned")); !errors.Is(err, unix.ELOOP) || errorCode(err) != agentproto.CodeInvalid {
 				t.Errorf("write %s: %v", p, err)
 			}
 		}
@@ -456,24 +458,24 @@ func TestCollectFailsLoudly(t *testing.T) {
 	})
 }
 
-func TestExitCodes(t *testing.T) {
+func TestErrorCodes(t *testing.T) {
 	for _, c := range []struct {
 		err  error
-		code int
+		code string
 	}{
-		{errInvalid, exitInvalid},
-		{fmt.Errorf("placing x: %w", errInvalid), exitInvalid},
-		{&os.PathError{Op: "open", Path: "x", Err: errInvalid}, exitInvalid},
-		{&os.PathError{Op: "open", Path: "x", Err: unix.ENOENT}, exitNotFound},
-		{&os.PathError{Op: "open", Path: "x", Err: unix.ELOOP}, exitInvalid},
-		{&os.PathError{Op: "open", Path: "x", Err: unix.EXDEV}, exitInvalid},
-		{&os.PathError{Op: "open", Path: "x", Err: unix.ENOTDIR}, exitInvalid},
-		{&os.PathError{Op: "open", Path: "x", Err: unix.EACCES}, 1},
-		{&os.PathError{Op: "open", Path: "x", Err: unix.ENOSYS}, 1},
-		{&os.PathError{Op: "open", Path: "x", Err: unix.EPERM}, 1},
+		{errInvalid, agentproto.CodeInvalid},
+		{fmt.Errorf("placing x: %w", errInvalid), agentproto.CodeInvalid},
+		{&os.PathError{Op: "open", Path: "x", Err: errInvalid}, agentproto.CodeInvalid},
+		{&os.PathError{Op: "open", Path: "x", Err: unix.ENOENT}, agentproto.CodeNotFound},
+		{&os.PathError{Op: "open", Path: "x", Err: unix.ELOOP}, agentproto.CodeInvalid},
+		{&os.PathError{Op: "open", Path: "x", Err: unix.EXDEV}, agentproto.CodeInvalid},
+		{&os.PathError{Op: "open", Path: "x", Err: unix.ENOTDIR}, agentproto.CodeInvalid},
+		{&os.PathError{Op: "open", Path: "x", Err: unix.EACCES}, ""},
+		{&os.PathError{Op: "open", Path: "x", Err: unix.ENOSYS}, ""},
+		{&os.PathError{Op: "open", Path: "x", Err: unix.EPERM}, ""},
 	} {
-		if got := exitCode(c.err); got != c.code {
-			t.Errorf("%v: %d, want %d", c.err, got, c.code)
+		if got := errorCode(c.err); got != c.code {
+			t.Errorf("%v: %q, want %q", c.err, got, c.code)
 		}
 	}
 }

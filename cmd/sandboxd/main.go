@@ -23,6 +23,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon"
 	sbxruntime "github.com/sandboxd/sandboxd/runtime"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 	"github.com/sandboxd/sandboxd/systemd"
 )
 
@@ -187,6 +188,7 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 		GID:         sandboxGID,
 		Logger:      log,
 		OCIRuntimes: ociRuntimes(settings),
+		Managed:     managed != nil,
 	})
 	if err != nil {
 		return err
@@ -197,14 +199,14 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 		return fmt.Errorf("containerd at %s does not answer: %w", address, err)
 	}
 	// Sessions outlive the daemon; one-shot sandboxes do not.
-	if n, err := rt.Cleanup(ctx, daemon.SessionKind); err != nil {
+	if n, err := rt.Cleanup(ctx, sandbox.KindSession); err != nil {
 		return fmt.Errorf("clean up what an earlier run left: %w", err)
 	} else if n > 0 {
 		log.Warn("removed sandboxes left by an earlier run", "count", n)
 	}
 
 	srv := daemon.New(daemon.Config{
-		Runtime:     &containerdRuntime{c: rt, address: address, managed: managed != nil},
+		Runtime:     containerdRuntime{rt},
 		OCIRuntimes: slices.Sorted(maps.Keys(settings.Runtimes)),
 		PullImages:  settings.Images.Pull,
 		Languages:   langs,
@@ -319,7 +321,7 @@ loop:
 	srv.Close(context.Background())
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
-	if _, err := rt.Cleanup(cctx, daemon.SessionKind); err != nil {
+	if _, err := rt.Cleanup(cctx, sandbox.KindSession); err != nil {
 		log.Warn("clean up at shutdown", "err", err)
 	}
 	log.Info("stopped")

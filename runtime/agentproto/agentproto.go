@@ -41,6 +41,21 @@ type Request struct {
 	// these globs, up to CollectMax bytes of content.
 	Collect    []string `json:"collect,omitempty"`
 	CollectMax int64    `json:"collect_max,omitempty"`
+
+	// The workspace's file operations, without Args; each is answered by
+	// its frames and an exit frame, whose Code classifies a failure.
+	// WriteFiles writes Files. ReadFile sends a file's content in Stdout
+	// frames, at most ReadMax+1 bytes of it, so that the reader tells a
+	// file over its cap. ListFiles sends an Entry frame per entry.
+	WriteFiles bool   `json:"write_files,omitempty"`
+	ReadFile   string `json:"read_file,omitempty"`
+	ReadMax    int64  `json:"read_max,omitempty"`
+	ListFiles  bool   `json:"list_files,omitempty"`
+
+	// Sync asks for a Sync frame carrying the same value once everything
+	// asked before has been answered: a daemon that attaches to a running
+	// agent (after a restart) discards what the stream holds until then.
+	Sync string `json:"sync,omitempty"`
 }
 
 // Frame is one message back: output, a collected file, or the end of the
@@ -52,6 +67,24 @@ type Frame struct {
 	Signal int        `json:"signal,omitempty"`
 	Error  string     `json:"error,omitempty"`
 	File   *Collected `json:"file,omitempty"`
+	Entry  *Entry     `json:"entry,omitempty"`
+	Sync   string     `json:"sync,omitempty"`
+	// Code classifies the Error of a file operation's exit frame.
+	Code string `json:"code,omitempty"`
+}
+
+// The classes of a file operation's failure.
+const (
+	CodeNotFound = "not_found" // no such file
+	CodeInvalid  = "invalid"   // not a regular file, or a path that leaves the workspace
+)
+
+// Entry is an entry of the workspace, as ListFiles sends it.
+type Entry struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	Mode uint32 `json:"mode"`
+	Type string `json:"type"` // file, dir, symlink, other
 }
 
 // The streams of a Frame's output.
@@ -95,8 +128,24 @@ func WriteRequest(w io.Writer, r Request) error {
 	return nil
 }
 
+// ErrMalformed says a request could not be read as one: a line that is
+// not a request, or files of impossible sizes. The reader may go on at the
+// next line: a request torn by a daemon that died while writing it is
+// skipped so.
+var ErrMalformed = errors.New("malformed request")
+
 // ReadRequest reads a request's line and its files' contents.
 func ReadRequest(r *bufio.Reader) (Request, error) {
+	req, err := ReadRequestLine(r)
+	if err != nil {
+		return req, err
+	}
+	return req, ReadFiles(r, &req)
+}
+
+// ReadRequestLine reads a request's line; the contents of its files
+// follow, for ReadFiles.
+func ReadRequestLine(r *bufio.Reader) (Request, error) {
 	var req Request
 	line, err := r.ReadBytes('\n')
 	if err != nil {
@@ -106,18 +155,25 @@ func ReadRequest(r *bufio.Reader) (Request, error) {
 		return req, err
 	}
 	if err := json.Unmarshal(line, &req); err != nil {
-		return req, err
+		return req, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	for i, f := range req.Files {
+	for _, f := range req.Files {
 		if f.Size < 0 || f.Size > MaxFileSize {
-			return req, fmt.Errorf("file %q: size %d", f.Path, f.Size)
-		}
-		req.Files[i].Data = make([]byte, f.Size)
-		if _, err := io.ReadFull(r, req.Files[i].Data); err != nil {
-			return req, fmt.Errorf("file %q: %w", f.Path, err)
+			return req, fmt.Errorf("%w: file %q: size %d", ErrMalformed, f.Path, f.Size)
 		}
 	}
 	return req, nil
+}
+
+// ReadFiles reads the contents of req's files, which follow its line.
+func ReadFiles(r io.Reader, req *Request) error {
+	for i, f := range req.Files {
+		req.Files[i].Data = make([]byte, f.Size)
+		if _, err := io.ReadFull(r, req.Files[i].Data); err != nil {
+			return fmt.Errorf("file %q: %w", f.Path, err)
+		}
+	}
+	return nil
 }
 
 // Collected is a file of the workspace returned after a run; Data is nil
