@@ -63,15 +63,18 @@ func runAgent() {
 	a := &agent{out: json.NewEncoder(os.Stdout)}
 	go a.reap(chld)
 	reqs := make(chan agentproto.Request)
-	go a.read(reqs)
+	go a.read(os.Stdin, requestStall, reqs)
 	for req := range reqs {
 		switch {
 		case req.Exit:
 			os.Exit(0)
-		case req.Kill:
-			killOthers()
-		case req.Sync != "":
-			a.send(agentproto.Frame{Sync: req.Sync})
+		case req.Kill || req.Sync != "":
+			if req.Kill {
+				killOthers()
+			}
+			if req.Sync != "" {
+				a.send(agentproto.Frame{Sync: req.Sync})
+			}
 		case len(req.Collect) > 0:
 			a.collect(req)
 		case req.WriteFiles:
@@ -99,9 +102,9 @@ func runAgent() {
 // whose files stop coming (its daemon died while writing it), is skipped:
 // reading goes on at the next line, where a daemon that attaches anew
 // starts with a newline and a sync request.
-func (a *agent) read(reqs chan<- agentproto.Request) {
+func (a *agent) read(f *os.File, stall time.Duration, reqs chan<- agentproto.Request) {
 	defer close(reqs)
-	stdin := newStallReader(os.Stdin)
+	stdin := newStallReader(f, stall)
 	in := bufio.NewReaderSize(stdin, 1<<20)
 	for {
 		req, err := agentproto.ReadRequestLine(in)
@@ -129,24 +132,27 @@ func (a *agent) read(reqs chan<- agentproto.Request) {
 // torn by its daemon's death.
 const requestStall = 10 * time.Second
 
-// stallReader reads the agent's stdin, bounding each read by requestStall
-// while armed. Where stdin cannot take a deadline, reads are unbounded.
+// stallReader reads the agent's stdin, bounding each read by stall while
+// armed. Where stdin cannot take a deadline, reads are unbounded.
 type stallReader struct {
 	f     *os.File
+	stall time.Duration
 	armed bool
 }
 
-func newStallReader(stdin *os.File) *stallReader {
+// newStallReader takes stdin, a blocking descriptor that nothing else
+// reads from: the file it returns shares it.
+func newStallReader(stdin *os.File, stall time.Duration) *stallReader {
 	// A deadline needs a descriptor that Go's poller holds, which it takes
 	// only in non-blocking mode.
 	if err := syscall.SetNonblock(int(stdin.Fd()), true); err == nil {
 		f := os.NewFile(stdin.Fd(), "stdin")
 		if f.SetReadDeadline(time.Time{}) == nil {
-			return &stallReader{f: f}
+			return &stallReader{f: f, stall: stall}
 		}
 		syscall.SetNonblock(int(stdin.Fd()), false)
 	}
-	return &stallReader{f: stdin}
+	return &stallReader{f: stdin, stall: stall}
 }
 
 func (s *stallReader) arm(on bool) {
@@ -158,7 +164,7 @@ func (s *stallReader) arm(on bool) {
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	if s.armed {
-		s.f.SetReadDeadline(time.Now().Add(requestStall))
+		s.f.SetReadDeadline(time.Now().Add(s.stall))
 	}
 	return s.f.Read(p)
 }
@@ -283,10 +289,13 @@ wait:
 				killOthers()
 			} else if next.Exit {
 				os.Exit(0)
-			} else if next.Kill {
-				killOthers()
-			} else if next.Sync != "" {
-				syncs = append(syncs, next.Sync)
+			} else if next.Kill || next.Sync != "" {
+				if next.Kill {
+					killOthers()
+				}
+				if next.Sync != "" {
+					syncs = append(syncs, next.Sync)
+				}
 			} else if stdinOpen && (len(next.StdinData) > 0 || next.StdinClose) {
 				stdinQ.push(next.StdinData)
 				if next.StdinClose {

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A request torn by a daemon's death (a half-written line, or files that
+// stop coming) is skipped, and the next daemon's newline and sync get
+// through: the agent is never wedged by what an earlier daemon left.
+func TestReadSkipsTornRequests(t *testing.T) {
+	const requestStall = 300 * time.Millisecond
+	// Blocking, as the agent's stdin is.
+	var fds [2]int
+	if err := syscall.Pipe(fds[:]); err != nil {
+		t.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(fds[0]), "stdin"), os.NewFile(uintptr(fds[1]), "daemon")
+	defer w.Close()
+	defer runtime.KeepAlive(r)
+	out := &syncBuffer{}
+	a := &agent{out: json.NewEncoder(out)}
+	reqs := make(chan agentproto.Request)
+	go a.read(r, requestStall, reqs)
+	next := func() agentproto.Request {
+		t.Helper()
+		select {
+		case req, ok := <-reqs:
+			if !ok {
+				t.Fatalf("the request stream ended; frames: %s", out)
+			}
+			return req
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no request; frames: %s", out)
+		}
+		return agentproto.Request{}
+	}
+	// Files that stop coming: skipped after the stall bound.
+	io.WriteString(w, `{"args":["cat"],"files":[{"path":"f","size":100,"mode":420}]}`+"\n"+"only ten b")
+	time.Sleep(2 * requestStall)
+	if !strings.Contains(out.String(), "request skipped") {
+		t.Fatalf("a stalled request was not skipped: %q", out)
+	}
+	io.WriteString(w, "\n"+`{"kill":true,"sync":"one"}`+"\n")
+	if req := next(); req.Sync != "one" || !req.Kill {
+		t.Fatalf("after a stalled request: %+v", req)
+	}
+	// A half-written line, then the next daemon's newline and sync.
+	io.WriteString(w, `{"args":["ec`)
+	io.WriteString(w, "\n"+`{"sync":"two"}`+"\n")
+	if req := next(); req.Sync != "two" {
+		t.Fatalf("after a torn line: %+v", req)
+	}
+	// A whole request with files still reads whole, however slowly it
+	// comes, as long as it keeps coming.
+	go func() {
+		io.WriteString(w, `{"args":["cat"],"files":[{"path":"f","size":6,"mode":420}]}`+"\n")
+		for _, b := range []string{"ab", "cd", "ef"} {
+			time.Sleep(requestStall / 2)
+			io.WriteString(w, b)
+		}
+	}()
+	if req := next(); len(req.Files) != 1 || string(req.Files[0].Data) != "abcdef" {
+		t.Fatalf("a slow whole request: %+v", req)
+	}
+	// The end of the stream ends reading.
+	w.Close()
+	select {
+	case _, ok := <-reqs:
+		if ok {
+			t.Fatal("a request after the end of the stream")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading goes on after the end of the stream")
+	}
+}
