@@ -122,6 +122,16 @@ func TestExecute(t *testing.T) {
 	}
 }
 
+// TestExecuteLiveStdin streams standard input to the program while -v
+// reads the daemon's version that the stdin request also sets.
+func TestExecuteLiveStdin(t *testing.T) {
+	sock := startServer(t)
+	out, errOut, code := run(t, sock, "live input", "-v", "execute", "-l", "python", "-c", "x", "-i", "-")
+	if out != "code=x stdin=live input args=" || !strings.HasPrefix(errOut, "to stderrid=") || code != 1 {
+		t.Errorf("stdout %q, stderr %q, exit %d", out, errOut, code)
+	}
+}
+
 func TestExitCodes(t *testing.T) {
 	sock := startServer(t)
 	for _, tc := range []struct {
@@ -149,14 +159,16 @@ func TestExitCodes(t *testing.T) {
 	}
 }
 
+// TestParseSize checks the sizes execute --memory and session create
+// --memory take.
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"512m": 512 << 20, "1g": 1 << 30, "64MiB": 64 << 20, "1048576": 1 << 20, "1.5g": 3 << 29} {
-		if got, err := ctl.ParseSize(in); err != nil || got != want {
+		if got, err := api.ParseSize(in); err != nil || got != want {
 			t.Errorf("%s: %d %v", in, got, err)
 		}
 	}
 	for _, bad := range []string{"", "-1m", "lots", "1t"} {
-		if _, err := ctl.ParseSize(bad); err == nil {
+		if _, err := api.ParseSize(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/sandboxd/sandboxd/ctl/client"
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
 
@@ -25,23 +26,22 @@ type check struct {
 	Fix      string `json:"fix,omitempty"`
 }
 
-// doctor checks the host and the daemon, one line per check with a fix.
-// It changes nothing.
-func (c *cli) doctor(ctx context.Context, _ []string) int {
+// doctor checks the host and the daemon, one line per check with a fix,
+// and fails if a required check does. It changes nothing.
+func (c *cli) doctor(ctx context.Context, _ []string) error {
 	var checks []check
 	add := func(name string, required, ok bool, detail, fix string) {
 		checks = append(checks, check{Name: name, OK: ok, Required: required, Detail: detail, Fix: fix})
 	}
 	socketChecks(c.socket, add)
-	client := NewClient(c.socket)
-	info, infoErr := client.Info(ctx)
+	cl := client.New(c.socket)
+	info, infoErr := cl.Info(ctx)
 	if infoErr != nil {
 		add("daemon", true, false, infoErr.Error(), "start it: systemctl start sandboxd (or make run)")
 	} else {
 		add("daemon", true, true, "sandboxd "+info.Version+" answers", "")
 		up := info.ContainerdVersion != ""
-		var h api.Health
-		if err := client.do(ctx, "GET", "/v1/health", nil, &h); err != nil {
+		if _, err := cl.Health(ctx); err != nil {
 			up = false
 		}
 		detail := fmt.Sprintf("containerd %s at %s", info.ContainerdVersion, info.ContainerdAddress)
@@ -64,7 +64,7 @@ func (c *cli) doctor(ctx context.Context, _ []string) int {
 	n, _ := strconv.Atoi(strings.TrimSpace(string(userns)))
 	add("user namespaces", false, n > 0, fmt.Sprintf("max_user_namespaces=%d", n), "sysctl -w user.max_user_namespaces=15000")
 	if infoErr == nil {
-		langs, err := client.Languages(ctx)
+		langs, err := cl.Languages(ctx)
 		names := make([]string, len(langs))
 		for i, l := range langs {
 			names[i] = l.Name + " " + l.Version
@@ -86,7 +86,7 @@ func (c *cli) doctor(ctx context.Context, _ []string) int {
 			if shell == "" {
 				break
 			}
-			res, err := client.Execute(ctx, &api.ExecuteRequest{Language: shell, Code: "true", Runtime: rt})
+			res, err := cl.Execute(ctx, &api.ExecuteRequest{Language: shell, Code: "true", Runtime: rt})
 			ok := err == nil && res.Status == api.StatusOK
 			detail := "runs a sandbox"
 			switch {
@@ -127,9 +127,9 @@ func (c *cli) doctor(ctx context.Context, _ []string) int {
 		}
 	}
 	if failed {
-		return 1
+		return exitStatus(1)
 	}
-	return 0
+	return nil
 }
 
 func orDetail(s string, err error) string {

@@ -8,22 +8,18 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/sandboxd/sandboxd/ctl/client"
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
 
-var imageCommands = []subcommand{
-	{"import", "FILE.tar|-", "import the images of a tarball (OCI layout or docker save); for root", [2]int{1, 1}, noSessionFlags((*cli).imageImport)},
-	{"list", "", "list the images, and the languages that run from each", [2]int{0, 0}, noSessionFlags((*cli).imageList)},
-	{"pull", "REF", "pull an image from its registry; for root", [2]int{1, 1}, noSessionFlags((*cli).imagePull)},
-	{"rm", "REF", "remove an image; for root", [2]int{1, 1}, noSessionFlags((*cli).imageRemove)},
+var imageCommands = []command{
+	{"import", "FILE.tar|-", "import the images of a tarball (OCI layout or docker save); for root", [2]int{1, 1}, noFlags((*cli).imageImport)},
+	{"list", "", "list the images, and the languages that run from each", [2]int{0, 0}, noFlags((*cli).imageList)},
+	{"pull", "REF", "pull an image from its registry; for root", [2]int{1, 1}, noFlags((*cli).imagePull)},
+	{"rm", "REF", "remove an image; for root", [2]int{1, 1}, noFlags((*cli).imageRemove)},
 }
 
-// image runs `sandboxctl image SUBCOMMAND`.
-func (c *cli) image(ctx context.Context, args []string) int {
-	return c.subcommand(ctx, "image", imageCommands, args)
-}
-
-func (c *cli) imageImport(ctx context.Context, client *Client, args []string) error {
+func (c *cli) imageImport(ctx context.Context, args []string) error {
 	var r io.Reader = c.stdin
 	if args[0] != "-" {
 		f, err := os.Open(args[0])
@@ -33,7 +29,7 @@ func (c *cli) imageImport(ctx context.Context, client *Client, args []string) er
 		defer f.Close()
 		r = f
 	}
-	imgs, err := client.ImportImages(ctx, r)
+	imgs, err := client.New(c.socket).ImportImages(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -41,8 +37,8 @@ func (c *cli) imageImport(ctx context.Context, client *Client, args []string) er
 	return nil
 }
 
-func (c *cli) imageList(ctx context.Context, client *Client, _ []string) error {
-	imgs, err := client.Images(ctx)
+func (c *cli) imageList(ctx context.Context, _ []string) error {
+	imgs, err := client.New(c.socket).Images(ctx)
 	if err != nil {
 		return err
 	}
@@ -50,8 +46,8 @@ func (c *cli) imageList(ctx context.Context, client *Client, _ []string) error {
 	return nil
 }
 
-func (c *cli) imagePull(ctx context.Context, client *Client, args []string) error {
-	imgs, err := client.PullImage(ctx, args[0])
+func (c *cli) imagePull(ctx context.Context, args []string) error {
+	imgs, err := client.New(c.socket).PullImage(ctx, args[0])
 	if err != nil {
 		return err
 	}
@@ -59,8 +55,8 @@ func (c *cli) imagePull(ctx context.Context, client *Client, args []string) erro
 	return nil
 }
 
-func (c *cli) imageRemove(ctx context.Context, client *Client, args []string) error {
-	if err := client.RemoveImage(ctx, args[0]); err != nil {
+func (c *cli) imageRemove(ctx context.Context, args []string) error {
+	if err := client.New(c.socket).RemoveImage(ctx, args[0]); err != nil {
 		return err
 	}
 	if c.format == "text" {

@@ -1,0 +1,103 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/sandboxd/sandboxd/ctl/client"
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// serve answers every request on a Unix socket with h.
+func serve(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return sock
+}
+
+// TestServerVersionConcurrent reads the server's version while another
+// goroutine's requests set it, as sandboxctl execute -i - -v does with
+// the goroutine that sends stdin; run with -race.
+func TestServerVersionConcurrent(t *testing.T) {
+	sock := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(api.VersionHeader, "v1.2.3")
+		w.Write([]byte(`{}`))
+	})
+	c := client.New(sock)
+	var done atomic.Bool
+	errc := make(chan error, 1)
+	go func() {
+		defer done.Store(true)
+		for range 20 {
+			if _, err := c.Info(context.Background()); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	for !done.Load() {
+		if v := c.ServerVersion(); v != "" && v != "v1.2.3" {
+			t.Fatalf("ServerVersion %q", v)
+		}
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if v := c.ServerVersion(); v != "v1.2.3" {
+		t.Errorf("ServerVersion %q, want v1.2.3", v)
+	}
+}
+
+// TestErrorBodies rebuilds the daemon's errors, and those of a plain-text
+// body such as ServeMux's own 405.
+func TestErrorBodies(t *testing.T) {
+	for _, tc := range []struct {
+		status        int
+		body          string
+		code, message string
+	}{
+		{404, `{"error":"session \"a1\": not found","code":"not_found"}`, api.CodeNotFound, `session "a1": not found`},
+		{405, "Method Not Allowed\n", api.CodeInvalidArgument, "Method Not Allowed"},
+		{503, "", api.CodeUnavailable, "503 Service Unavailable"},
+	} {
+		sock := serve(t, func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(tc.status)
+			w.Write([]byte(tc.body))
+		})
+		_, err := client.New(sock).Info(context.Background())
+		e, ok := err.(*api.Error)
+		if !ok || e.Status != tc.status || e.Code != tc.code || e.Message != tc.message {
+			t.Errorf("%d %q: %#v", tc.status, tc.body, err)
+		}
+	}
+	_, err := client.New(filepath.Join(t.TempDir(), "none.sock")).Info(context.Background())
+	if !api.IsCode(err, api.CodeUnavailable) {
+		t.Errorf("no daemon: %v", err)
+	}
+}
+
+func TestContent(t *testing.T) {
+	for _, data := range [][]byte{[]byte("héllo\n"), {0xff, 0x00, 0xfe}, {}} {
+		content, enc := client.EncodeContent(data)
+		if (enc == api.EncodingBase64) == (string(data) == content) {
+			t.Errorf("%q: %q encoded %q", data, content, enc)
+		}
+		back, err := client.DecodeContent(content, enc)
+		if err != nil || !bytes.Equal(back, data) {
+			t.Errorf("%q: back %q, %v", data, back, err)
+		}
+	}
+}
