@@ -41,9 +41,9 @@ func newBodyBudget(size int64) *bodyBudget {
 	return &bodyBudget{size: size, sem: semaphore.NewWeighted(size)}
 }
 
-// acquire takes n bytes of the budget, all of it for a body larger than
+// acquireBytes takes n bytes of the budget, all of it for a body larger than
 // the budget, waiting up to wait. It returns what to release.
-func (b *bodyBudget) acquire(ctx context.Context, n int64, wait time.Duration) (*bodyHold, error) {
+func (b *bodyBudget) acquireBytes(ctx context.Context, n int64, wait time.Duration) (*bodyHold, error) {
 	n = min(n, b.size)
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -105,7 +105,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 	if want < 0 {
 		want = limit
 	}
-	hold, err := s.bodies.acquire(r.Context(), want, l.BodyWait)
+	hold, err := s.bodies.acquireBytes(r.Context(), want, l.BodyWait)
 	if err != nil {
 		if api.IsCode(err, api.CodeResourceExhausted) {
 			s.metrics.bodiesRefused.WithLabelValues("budget").Inc()
