@@ -11,8 +11,9 @@ const module = "github.com/sandboxd/sandboxd"
 
 // TestDependencyGraph keeps the design's package graph true: the wire types
 // stand alone, the CLI never links the daemon or containerd, the daemon
-// never links the runtime, the runtime never links the daemon, and the
-// agent links nothing of ours but its protocol.
+// never links the runtime, containerd's client or the configuration file's
+// TOML (package config reads it, and imports the daemon), the runtime never
+// links the daemon, and the agent links nothing of ours but its protocol.
 func TestDependencyGraph(t *testing.T) {
 	for _, tc := range []struct {
 		pkg       string
@@ -24,7 +25,8 @@ func TestDependencyGraph(t *testing.T) {
 		{pkg: "runtime/agentproto", stdOnly: true},
 		{pkg: "ctl", forbidden: []string{module + "/daemon", module + "/runtime", module + "/systemd", "github.com/containerd/"}},
 		{pkg: "cmd/sandboxctl", forbidden: []string{module + "/daemon", module + "/runtime", "github.com/containerd/"}},
-		{pkg: "daemon", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd"}},
+		{pkg: "daemon", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd", "github.com/pelletier/go-toml"}},
+		{pkg: "daemon/config", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd"}},
 		{pkg: "runtime", forbidden: []string{module + "/daemon", module + "/ctl"}},
 		{pkg: "systemd", forbidden: []string{module + "/", "github.com/containerd/", "github.com/prometheus/"}},
 		{pkg: "cmd/sandboxd-init", forbidden: []string{module + "/", "github.com/"}, allowed: []string{module + "/runtime/agentproto"}},

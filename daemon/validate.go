@@ -19,8 +19,11 @@ const (
 	maxEnv       = 128
 	maxArgsBytes = 64 << 10
 	maxEnvBytes  = 64 << 10
-	minMemory    = 16 << 20 // below this not even an interpreter starts
 )
+
+// MinMemory is the least memory a sandbox may be given: below it not even
+// an interpreter starts.
+const MinMemory = 16 << 20
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -229,8 +232,8 @@ func checkMemory(bytes int64, l Limits) (int64, error) {
 		return 0, invalid("memory_bytes %d is negative", bytes)
 	case bytes > l.MaxMemory:
 		return 0, invalid("memory_bytes %d is more than the maximum of %d", bytes, l.MaxMemory)
-	case bytes > 0 && bytes < minMemory:
-		return 0, invalid("memory_bytes %d is less than the minimum of %d", bytes, minMemory)
+	case bytes > 0 && bytes < MinMemory:
+		return 0, invalid("memory_bytes %d is less than the minimum of %d", bytes, MinMemory)
 	case bytes == 0:
 		return l.DefaultMemory, nil
 	}
