@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -107,7 +106,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 	}
 	hold, err := s.bodies.acquireBytes(r.Context(), want, l.BodyWait)
 	if err != nil {
-		if api.IsCode(err, api.CodeResourceExhausted) {
+		if apiError(err).Code == api.CodeResourceExhausted {
 			s.metrics.bodiesRefused.WithLabelValues("budget").Inc()
 		}
 		return nil, nothing, err
@@ -138,8 +137,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 			// cancelled; the client learns why before it is closed.
 			s.metrics.bodiesRefused.WithLabelValues("timeout").Inc()
 			w.Header().Set("Connection", "close")
-			return nil, nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusRequestTimeout,
-				Message: fmt.Sprintf("request body: not received within %v (server.body_timeout)", l.BodyTimeout)}
+			return nil, nothing, errorf(errBodyTimeout, "request body: not received within %v (server.body_timeout)", l.BodyTimeout)
 		}
 		return nil, nothing, invalid("request body: %v", err)
 	}
@@ -154,12 +152,10 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
-			return nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
-				Message: fmt.Sprintf("content type %q is not application/json", ct)}
+			return nothing, errorf(errUnsupportedType, "content type %q is not application/json", ct)
 		}
 	} else {
-		return nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
-			Message: "content type is missing; send application/json"}
+		return nothing, errorf(errUnsupportedType, "content type is missing; send application/json")
 	}
 	data, release, err := s.readBody(w, r, limit)
 	if err != nil {

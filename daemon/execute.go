@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -339,10 +338,9 @@ func (s *Server) createError(ctx context.Context, err error) error {
 
 // stateDirError says why no sandbox can be created in the state directory:
 // 507 when it is full, 503 when it cannot be written.
-func stateDirError(dir string, err error) *api.Error {
+func stateDirError(dir string, err error) error {
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return &api.Error{Code: api.CodeResourceExhausted, Status: http.StatusInsufficientStorage,
-			Message: fmt.Sprintf("the state directory %s is full: no sandbox can be created (%v)", dir, err)}
+		return errorf(errDiskFull, "the state directory %s is full: no sandbox can be created (%v)", dir, err)
 	}
 	return api.Errorf(api.CodeUnavailable, "the state directory %s cannot be written: no sandbox can be created (%v)", dir, err)
 }
