@@ -177,8 +177,7 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 
 // largeBody is the size from which a body's garbage is collected at once:
 // the collector's own pace lets the heap grow to twice what is live, which
-// for bodies of tens of MiB is the daemon's peak. A collection costs a few
-// milliseconds, a body that large tens.
+// for the largest bodies is the daemon's peak.
 const largeBody = 8 << 20
 
 // decodeStrict unmarshals one JSON value, refusing what follows it and
