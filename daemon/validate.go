@@ -63,12 +63,9 @@ func (s *Server) check(req *api.ExecuteRequest, sessionLang string) (checked, er
 	if name == "" {
 		name = sessionLang
 	}
-	if name == "" {
-		return checked{}, invalid("language is required (available: %s)", s.languageNames())
-	}
-	lang, ok := findLanguage(s.languages(), name)
-	if !ok {
-		return checked{}, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
+	lang, err := s.lookupLanguage(name)
+	if err != nil {
+		return checked{}, err
 	}
 	if !utf8.ValidString(req.Code) {
 		return checked{}, invalid("code is not valid UTF-8")
@@ -258,6 +255,19 @@ func checkEnv(env map[string]string) error {
 		return invalid("env is %d bytes, more than the maximum of %d", size, maxEnvBytes)
 	}
 	return nil
+}
+
+// lookupLanguage finds a language by its name or an alias; the error lists
+// those available.
+func (s *Server) lookupLanguage(name string) (Language, error) {
+	if name == "" {
+		return Language{}, invalid("language is required (available: %s)", s.languageNames())
+	}
+	lang, ok := findLanguage(s.languages(), name)
+	if !ok {
+		return Language{}, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
+	}
+	return lang, nil
 }
 
 func (s *Server) languageNames() string {

@@ -53,18 +53,14 @@ func main() {
 	if err == nil {
 		_, err = settings.LanguageSpecs(daemon.Languages)
 	}
-	if *checkConfig {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "sandboxd:", err)
-			os.Exit(1)
-		}
-		out, _ := settings.Encode()
-		os.Stdout.Write(out)
-		return
-	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(1)
+	}
+	if *checkConfig {
+		out, _ := settings.Encode()
+		os.Stdout.Write(out)
+		return
 	}
 	log, err := newLogger(settings)
 	if err != nil {
