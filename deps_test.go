@@ -12,8 +12,9 @@ const module = "github.com/sandboxd/sandboxd"
 // TestDependencyGraph keeps the design's package graph true: the wire types
 // stand alone, the CLI never links the daemon or containerd, the daemon
 // never links the runtime (only the values both speak of, runtime/sandbox),
-// the runtime never links the daemon, and the agent links nothing of ours
-// but its protocol.
+// containerd's client or the configuration file's TOML (package config
+// reads it, and imports the daemon), the runtime never links the daemon,
+// and the agent links nothing of ours but its protocol.
 func TestDependencyGraph(t *testing.T) {
 	for _, tc := range []struct {
 		pkg       string
@@ -28,7 +29,8 @@ func TestDependencyGraph(t *testing.T) {
 		{pkg: "ctl", forbidden: []string{module + "/daemon", module + "/runtime", module + "/systemd", "github.com/containerd/"}},
 		{pkg: "ctl/mcp", forbidden: []string{module + "/daemon", module + "/runtime", module + "/systemd", "github.com/containerd/"}},
 		{pkg: "cmd/sandboxctl", forbidden: []string{module + "/daemon", module + "/runtime", "github.com/containerd/"}},
-		{pkg: "daemon", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd"}, allowed: []string{module + "/runtime/sandbox"}},
+		{pkg: "daemon", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd", "github.com/pelletier/go-toml"}, allowed: []string{module + "/runtime/sandbox"}},
+		{pkg: "daemon/config", forbidden: []string{module + "/runtime", module + "/ctl", "github.com/containerd/containerd"}, allowed: []string{module + "/runtime/sandbox"}},
 		{pkg: "runtime", forbidden: []string{module + "/daemon", module + "/ctl"}},
 		{pkg: "systemd", forbidden: []string{module + "/", "github.com/containerd/", "github.com/prometheus/"}},
 		{pkg: "cmd/sandboxd-init", forbidden: []string{module + "/", "github.com/"}, allowed: []string{module + "/runtime/agentproto"}},

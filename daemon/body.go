@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -41,9 +40,9 @@ func newBodyBudget(size int64) *bodyBudget {
 	return &bodyBudget{size: size, sem: semaphore.NewWeighted(size)}
 }
 
-// acquire takes n bytes of the budget, all of it for a body larger than
+// acquireBytes takes n bytes of the budget, all of it for a body larger than
 // the budget, waiting up to wait. It returns what to release.
-func (b *bodyBudget) acquire(ctx context.Context, n int64, wait time.Duration) (*bodyHold, error) {
+func (b *bodyBudget) acquireBytes(ctx context.Context, n int64, wait time.Duration) (*bodyHold, error) {
 	n = min(n, b.size)
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
@@ -105,9 +104,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 	if want < 0 {
 		want = limit
 	}
-	hold, err := s.bodies.acquire(r.Context(), want, l.BodyWait)
+	hold, err := s.bodies.acquireBytes(r.Context(), want, l.BodyWait)
 	if err != nil {
-		if api.IsCode(err, api.CodeResourceExhausted) {
+		if apiError(err).Code == api.CodeResourceExhausted {
 			s.metrics.bodiesRefused.WithLabelValues("budget").Inc()
 		}
 		return nil, nothing, err
@@ -138,8 +137,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 			// cancelled; the client learns why before it is closed.
 			s.metrics.bodiesRefused.WithLabelValues("timeout").Inc()
 			w.Header().Set("Connection", "close")
-			return nil, nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusRequestTimeout,
-				Message: fmt.Sprintf("request body: not received within %v (server.body_timeout)", l.BodyTimeout)}
+			return nil, nothing, errorf(errBodyTimeout, "request body: not received within %v (server.body_timeout)", l.BodyTimeout)
 		}
 		return nil, nothing, invalid("request body: %v", err)
 	}
@@ -154,12 +152,10 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
-			return nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
-				Message: fmt.Sprintf("content type %q is not application/json", ct)}
+			return nothing, errorf(errUnsupportedType, "content type %q is not application/json", ct)
 		}
 	} else {
-		return nothing, &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusUnsupportedMediaType,
-			Message: "content type is missing; send application/json"}
+		return nothing, errorf(errUnsupportedType, "content type is missing; send application/json")
 	}
 	data, release, err := s.readBody(w, r, limit)
 	if err != nil {
@@ -181,8 +177,7 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 
 // largeBody is the size from which a body's garbage is collected at once:
 // the collector's own pace lets the heap grow to twice what is live, which
-// for bodies of tens of MiB is the daemon's peak. A collection costs a few
-// milliseconds, a body that large tens.
+// for the largest bodies is the daemon's peak.
 const largeBody = 8 << 20
 
 // decodeStrict unmarshals one JSON value, refusing what follows it and

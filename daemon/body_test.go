@@ -70,7 +70,7 @@ func TestBodyOverContentLengthNotRead(t *testing.T) {
 		method, path string
 		limit        int64
 	}{
-		{"POST", "/v1/execute", s.bodyLimit()},
+		{"POST", "/v1/execute", s.limits().MaxBodyBytes()},
 		{"POST", "/v1/sessions", maxEnvBytes*6 + 64<<10},
 		{"PUT", "/v1/sessions/" + sess.ID + "/files/big.bin", s.limits().MaxFileBytes},
 	} {
@@ -113,8 +113,8 @@ func TestBodyRefusedWhileSending(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", path)
 	}}}
 	for i := range 5 {
-		req, _ := http.NewRequest("POST", "http://sandboxd/v1/execute", io.LimitReader(zeros{}, s.bodyLimit()+1))
-		req.ContentLength = s.bodyLimit() + 1
+		req, _ := http.NewRequest("POST", "http://sandboxd/v1/execute", io.LimitReader(zeros{}, s.limits().MaxBodyBytes()+1))
+		req.ContentLength = s.limits().MaxBodyBytes() + 1
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
@@ -131,7 +131,7 @@ func TestBodyRefusedWhileSending(t *testing.T) {
 // A body of unknown length is cut at the cap, and holds no budget after.
 func TestBodyChunkedOverCap(t *testing.T) {
 	s := newBodyServer(t, &fakeRuntime{}, 0, nil)
-	body := `{"language":"python","code":"` + strings.Repeat("x", int(s.bodyLimit())) + `"}`
+	body := `{"language":"python","code":"` + strings.Repeat("x", int(s.limits().MaxBodyBytes())) + `"}`
 	req := httptest.NewRequest("POST", "/v1/execute", io.MultiReader(strings.NewReader(body)))
 	req.ContentLength = -1
 	req.Header.Set("Content-Type", "application/json")
@@ -298,7 +298,7 @@ func TestDecodeStrict(t *testing.T) {
 		switch {
 		case want == "" && err != nil:
 			t.Errorf("%q: %v", body, err)
-		case want != "" && (err == nil || !strings.Contains(err.Error(), want) || !api.IsCode(err, api.CodeInvalidArgument)):
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want) || apiError(err).Code != api.CodeInvalidArgument):
 			t.Errorf("%q: %v, want %q", body, err, want)
 		}
 	}

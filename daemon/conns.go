@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -292,38 +291,10 @@ func (c *trackedConn) CloseWrite() error {
 	return nil
 }
 
-// peerCaller reads the credentials of a Unix socket's peer (SO_PEERCRED).
-func peerCaller(c net.Conn) Caller {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return Caller{}
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return Caller{}
-	}
-	var cred *unix.Ucred
-	raw.Control(func(fd uintptr) {
-		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if err != nil || cred == nil {
-		return Caller{}
-	}
-	return Caller{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid, Known: true}
-}
-
 // LimitConns caps the connections ln accepts, and reports their counts
 // among the server's metrics.
 func (s *Server) LimitConns(ln net.Listener, lim ConnLimits) *ConnListener {
 	l := NewConnListener(ln, lim, s.log)
 	s.metrics.reg.MustRegister(l)
 	return l
-}
-
-// formatUID is a uid for messages; unknown peers have none.
-func formatUID(c Caller) string {
-	if !c.Known {
-		return "unknown"
-	}
-	return strconv.FormatUint(uint64(c.UID), 10)
 }

@@ -21,8 +21,7 @@ import (
 // GoCache keeps a Go build cache of the standard library, built once per
 // host and toolchain and mounted read-only in sandboxes. Without it every
 // Go execution compiles the standard library from nothing, which takes
-// longer than an execution's default timeout under a sandbox's limits;
-// with it a small program builds in a fraction of a second.
+// longer than an execution's default timeout under a sandbox's limits.
 //
 // The go tool reads a read-only cache and skips its writes: nothing a
 // sandbox does can change what another one reads, so they share it. It is

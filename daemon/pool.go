@@ -15,7 +15,7 @@ import (
 // over. Each is used once and destroyed afterwards; a background loop
 // refills the pool one sandbox at a time. An empty pool is never waited
 // on alone: the request creates its own sandbox, and takes a refill
-// instead if one is ready first (see acquire).
+// instead if one is ready first (see acquireSandbox).
 type pool struct {
 	s      *Server
 	class  sandboxClass
@@ -222,12 +222,12 @@ func (p *pool) join(r pooled) {
 	p.s.destroy(context.Background(), r.sb)
 }
 
-// acquire returns a sandbox for a one-shot execution: a pooled one when
+// acquireSandbox returns a sandbox for a one-shot execution: a pooled one when
 // one is ready. Otherwise it creates one, and takes instead a refill of
 // the pool that is ready first; the sandbox it created then joins the
 // pool. A request so never waits longer than its own create, and never
 // on a refill alone (one that fails leaves it its own).
-func (s *Server) acquire(ctx context.Context, c sandboxClass, limits sandbox.Limits, create func(context.Context) (Sandbox, error)) (Sandbox, error) {
+func (s *Server) acquireSandbox(ctx context.Context, c sandboxClass, limits sandbox.Limits, create func(context.Context) (Sandbox, error)) (Sandbox, error) {
 	s.pmu.Lock()
 	p := s.pools[c]
 	s.pmu.Unlock()

@@ -462,7 +462,7 @@ func (s *namedSandbox) ID() string { return s.id }
 // A request that finds the pool empty creates its own sandbox, but takes a
 // refill that is ready first; what it created then joins the pool, or is
 // destroyed when there is no room. It never waits on a refill alone.
-func TestAcquireRacesTheRefill(t *testing.T) {
+func TestAcquireSandboxRacesTheRefill(t *testing.T) {
 	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
 	s := newTestServer(t, rt, nil)
 	class := sandboxClass{Runtime: "runc"}
@@ -476,11 +476,11 @@ func TestAcquireRacesTheRefill(t *testing.T) {
 		sb  Sandbox
 		err error
 	}
-	// acquire starts one, whose create waits for release (or fails).
+	// acquire calls acquireSandbox, whose create waits for release (or fails).
 	acquire := func(ctx context.Context, id string, fail error) (chan result, chan struct{}) {
 		release, started, out := make(chan struct{}), make(chan struct{}), make(chan result, 1)
 		go func() {
-			sb, err := s.acquire(ctx, class, limits, func(context.Context) (Sandbox, error) {
+			sb, err := s.acquireSandbox(ctx, class, limits, func(context.Context) (Sandbox, error) {
 				close(started)
 				<-release
 				if fail != nil {
@@ -679,61 +679,5 @@ func TestRefillYieldsToPrograms(t *testing.T) {
 	case <-done(10 * time.Millisecond):
 	case <-time.After(5 * time.Second):
 		t.Fatal("a refill waited past its bound")
-	}
-}
-
-// Requests queued for a run slot get it in order of arrival; one whose
-// client leaves gives up its place.
-func TestSlotsAreFIFO(t *testing.T) {
-	q := newSlots(Limits{MaxConcurrent: 1, MaxQueued: 10})
-	ctx := context.Background()
-	first, err := q.acquire(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitQueued := func(n int) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for _, queued := q.counts(); queued != n; _, queued = q.counts() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d queued, want %d", queued, n)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	order := make(chan int, 5)
-	leaving, leave := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for i := range 5 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := ctx
-			if i == 2 {
-				c = leaving
-			}
-			tk, err := q.acquire(c, uint32(i))
-			if err != nil {
-				return
-			}
-			order <- i
-			tk.release()
-		}()
-		waitQueued(i + 1)
-	}
-	leave()
-	waitQueued(4)
-	first.release()
-	wg.Wait()
-	close(order)
-	var got []int
-	for i := range order {
-		got = append(got, i)
-	}
-	if !slices.Equal(got, []int{0, 1, 3, 4}) {
-		t.Errorf("slots went in order %v, want [0 1 3 4]", got)
-	}
-	if running, queued := q.counts(); running != 0 || queued != 0 {
-		t.Errorf("after: %d running, %d queued", running, queued)
 	}
 }

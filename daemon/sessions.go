@@ -323,8 +323,8 @@ func (s *Server) listSessions(ctx context.Context, c Caller) []api.Session {
 	return out
 }
 
-// acquire waits for the session's turn within ctx.
-func (x *session) acquire(ctx context.Context) error {
+// acquireTurn waits for the session's turn within ctx.
+func (x *session) acquireTurn(ctx context.Context) error {
 	select {
 	case x.lock <- struct{}{}:
 		return nil
@@ -333,7 +333,7 @@ func (x *session) acquire(ctx context.Context) error {
 	}
 }
 
-func (x *session) release() { <-x.lock }
+func (x *session) releaseTurn() { <-x.lock }
 
 // touch records a use, and keeps it where a restarted daemon finds it:
 // in its sandbox's record, written off the caller's path.
@@ -388,10 +388,10 @@ func (s *Server) fileOp(ctx context.Context, x *session, fn func(ctx context.Con
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.limits().MaxTimeout)
 	defer cancel()
-	if err := x.acquire(ctx); err != nil {
+	if err := x.acquireTurn(ctx); err != nil {
 		return api.Errorf(api.CodeResourceExhausted, "session %s stayed busy: %v", x.id, err)
 	}
-	defer x.release()
+	defer x.releaseTurn()
 	err := fn(ctx)
 	s.touch(ctx, x, false)
 	return err

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -208,35 +207,4 @@ func (s *Server) openStdin(id string, owner uint32) *liveStdin {
 func (s *Server) closeStdin(id string, l *liveStdin) {
 	s.stdins.Delete(id)
 	l.r.CloseWithError(errors.New("the execution is over"))
-}
-
-func (s *Server) serveStdin(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	v, ok := s.stdins.Load(id)
-	c := callerOf(r.Context())
-	if !ok || (v.(*liveStdin).owner != callerUID(c) && callerUID(c) != 0) {
-		return api.Errorf(api.CodeNotFound, "no running execution %q takes stdin", truncate(id, 40))
-	}
-	l := v.(*liveStdin)
-	l.mu.Lock()
-	taken := l.taken
-	l.taken = true
-	l.mu.Unlock()
-	if taken {
-		return api.Errorf(api.CodeFailedPrecondition, "execution %s already has its stdin writer", id)
-	}
-	max := s.limits().MaxStdinBytes
-	n, err := io.Copy(l.w, io.LimitReader(r.Body, max+1))
-	if n > max {
-		l.w.CloseWithError(errors.New("stdin over its cap"))
-		return &api.Error{Code: api.CodeInvalidArgument, Status: http.StatusRequestEntityTooLarge,
-			Message: fmt.Sprintf("stdin is more than the maximum of %d bytes", max)}
-	}
-	if err != nil {
-		return api.Errorf(api.CodeFailedPrecondition, "stdin of %s: %v", id, err)
-	}
-	// The end of the body is the end of the program's input.
-	l.w.Close()
-	writeJSON(w, http.StatusOK, map[string]int64{"bytes": n})
-	return nil
 }

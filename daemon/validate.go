@@ -20,8 +20,11 @@ const (
 	maxEnv       = 128
 	maxArgsBytes = 64 << 10
 	maxEnvBytes  = 64 << 10
-	minMemory    = 16 << 20 // below this not even an interpreter starts
 )
+
+// MinMemory is the least memory a sandbox may be given: below it not even
+// an interpreter starts.
+const MinMemory = 16 << 20
 
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -61,12 +64,9 @@ func (s *Server) check(req *api.ExecuteRequest, sessionLang string) (checked, er
 	if name == "" {
 		name = sessionLang
 	}
-	if name == "" {
-		return checked{}, invalid("language is required (available: %s)", s.languageNames())
-	}
-	lang, ok := findLanguage(s.languages(), name)
-	if !ok {
-		return checked{}, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
+	lang, err := s.lookupLanguage(name)
+	if err != nil {
+		return checked{}, err
 	}
 	if !utf8.ValidString(req.Code) {
 		return checked{}, invalid("code is not valid UTF-8")
@@ -230,8 +230,8 @@ func checkMemory(bytes int64, l Limits) (int64, error) {
 		return 0, invalid("memory_bytes %d is negative", bytes)
 	case bytes > l.MaxMemory:
 		return 0, invalid("memory_bytes %d is more than the maximum of %d", bytes, l.MaxMemory)
-	case bytes > 0 && bytes < minMemory:
-		return 0, invalid("memory_bytes %d is less than the minimum of %d", bytes, minMemory)
+	case bytes > 0 && bytes < MinMemory:
+		return 0, invalid("memory_bytes %d is less than the minimum of %d", bytes, MinMemory)
 	case bytes == 0:
 		return l.DefaultMemory, nil
 	}
@@ -256,6 +256,19 @@ func checkEnv(env map[string]string) error {
 		return invalid("env is %d bytes, more than the maximum of %d", size, maxEnvBytes)
 	}
 	return nil
+}
+
+// lookupLanguage finds a language by its name or an alias; the error lists
+// those available.
+func (s *Server) lookupLanguage(name string) (Language, error) {
+	if name == "" {
+		return Language{}, invalid("language is required (available: %s)", s.languageNames())
+	}
+	lang, ok := findLanguage(s.languages(), name)
+	if !ok {
+		return Language{}, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
+	}
+	return lang, nil
 }
 
 func (s *Server) languageNames() string {

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -16,12 +15,12 @@ import (
 	"os/user"
 	"path/filepath"
 	goruntime "runtime"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/sandboxd/sandboxd/daemon"
+	"github.com/sandboxd/sandboxd/daemon/config"
 	sbxruntime "github.com/sandboxd/sandboxd/runtime"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
 	"github.com/sandboxd/sandboxd/systemd"
@@ -31,93 +30,45 @@ import (
 var version = "dev"
 
 const (
-	systemContainerd = "/run/containerd/containerd.sock"
-	sandboxUID       = 65534 // nobody
-	sandboxGID       = 65534 // nogroup
+	sandboxUID = 65534 // nobody
+	sandboxGID = 65534 // nogroup
 )
 
 func main() {
 	fs := flag.NewFlagSet("sandboxd", flag.ExitOnError)
-	configPath := fs.String("config", daemon.DefaultConfigPath, "configuration file; a missing file means the defaults")
+	configPath := fs.String("config", config.DefaultPath, "configuration file; a missing file means the defaults")
 	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective one, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	initPath := fs.String("init", "", "path of sandboxd-init (default: next to sandboxd, or ../lib/sandboxd/)")
 	// Flags override the file; their defaults are shown from the built-in
 	// settings, and only flags given on the command line apply.
-	def := daemon.DefaultSettings(goruntime.NumCPU())
-	var o daemon.Settings
-	fs.StringVar(&o.Socket, "socket", def.Socket, "Unix socket to serve the API on")
-	fs.StringVar(&o.Containerd, "containerd", def.Containerd, "containerd socket; empty: "+systemContainerd+" when it answers, else a managed containerd; \"managed\": always a managed one")
-	fs.StringVar(&o.StateDir, "state-dir", def.StateDir, "directory for sandboxd's state")
-	fs.StringVar(&o.Namespace, "namespace", def.Namespace, "containerd namespace of everything sandboxd creates; one daemon per namespace")
-	fs.StringVar(&o.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&o.LogFormat, "log-format", def.LogFormat, "text or json")
-	fs.IntVar(&o.Limits.MaxConcurrent, "max-concurrent", def.Limits.MaxConcurrent, "executions that run at once")
-	fs.IntVar(&o.Limits.MaxQueued, "max-queued", def.Limits.MaxQueued, "executions that may wait for a slot; beyond them requests get 429")
-	fs.DurationVar((*time.Duration)(&o.ShutdownGrace), "shutdown-grace", time.Duration(def.ShutdownGrace), "how long running executions may finish at shutdown")
-	fs.DurationVar((*time.Duration)(&o.ContainerdWait), "containerd-wait", time.Duration(def.ContainerdWait), "how long to wait at start for containerd to answer")
-	fs.StringVar(&o.Metrics.Address, "metrics-address", def.Metrics.Address, "also serve /metrics on this TCP address")
+	def := config.Defaults(goruntime.NumCPU())
+	config.AddFlags(fs, def)
 	fs.Parse(os.Args[1:])
 	if *showVersion {
 		fmt.Println("sandboxd", version)
 		return
 	}
-	load := func() (daemon.Settings, error) {
-		s, err := daemon.LoadSettings(*configPath, def)
-		if err != nil {
-			return s, err
-		}
-		fs.Visit(func(f *flag.Flag) {
-			switch f.Name {
-			case "socket":
-				s.Socket = o.Socket
-			case "containerd":
-				s.Containerd = o.Containerd
-			case "state-dir":
-				s.StateDir = o.StateDir
-			case "namespace":
-				s.Namespace = o.Namespace
-			case "log-level":
-				s.LogLevel = o.LogLevel
-			case "log-format":
-				s.LogFormat = o.LogFormat
-			case "max-concurrent":
-				s.Limits.MaxConcurrent = o.Limits.MaxConcurrent
-			case "max-queued":
-				s.Limits.MaxQueued = o.Limits.MaxQueued
-			case "shutdown-grace":
-				s.ShutdownGrace = o.ShutdownGrace
-			case "containerd-wait":
-				s.ContainerdWait = o.ContainerdWait
-			case "metrics-address":
-				s.Metrics.Address = o.Metrics.Address
-			}
-		})
-		return s, s.Validate()
-	}
-	settings, err := load()
+	src := config.Source{Path: *configPath, Defaults: def, Flags: fs}
+	settings, err := src.Load()
 	if err == nil {
 		_, err = settings.LanguageSpecs(daemon.Languages)
-	}
-	if *checkConfig {
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "sandboxd:", err)
-			os.Exit(1)
-		}
-		out, _ := settings.Encode()
-		os.Stdout.Write(out)
-		return
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(1)
+	}
+	if *checkConfig {
+		out, _ := settings.Encode()
+		os.Stdout.Write(out)
+		return
 	}
 	log, err := newLogger(settings)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(2)
 	}
-	if err := run(settings, load, *initPath, log); err != nil {
+	if err := run(settings, src.Load, *initPath, log); err != nil {
 		log.Error("exiting", "err", err)
 		fmt.Fprintln(os.Stderr, "sandboxd:", err)
 		os.Exit(1)
@@ -126,7 +77,7 @@ func main() {
 
 // newLogger logs to stderr; to the journal natively when stderr is the
 // journal, where the time and level are the journal's own.
-func newLogger(s daemon.Settings) (*slog.Logger, error) {
+func newLogger(s config.Settings) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return nil, fmt.Errorf("log level: %w", err)
@@ -141,7 +92,7 @@ func newLogger(s daemon.Settings) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
 }
 
-func run(settings daemon.Settings, reload func() (daemon.Settings, error), initFlag string, log *slog.Logger) error {
+func run(settings config.Settings, reload func() (config.Settings, error), initFlag string, log *slog.Logger) error {
 	if os.Geteuid() != 0 {
 		return errors.New("must run as root: it creates containers through containerd, and cgroups and namespaces for them (run it with sudo or as the systemd service)")
 	}
@@ -205,17 +156,12 @@ func run(settings daemon.Settings, reload func() (daemon.Settings, error), initF
 		log.Warn("removed sandboxes left by an earlier run", "count", n)
 	}
 
-	srv := daemon.New(daemon.Config{
-		Runtime:     containerdRuntime{rt},
-		OCIRuntimes: slices.Sorted(maps.Keys(settings.Runtimes)),
-		PullImages:  settings.Images.Pull,
-		Languages:   langs,
-		Limits:      settings.ServerLimits(),
-		Access:      daemon.Access{UIDs: settings.Access.AllowUIDs, GIDs: settings.Access.AllowGIDs},
-		BodyBudget:  int64(settings.Server.MaxBodyMemory),
-		Version:     version,
-		Logger:      log,
-	})
+	cfg := settings.DaemonConfig()
+	cfg.Runtime = containerdRuntime{rt}
+	cfg.Languages = langs
+	cfg.Version = version
+	cfg.Logger = log
+	srv := daemon.New(cfg)
 	if err := srv.AdoptSessions(ctx); err != nil {
 		return fmt.Errorf("adopt sessions: %w", err)
 	}
@@ -304,7 +250,7 @@ loop:
 			}
 			systemd.Notify(systemd.Ready, systemd.Status(status(ctx, srv)))
 		case <-warmed:
-			applyReload(ctx, srv, rt, initPath, settings, func() (daemon.Settings, error) { return current, nil }, goCache, log)
+			applyReload(ctx, srv, rt, initPath, settings, func() (config.Settings, error) { return current, nil }, goCache, log)
 		}
 	}
 
@@ -329,7 +275,7 @@ loop:
 }
 
 // ociRuntimes are the runtimes of the settings, for the runtime package.
-func ociRuntimes(s daemon.Settings) map[string]sbxruntime.OCIRuntime {
+func ociRuntimes(s config.Settings) map[string]sbxruntime.OCIRuntime {
 	out := map[string]sbxruntime.OCIRuntime{}
 	for name, rt := range s.Runtimes {
 		out[name] = sbxruntime.OCIRuntime{Binary: rt.Binary, Flags: rt.Flags}
@@ -337,15 +283,15 @@ func ociRuntimes(s daemon.Settings) map[string]sbxruntime.OCIRuntime {
 	return out
 }
 
-// applyReload applies a new configuration's limits, languages and access
-// control; an invalid file is logged and changes nothing.
 // hostRoot is the root source of sandboxes on the host's runtimes, with the
 // host paths the languages need.
-func hostRoot(s daemon.Settings, langs []daemon.Language, initPath string) *sbxruntime.HostRootFS {
+func hostRoot(s config.Settings, langs []daemon.Language, initPath string) *sbxruntime.HostRootFS {
 	return &sbxruntime.HostRootFS{Dir: s.StateDir, ExtraPaths: daemon.HostPaths(langs), Init: initPath, UID: sandboxUID, GID: sandboxGID}
 }
 
-func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client, initPath string, old daemon.Settings, reload func() (daemon.Settings, error), goCache *daemon.GoCache, log *slog.Logger) (daemon.Settings, []daemon.Language, bool) {
+// applyReload applies a new configuration's limits, languages and access
+// control; an invalid file is logged and changes nothing.
+func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client, initPath string, old config.Settings, reload func() (config.Settings, error), goCache *daemon.GoCache, log *slog.Logger) (config.Settings, []daemon.Language, bool) {
 	s, err := reload()
 	var specs []daemon.LanguageSpec
 	if err == nil {
@@ -355,11 +301,8 @@ func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client,
 		log.Error("reload refused: the configuration stays as it was", "err", err)
 		return s, nil, false
 	}
-	if s.Socket != old.Socket || s.StateDir != old.StateDir || s.CacheDir != old.CacheDir || s.Containerd != old.Containerd || s.Namespace != old.Namespace || s.Metrics != old.Metrics {
-		log.Warn("reload: socket, state_dir, cache_dir, containerd, namespace and metrics change only at restart")
-	}
-	if s.Server.HeaderTimeout != old.Server.HeaderTimeout || s.Server.IdleTimeout != old.Server.IdleTimeout || s.Server.MaxBodyMemory != old.Server.MaxBodyMemory {
-		log.Warn("reload: server.header_timeout, idle_timeout and max_body_memory change only at restart")
+	for _, w := range s.RestartOnly(old) {
+		log.Warn(w)
 	}
 	langs := goCache.Apply(daemon.DetectLanguages(ctx, specs))
 	// The host paths of languages the reload adds are mounted in the
@@ -368,14 +311,15 @@ func applyReload(ctx context.Context, srv *daemon.Server, rt *sbxruntime.Client,
 		log.Error("reload refused: the sandbox root", "err", err)
 		return s, nil, false
 	}
-	srv.Reload(s.ServerLimits(), langs, daemon.Access{UIDs: s.Access.AllowUIDs, GIDs: s.Access.AllowGIDs})
+	cfg := s.DaemonConfig()
+	srv.Reload(cfg.Limits, langs, cfg.Access)
 	log.Info("reloaded", "languages", len(langs), "max_concurrent", s.Limits.MaxConcurrent)
 	return s, langs, true
 }
 
 // connLimits are the settings' connection caps, lowered to what the
 // process's RLIMIT_NOFILE can hold.
-func connLimits(s daemon.Settings, log *slog.Logger) daemon.ConnLimits {
+func connLimits(s config.Settings, log *slog.Logger) daemon.ConnLimits {
 	want := s.ConnLimits()
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
@@ -402,14 +346,14 @@ func status(ctx context.Context, srv *daemon.Server) string {
 // startContainerd picks the containerd to use, starting a managed one when
 // none is given and the system's does not answer. It waits up to
 // containerd_wait for the one it is given.
-func startContainerd(ctx context.Context, s daemon.Settings, watchdog time.Duration, log *slog.Logger) (string, *sbxruntime.Managed, error) {
+func startContainerd(ctx context.Context, s config.Settings, watchdog time.Duration, log *slog.Logger) (string, *sbxruntime.Managed, error) {
 	switch s.Containerd {
 	case "managed":
 	case "":
-		if sbxruntime.Serving(ctx, systemContainerd) {
-			return systemContainerd, nil, nil
+		if sbxruntime.Serving(ctx, config.SystemContainerd) {
+			return config.SystemContainerd, nil, nil
 		}
-		log.Info("no containerd answers at " + systemContainerd + "; starting a managed one")
+		log.Info("no containerd answers at " + config.SystemContainerd + "; starting a managed one")
 	default:
 		addr := s.Containerd
 		deadline := time.Now().Add(time.Duration(s.ContainerdWait))
@@ -462,7 +406,7 @@ func findInit(flagPath string) (string, error) {
 }
 
 // listener is the socket systemd passed, or one of our own.
-func listener(s daemon.Settings) (net.Listener, bool, error) {
+func listener(s config.Settings) (net.Listener, bool, error) {
 	ln, err := systemd.Listener()
 	if err != nil || ln != nil {
 		return ln, ln != nil, err

@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -84,7 +85,7 @@ func TestErrorBodies(t *testing.T) {
 		}
 	}
 	_, err := client.New(filepath.Join(t.TempDir(), "none.sock")).Info(context.Background())
-	if !api.IsCode(err, api.CodeUnavailable) {
+	if e, ok := errors.AsType[*api.Error](err); !ok || e.Code != api.CodeUnavailable {
 		t.Errorf("no daemon: %v", err)
 	}
 }

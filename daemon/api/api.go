@@ -6,7 +6,6 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 )
@@ -353,10 +352,4 @@ func CodeOfStatus(status int) string {
 	default:
 		return CodeInternal
 	}
-}
-
-// IsCode reports whether err is an *Error with the given code.
-func IsCode(err error, code string) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Code == code
 }

@@ -1,26 +1,37 @@
-package daemon
+// Package config is sandboxd's process configuration: the TOML file over
+// built-in defaults, the command-line flags over the file, and what a
+// reload (SIGHUP) changes. It turns the settings into the typed values
+// package daemon consumes; daemon never imports it.
+package config
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/distribution/reference"
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/sandboxd/sandboxd/daemon"
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
 
 // namespaceRE is what containerd accepts as a namespace.
 var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$`)
 
-// DefaultConfigPath is where sandboxd reads its configuration by default.
-const DefaultConfigPath = "/etc/sandboxd/sandboxd.toml"
+// DefaultPath is where sandboxd reads its configuration by default.
+const DefaultPath = "/etc/sandboxd/sandboxd.toml"
+
+// SystemContainerd is the system's containerd socket, used when the
+// settings name none and it answers.
+const SystemContainerd = "/run/containerd/containerd.sock"
 
 // Duration is a TOML string such as "30s" or "10m".
 type Duration time.Duration
@@ -168,10 +179,10 @@ type LanguageSettings struct {
 	Runtime    string   `toml:"runtime,omitempty" comment:"OCI runtime: runc (default) or one of [runtimes], such as runsc"`
 }
 
-// DefaultSettings are the built-in defaults for a host with cpus CPUs.
-func DefaultSettings(cpus int) Settings {
-	l := DefaultLimits(cpus)
-	c := DefaultConnLimits()
+// Defaults are the built-in settings for a host with cpus CPUs.
+func Defaults(cpus int) Settings {
+	l := daemon.DefaultLimits(cpus)
+	c := daemon.DefaultConnLimits()
 	return Settings{
 		Socket:         api.DefaultSocket,
 		SocketMode:     "0660",
@@ -206,9 +217,9 @@ func DefaultSettings(cpus int) Settings {
 	}
 }
 
-// LoadSettings reads a configuration file over defaults. A missing file
-// leaves the defaults; an unknown key is an error that names its line.
-func LoadSettings(path string, defaults Settings) (Settings, error) {
+// Load reads a configuration file over defaults. A missing file leaves the
+// defaults; an unknown key is an error that names its line.
+func Load(path string, defaults Settings) (Settings, error) {
 	s := defaults
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -226,7 +237,7 @@ func LoadSettings(path string, defaults Settings) (Settings, error) {
 		case errors.As(err, &strict):
 			e := strict.Errors[0]
 			row, col := e.Position()
-			return s, fmt.Errorf("%s:%d:%d: unknown key %q", path, row, col, joinKey(e.Key()))
+			return s, fmt.Errorf("%s:%d:%d: unknown key %q", path, row, col, strings.Join(e.Key(), "."))
 		case errors.As(err, &decErr):
 			row, col := decErr.Position()
 			return s, fmt.Errorf("%s:%d:%d: %s", path, row, col, decErr.Error())
@@ -234,17 +245,6 @@ func LoadSettings(path string, defaults Settings) (Settings, error) {
 		return s, fmt.Errorf("%s: %w", path, err)
 	}
 	return s, s.Validate()
-}
-
-func joinKey(k []string) string {
-	out := ""
-	for i, p := range k {
-		if i > 0 {
-			out += "."
-		}
-		out += p
-	}
-	return out
 }
 
 // Validate checks values that parse but make no sense.
@@ -257,7 +257,7 @@ func (s Settings) Validate() error {
 		}
 	}
 	check(l.Timeout > 0 && l.Timeout <= l.MaxTimeout, "limits.timeout must be positive and at most limits.max_timeout")
-	check(l.Memory >= minMemory && l.Memory <= l.MaxMemory, "limits.memory must be at least 16MiB and at most limits.max_memory")
+	check(l.Memory >= daemon.MinMemory && l.Memory <= l.MaxMemory, "limits.memory must be at least 16MiB and at most limits.max_memory")
 	check(l.CPUs > 0 && l.CPUs <= 1024, "limits.cpus must be positive")
 	check(l.Pids >= 8, "limits.pids must be at least 8")
 	check(l.Tmpfs >= 1<<20, "limits.tmpfs must be at least 1MiB")
@@ -306,10 +306,23 @@ func (s Settings) Encode() ([]byte, error) {
 	return buf.Bytes(), err
 }
 
-// Limits turns settings into the server's limits.
-func (s Settings) ServerLimits() Limits {
+// DaemonConfig is what the settings give of the daemon's configuration:
+// all but the runtime, the languages (found from LanguageSpecs), the
+// version and the logger, which the caller adds.
+func (s Settings) DaemonConfig() daemon.Config {
+	return daemon.Config{
+		OCIRuntimes: slices.Sorted(maps.Keys(s.Runtimes)),
+		PullImages:  s.Images.Pull,
+		Limits:      s.daemonLimits(),
+		Access:      daemon.Access{UIDs: s.Access.AllowUIDs, GIDs: s.Access.AllowGIDs},
+		BodyBudget:  int64(s.Server.MaxBodyMemory),
+	}
+}
+
+// daemonLimits are the executions' and sessions' defaults and maxima.
+func (s Settings) daemonLimits() daemon.Limits {
 	l, ss := s.Limits, s.Sessions
-	return Limits{
+	return daemon.Limits{
 		DefaultTimeout: time.Duration(l.Timeout), MaxTimeout: time.Duration(l.MaxTimeout),
 		DefaultMemory: int64(l.Memory), MaxMemory: int64(l.MaxMemory),
 		CPUs: l.CPUs, Pids: l.Pids, TmpfsBytes: int64(l.Tmpfs), OutputBytes: int64(l.Output),
@@ -324,23 +337,23 @@ func (s Settings) ServerLimits() Limits {
 }
 
 // ConnLimits are the caps of the API socket's connections.
-func (s Settings) ConnLimits() ConnLimits {
-	return ConnLimits{Max: s.Server.MaxConnections, PerUID: s.Server.MaxConnectionsPerUID, RootReserve: s.Server.RootReserve}
+func (s Settings) ConnLimits() daemon.ConnLimits {
+	return daemon.ConnLimits{Max: s.Server.MaxConnections, PerUID: s.Server.MaxConnectionsPerUID, RootReserve: s.Server.RootReserve}
 }
 
 // LanguageSpecs applies the settings' language entries to the built-in
 // table.
-func (s Settings) LanguageSpecs(builtin []LanguageSpec) ([]LanguageSpec, error) {
+func (s Settings) LanguageSpecs(builtin []daemon.LanguageSpec) ([]daemon.LanguageSpec, error) {
 	specs := slices.Clone(builtin)
 	for _, ls := range s.Languages {
-		i := slices.IndexFunc(specs, func(l LanguageSpec) bool { return l.Name == ls.Name })
+		i := slices.IndexFunc(specs, func(l daemon.LanguageSpec) bool { return l.Name == ls.Name })
 		if ls.Disabled {
 			if i >= 0 {
 				specs = slices.Delete(specs, i, i+1)
 			}
 			continue
 		}
-		var l LanguageSpec
+		var l daemon.LanguageSpec
 		if i >= 0 {
 			l = specs[i]
 		} else if ls.FileName == "" || len(ls.Run) == 0 {

@@ -1,11 +1,15 @@
-package daemon
+package config
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sandboxd/sandboxd/daemon"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -17,7 +21,7 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
-func TestLoadSettingsEveryKey(t *testing.T) {
+func TestLoadEveryKey(t *testing.T) {
 	p := writeConfig(t, `
 socket = "/run/x.sock"
 socket_mode = "0600"
@@ -98,11 +102,11 @@ runtime = "gvisor-kvm"
 file_name = "main.py"
 run = ["python3", "/sandbox/main.py"]
 `)
-	s, err := LoadSettings(p, DefaultSettings(2))
+	s, err := Load(p, Defaults(2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := s.ServerLimits()
+	l := s.DaemonConfig().Limits
 	if s.Socket != "/run/x.sock" || s.SocketMode != "0600" || s.SocketGroup != "wheel" || s.Containerd != "managed" ||
 		time.Duration(s.ContainerdWait) != time.Minute || s.Namespace != "sbx-test" || s.StateDir != "/srv/sbx" || time.Duration(s.ShutdownGrace) != 5*time.Second ||
 		s.LogLevel != "debug" || s.LogFormat != "json" || s.Metrics.Address != "127.0.0.1:9464" {
@@ -118,17 +122,21 @@ run = ["python3", "/sandbox/main.py"]
 		t.Errorf("sessions: %+v", l)
 	}
 	if sv := s.Server; time.Duration(sv.HeaderTimeout) != 5*time.Second || time.Duration(sv.IdleTimeout) != 2*time.Minute || sv.MaxBodyMemory != 256<<20 ||
-		l.BodyTimeout != 20*time.Second || l.BodyWait != 3*time.Second || s.ConnLimits() != (ConnLimits{Max: 300, PerUID: 40, RootReserve: 8}) {
+		l.BodyTimeout != 20*time.Second || l.BodyWait != 3*time.Second || s.ConnLimits() != (daemon.ConnLimits{Max: 300, PerUID: 40, RootReserve: 8}) {
 		t.Errorf("server: %+v %+v", sv, l)
 	}
 	if len(s.Access.AllowUIDs) != 2 || s.Access.AllowGIDs[0] != 50 {
 		t.Errorf("access: %+v", s.Access)
 	}
-	specs, err := s.LanguageSpecs(Languages)
+	if c := s.DaemonConfig(); !slices.Equal(c.Access.UIDs, []uint32{1000, 1001}) || !slices.Equal(c.Access.GIDs, []uint32{50}) ||
+		c.BodyBudget != 256<<20 || c.PullImages || !slices.Equal(c.OCIRuntimes, []string{"gvisor-kvm", "runsc"}) {
+		t.Errorf("the daemon's configuration: %+v", c)
+	}
+	specs, err := s.LanguageSpecs(daemon.Languages)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]LanguageSpec{}
+	names := map[string]daemon.LanguageSpec{}
 	for _, l := range specs {
 		names[l.Name] = l
 	}
@@ -151,16 +159,16 @@ run = ["python3", "/sandbox/main.py"]
 
 // The example shipped with the units loads as it is.
 func TestExampleConfigLoads(t *testing.T) {
-	s, err := LoadSettings("../systemd/sandboxd.toml.example", DefaultSettings(2))
+	s, err := Load("../../systemd/sandboxd.toml.example", Defaults(2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.LanguageSpecs(Languages); err != nil {
+	if _, err := s.LanguageSpecs(daemon.Languages); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func TestLoadSettingsErrors(t *testing.T) {
+func TestLoadErrors(t *testing.T) {
 	for body, want := range map[string]string{
 		"socket = \"/x\"\n[limits]\ntimout = \"1s\"\n":            ":3:1: unknown key \"limits.timout\"",
 		"[limits]\ntimeout = \"soon\"\n":                          "not a duration",
@@ -179,30 +187,85 @@ func TestLoadSettingsErrors(t *testing.T) {
 		"[server]\nmax_connections_per_uid = -1\n":                "max_connections_per_uid",
 		"[server]\nmax_body_memory = \"64k\"\n":                   "at least 1MiB",
 	} {
-		s, err := LoadSettings(writeConfig(t, body), DefaultSettings(2))
+		s, err := Load(writeConfig(t, body), Defaults(2))
 		if err == nil {
-			_, err = s.LanguageSpecs(Languages)
+			_, err = s.LanguageSpecs(daemon.Languages)
 		}
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", body, err, want)
 		}
 	}
-	s, err := LoadSettings(filepath.Join(t.TempDir(), "missing.toml"), DefaultSettings(2))
-	if err != nil || s.Socket != DefaultSettings(2).Socket {
+	s, err := Load(filepath.Join(t.TempDir(), "missing.toml"), Defaults(2))
+	if err != nil || s.Socket != Defaults(2).Socket {
 		t.Errorf("a missing file: %v", err)
 	}
 }
 
 func TestSettingsRoundTrip(t *testing.T) {
-	out, err := DefaultSettings(2).Encode()
+	out, err := Defaults(2).Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := LoadSettings(writeConfig(t, string(out)), Settings{})
+	s, err := Load(writeConfig(t, string(out)), Settings{})
 	if err != nil {
 		t.Fatalf("the printed defaults do not load back: %v\n%s", err, out)
 	}
-	if s.ServerLimits() != DefaultSettings(2).ServerLimits() {
+	if s.DaemonConfig().Limits != Defaults(2).DaemonConfig().Limits {
 		t.Errorf("round trip changed the limits")
+	}
+}
+
+// Flags override the file, and only the flags given do: a flag's default
+// is not a setting.
+func TestSourceFlagsOverTheFile(t *testing.T) {
+	p := writeConfig(t, "namespace = \"from-file\"\n[limits]\nmax_concurrent = 3\nmax_queued = 1\n")
+	def := Defaults(2)
+	fs := flag.NewFlagSet("sandboxd", flag.ContinueOnError)
+	AddFlags(fs, def)
+	if got := fs.Lookup("max-concurrent").DefValue; got != "4" {
+		t.Errorf("--max-concurrent shows the default %s, want the built-in 4", got)
+	}
+	if err := fs.Parse([]string{"--max-concurrent", "5", "--shutdown-grace", "7s", "--socket", "/run/f.sock"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Source{Path: p, Defaults: def, Flags: fs}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Limits.MaxConcurrent != 5 || s.Limits.MaxQueued != 1 || s.Namespace != "from-file" ||
+		time.Duration(s.ShutdownGrace) != 7*time.Second || s.Socket != "/run/f.sock" || s.LogLevel != def.LogLevel {
+		t.Errorf("defaults < file < flags given: %+v", s)
+	}
+
+	// Every flag reaches its setting.
+	fs = flag.NewFlagSet("sandboxd", flag.ContinueOnError)
+	AddFlags(fs, def)
+	err = fs.Parse([]string{"--socket", "/s", "--containerd", "managed", "--state-dir", "/st", "--namespace", "ns",
+		"--log-level", "debug", "--log-format", "json", "--max-concurrent", "6", "--max-queued", "7",
+		"--shutdown-grace", "8s", "--containerd-wait", "9s", "--metrics-address", "127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = Source{Path: filepath.Join(t.TempDir(), "missing.toml"), Defaults: def, Flags: fs}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Socket != "/s" || s.Containerd != "managed" || s.StateDir != "/st" || s.Namespace != "ns" || s.LogLevel != "debug" ||
+		s.LogFormat != "json" || s.Limits.MaxConcurrent != 6 || s.Limits.MaxQueued != 7 || time.Duration(s.ShutdownGrace) != 8*time.Second ||
+		time.Duration(s.ContainerdWait) != 9*time.Second || s.Metrics.Address != "127.0.0.1:1" {
+		t.Errorf("every flag: %+v", s)
+	}
+}
+
+func TestRestartOnly(t *testing.T) {
+	old := Defaults(2)
+	s := old
+	s.Limits.MaxConcurrent++
+	if w := s.RestartOnly(old); len(w) != 0 {
+		t.Errorf("limits apply at reload: %q", w)
+	}
+	s.Namespace, s.Server.IdleTimeout = "other", Duration(time.Hour)
+	if w := s.RestartOnly(old); len(w) != 2 || !strings.Contains(w[0], "namespace") || !strings.Contains(w[1], "idle_timeout") {
+		t.Errorf("a namespace and an idle timeout changed: %q", w)
 	}
 }

@@ -1,0 +1,78 @@
+package daemon
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) error {
+	info := s.rt.Info(r.Context())
+	h := api.Health{Status: "ok", Containerd: "serving", StateDir: "writable"}
+	if !info.Serving {
+		h.Status, h.Containerd = "unavailable", "not answering"
+	}
+	if info.StateDirErr != nil {
+		h.Status, h.StateDir = "unavailable", stateDirError(info.StateDir, info.StateDirErr).Error()
+	}
+	status := http.StatusOK
+	if h.Status != "ok" {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, h)
+	return nil
+}
+
+func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
+	ri := s.rt.Info(r.Context())
+	st := s.Status(r.Context())
+	l := s.limits()
+	writeJSON(w, http.StatusOK, api.Info{
+		Version:           s.version,
+		StartedAt:         s.started.UTC().Format(time.RFC3339),
+		UptimeSeconds:     int64(time.Since(s.started).Seconds()),
+		ContainerdAddress: ri.Address,
+		ContainerdVersion: ri.Version,
+		ContainerdManaged: ri.Managed,
+		CgroupVersion:     ri.CgroupVersion,
+		Runtimes:          append([]string{defaultOCIRuntime}, s.ociRuntimes...),
+		Running:           st.Running,
+		Queued:            st.Queued,
+		Sessions:          st.Sessions,
+		Limits: api.Limits{
+			TimeoutMS:      l.DefaultTimeout.Milliseconds(),
+			MaxTimeoutMS:   l.MaxTimeout.Milliseconds(),
+			MemoryBytes:    l.DefaultMemory,
+			MaxMemoryBytes: l.MaxMemory,
+			CPUs:           l.CPUs,
+			Pids:           l.Pids,
+			TmpfsBytes:     l.TmpfsBytes,
+			OutputBytes:    l.OutputBytes,
+			MaxCodeBytes:   l.MaxCodeBytes,
+			MaxStdinBytes:  l.MaxStdinBytes,
+			MaxConcurrent:  l.MaxConcurrent,
+			MaxQueued:      l.MaxQueued,
+		},
+	})
+	return nil
+}
+
+func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
+	resp := api.LanguagesResponse{Languages: make([]api.Language, 0, len(s.languages()))}
+	for _, l := range s.languages() {
+		resp.Languages = append(resp.Languages, api.Language{
+			Name:        l.Name,
+			Aliases:     l.Aliases,
+			Extensions:  l.Extensions,
+			Version:     l.Version,
+			FileName:    l.FileName,
+			Compiled:    len(l.Compile) > 0,
+			Runtime:     l.class().Runtime,
+			Image:       l.Image,
+			Unavailable: s.unavailable(r.Context(), l),
+		})
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
