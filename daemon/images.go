@@ -100,7 +100,7 @@ func (s *Server) pullMissing() {
 // unavailable says why a language cannot run now, and how to fix it; ""
 // when it can.
 func (s *Server) unavailable(ctx context.Context, l Language) string {
-	if l.Runtime != "" && l.Runtime != defaultOCIRuntime {
+	if l.Runtime != "" && l.Runtime != sandbox.DefaultOCIRuntime {
 		if err := s.rt.OCIRuntimeReady(l.Runtime); err != nil {
 			return fmt.Sprintf("runtime %s: %v", l.Runtime, err)
 		}

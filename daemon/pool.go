@@ -94,8 +94,8 @@ func (p *pool) fill(ctx context.Context) {
 }
 
 // refillYield bounds how long a refill waits for the programs running to
-// end: a create takes both cores of a small host for tens of milliseconds,
-// which a running program would feel in its latency. Under steady load the
+// end: a create takes both cores of a small host for a while (see
+// docs/performance.md), which a running program would feel in its latency. Under steady load the
 // refill goes ahead after it, so that the pool does not starve.
 const refillYield = 50 * time.Millisecond
 

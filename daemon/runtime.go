@@ -89,13 +89,10 @@ type sandboxClass struct {
 	Runtime string
 }
 
-// defaultOCIRuntime is the OCI runtime of a language that names none.
-const defaultOCIRuntime = "runc"
-
 func (l Language) class() sandboxClass {
 	rt := l.Runtime
 	if rt == "" {
-		rt = defaultOCIRuntime
+		rt = sandbox.DefaultOCIRuntime
 	}
 	return sandboxClass{Image: l.Image, Runtime: rt}
 }

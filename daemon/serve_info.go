@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) error {
@@ -36,7 +37,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
 		ContainerdVersion: ri.Version,
 		ContainerdManaged: ri.Managed,
 		CgroupVersion:     ri.CgroupVersion,
-		Runtimes:          append([]string{defaultOCIRuntime}, s.ociRuntimes...),
+		Runtimes:          append([]string{sandbox.DefaultOCIRuntime}, s.ociRuntimes...),
 		Running:           st.Running,
 		Queued:            st.Queued,
 		Sessions:          st.Sessions,

@@ -73,7 +73,7 @@ func sessionFromRecord(sb Sandbox, r sandbox.SessionRecord) (*session, error) {
 		lock: make(chan struct{}, 1), created: r.Created, lastUsed: r.LastUsed, executions: r.Executions,
 		limits: api.SessionLimits(r.Limits), class: sandboxClass{Image: r.Image, Runtime: r.Runtime}}
 	if x.class.Runtime == "" { // made before runtimes were chosen
-		x.class.Runtime = defaultOCIRuntime
+		x.class.Runtime = sandbox.DefaultOCIRuntime
 	}
 	if !sessionIDRE.MatchString(x.id) {
 		return nil, fmt.Errorf("session %s: not a session id", sb.ID())
@@ -417,8 +417,7 @@ func (s *Server) getFile(ctx context.Context, x *session, p string) ([]byte, err
 		return nil, err
 	}
 	if out.Truncated() {
-		return nil, &api.Error{Code: api.CodeInvalidArgument, Status: 413,
-			Message: fmt.Sprintf("%s is larger than the maximum of %d bytes", p, max)}
+		return nil, errorf(errTooLarge, "%s is larger than the maximum of %d bytes", p, max)
 	}
 	return out.Bytes(), nil
 }

@@ -120,11 +120,11 @@ func (s *Server) classFor(lang Language, runtime string) (sandboxClass, error) {
 	if runtime == "" || runtime == c.Runtime {
 		return c, nil
 	}
-	if c.Runtime != defaultOCIRuntime {
+	if c.Runtime != sandbox.DefaultOCIRuntime {
 		return c, api.Errorf(api.CodePermissionDenied, "language %s always runs on %s (its configuration says so); runtime %q is refused", lang.Name, c.Runtime, truncate(runtime, 40))
 	}
 	if !slices.Contains(s.ociRuntimes, runtime) {
-		return c, invalid("unknown runtime %q (available: %s)", truncate(runtime, 40), strings.Join(append([]string{defaultOCIRuntime}, s.ociRuntimes...), ", "))
+		return c, invalid("unknown runtime %q (available: %s)", truncate(runtime, 40), strings.Join(append([]string{sandbox.DefaultOCIRuntime}, s.ociRuntimes...), ", "))
 	}
 	c.Runtime = runtime
 	return c, nil

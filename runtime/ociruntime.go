@@ -10,10 +10,8 @@ import (
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/errdefs"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
-
-// DefaultOCIRuntime is the OCI runtime of a sandbox that names none.
-const DefaultOCIRuntime = "runc"
 
 // prepareOCIRuntimes returns the runc shim's options for each runtime. A
 // runtime with flags is run through a small script that adds them: the
@@ -21,7 +19,7 @@ const DefaultOCIRuntime = "runc"
 func prepareOCIRuntimes(stateDir string, rts map[string]OCIRuntime) (map[string]*options.Options, error) {
 	out := map[string]*options.Options{}
 	for name, rt := range rts {
-		if name == DefaultOCIRuntime && rt.Binary == "" && len(rt.Flags) == 0 {
+		if name == sandbox.DefaultOCIRuntime && rt.Binary == "" && len(rt.Flags) == 0 {
 			continue
 		}
 		bin, err := exec.LookPath(rt.Binary)
@@ -64,7 +62,7 @@ func prepareOCIRuntimes(stateDir string, rts map[string]OCIRuntime) (map[string]
 // OCIRuntimeReady returns nil when a runtime's binary is there to run, or
 // why not.
 func (c *Client) OCIRuntimeReady(name string) error {
-	if name == "" || name == DefaultOCIRuntime {
+	if name == "" || name == sandbox.DefaultOCIRuntime {
 		return nil
 	}
 	rt, ok := c.cfg.OCIRuntimes[name]
@@ -83,8 +81,8 @@ func (c *Client) OCIRuntimeReady(name string) error {
 
 // runtimeOptions returns the shim's options for a sandbox's OCI runtime.
 func (c *Client) runtimeOptions(name string) (*options.Options, error) {
-	if name == "" || name == DefaultOCIRuntime {
-		if o, ok := c.ociRuntimes[DefaultOCIRuntime]; ok {
+	if name == "" || name == sandbox.DefaultOCIRuntime {
+		if o, ok := c.ociRuntimes[sandbox.DefaultOCIRuntime]; ok {
 			return o, nil
 		}
 		return nil, nil

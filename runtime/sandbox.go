@@ -353,7 +353,7 @@ func (s *Sandbox) kill(ctx context.Context) {
 // exit asks the agent to end the sandbox and waits a moment for it: PID 1
 // gone, the kernel ends everything else in the sandbox, and the task is
 // deleted without the runtime's kill, a process start fewer. A sandbox
-// whose agent does not comply is killed from outside as before.
+// whose agent does not comply is killed from outside.
 func (s *Sandbox) exit(ctx context.Context) bool {
 	if s.agent == nil || !s.started {
 		return false

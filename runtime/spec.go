@@ -75,7 +75,7 @@ func SpecOpts(c SpecConfig) []oci.SpecOpts {
 }
 
 // GenerateSpec builds the OCI spec of a sandbox without a containerd client,
-// for tests and for `sandboxd --print-spec`.
+// for the golden-file test of the spec.
 func GenerateSpec(namespace string, c SpecConfig) (*specs.Spec, error) {
 	ctx := namespaces.WithNamespace(context.Background(), namespace)
 	return oci.GenerateSpec(ctx, nil, &containers.Container{ID: c.ID}, SpecOpts(c)...)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon"
 	"github.com/sandboxd/sandboxd/daemon/api"
+	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
 // namespaceRE is what containerd accepts as a namespace.
@@ -280,12 +281,12 @@ func (s Settings) Validate() error {
 	check(err == nil, "socket_mode %q is not octal", s.SocketMode)
 	check(s.LogFormat == "text" || s.LogFormat == "json", "log_format must be text or json")
 	for name, rt := range s.Runtimes {
-		check(name != "runc" && namespaceRE.MatchString(name), "runtimes.%s: a runtime's name is letters, digits, '.', '_' or '-', and not runc (the default)", name)
+		check(name != sandbox.DefaultOCIRuntime && namespaceRE.MatchString(name), "runtimes.%s: a runtime's name is letters, digits, '.', '_' or '-', and not runc (the default)", name)
 		check(rt.Binary != "", "runtimes.%s: binary is required", name)
 	}
 	for i, lang := range s.Languages {
 		check(lang.Name != "", "languages[%d]: name is required", i)
-		if lang.Runtime != "" && lang.Runtime != "runc" {
+		if lang.Runtime != "" && lang.Runtime != sandbox.DefaultOCIRuntime {
 			_, ok := s.Runtimes[lang.Runtime]
 			check(ok, "languages[%d] (%s): runtime %q is neither runc nor one of [runtimes]", i, lang.Name, lang.Runtime)
 		}

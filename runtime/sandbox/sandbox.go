@@ -27,9 +27,13 @@ type Config struct {
 	// Image, when set, is the OCI image whose root the sandbox has, as a
 	// read-only view, instead of the host's.
 	Image string
-	// OCIRuntime is runc when empty, or another, such as runsc.
+	// OCIRuntime is DefaultOCIRuntime when empty, or another, such as
+	// runsc.
 	OCIRuntime string
 }
+
+// DefaultOCIRuntime is the OCI runtime of a sandbox that names none.
+const DefaultOCIRuntime = "runc"
 
 // The kinds of sandboxes. Sessions outlive the daemon; the rest are
 // deleted by the next one.
