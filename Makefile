@@ -22,9 +22,11 @@ deps:
 # containerd that the tests start and stop themselves (root needed).
 test: deps unit integration
 
+# unit runs vet and the unit tests with the race detector. -race needs cgo,
+# for the test binaries only: the binaries `make build` ships stay static.
 unit:
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
 integration: build
 	$(GO) test -count=1 -tags integration -timeout 30m -v ./cmd/sandboxd/

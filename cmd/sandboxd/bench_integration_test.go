@@ -3,11 +3,9 @@
 package main_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -91,10 +88,9 @@ func BenchmarkSandboxd(b *testing.B) {
 	ctl := filepath.Join(binDir, "sandboxctl")
 	served := mainDaemon
 	if rt := os.Getenv("BENCH_RUNTIME"); rt != "" && rt != "runc" {
-		d, sock := startRuntimeDaemon(b, rt, "")
-		defer d.stop()
+		d := startDaemon(b, daemonOpts{config: runtimeLanguages(rt)})
 		defer func(main string) { socket = main }(socket)
-		socket, served = sock, d
+		socket, served = d.sock, d
 	}
 	var rep benchReport
 	for range b.N {
@@ -112,14 +108,14 @@ func BenchmarkSandboxd(b *testing.B) {
 				args := []string{"--socket", socket, "execute", "-l", l.lang, "-c", l.code}
 				var session string
 				if mode == "session" {
-					out, err := outputProc(exec.Command(ctl, "--socket", socket, "session", "create", "-l", l.lang))
-					if err != nil {
-						b.Fatal(err)
+					out, errOut, code := sandboxctl(b, "", "--socket", socket, "session", "create", "-l", l.lang)
+					if code != 0 {
+						b.Fatalf("session create: exit %d %s", code, errOut)
 					}
-					session = strings.TrimSpace(string(out))
+					session = strings.TrimSpace(out)
 					args = append(args, "--session", session)
 				}
-				var bare, sbx, cli []time.Duration
+				var bare, sbx, viaCLI []time.Duration
 				req := api.ExecuteRequest{Language: l.lang, Code: l.code, SessionID: session}
 				var last time.Time
 				for range benchSamples {
@@ -133,7 +129,7 @@ func BenchmarkSandboxd(b *testing.B) {
 				for range benchSamples {
 					time.Sleep(time.Until(last.Add(latencyPace)))
 					last = time.Now()
-					cli = append(cli, timeRun(b, l.want, ctl, args...))
+					viaCLI = append(viaCLI, timeRun(b, l.want, ctl, args...))
 				}
 				rep.Latency = append(rep.Latency, latencyRow{Program: l.name, Mode: mode,
 					BareP50MS: ms(percentile(bare, 50)), BareP95MS: ms(percentile(bare, 95)),
@@ -141,9 +137,9 @@ func BenchmarkSandboxd(b *testing.B) {
 					P50Ratio:   float64(percentile(sbx, 50)) / float64(percentile(bare, 50)),
 					P95Ratio:   float64(percentile(sbx, 95)) / float64(percentile(bare, 95)),
 					P95OverP50: float64(percentile(sbx, 95)) / float64(percentile(sbx, 50)),
-					CLIP50MS:   ms(percentile(cli, 50))})
+					CLIP50MS:   ms(percentile(viaCLI, 50))})
 				if session != "" {
-					runProc(exec.Command(ctl, "--socket", socket, "session", "delete", session))
+					sandboxctl(b, "", "--socket", socket, "session", "delete", session)
 				}
 			}
 		}
@@ -212,10 +208,7 @@ var (
 // under measure when it is first used.
 func benchClient() *http.Client {
 	benchClientOnce.Do(func() {
-		sock := socket
-		benchHTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
+		benchHTTP = unixClient(socket, true)
 	})
 	return benchHTTP
 }
@@ -281,11 +274,11 @@ func memory(b *testing.B, served *daemonProc) memoryRow {
 	row := memoryRow{SandboxesMeasured: n}
 	settle := func() int64 {
 		time.Sleep(2 * time.Second)
-		return memAvailable(b)
+		return mustStatusKB(b, "/proc/meminfo", "MemAvailable")
 	}
-	d, sock := startRuntimeDaemon(b, os.Getenv("BENCH_RUNTIME"), "[pool]\nsize = 0\n[sessions]\nmax = 64\nmax_per_uid = 64\n")
+	d := startDaemon(b, daemonOpts{config: "[pool]\nsize = 0\n[sessions]\nmax = 64\nmax_per_uid = 64\n" + runtimeLanguages(os.Getenv("BENCH_RUNTIME"))})
 	defer d.stop()
-	config := filepath.Join(filepath.Dir(sock), "sandboxd.toml")
+	sock := d.sock
 
 	before := settle()
 	var ids []string
@@ -295,12 +288,7 @@ func memory(b *testing.B, served *daemonProc) memoryRow {
 		}
 	}()
 	for range n {
-		status, body := request(sock, "POST", "/v1/sessions", `{"language":"python"}`, nil)
-		var s api.Session
-		if status != 201 || json.Unmarshal(body, &s) != nil {
-			b.Fatalf("session: %d %s", status, body)
-		}
-		ids = append(ids, s.ID)
+		ids = append(ids, createSession(b, sock, api.CreateSessionRequest{Language: "python"}).ID)
 	}
 	during := settle()
 	for _, id := range ids {
@@ -315,8 +303,7 @@ func memory(b *testing.B, served *daemonProc) memoryRow {
 	row.PerSessionMiB = perSandbox(before, during, settle())
 
 	poolSize := func(size int) {
-		os.WriteFile(config, []byte(fmt.Sprintf("[pool]\nsize = %d\n", size)+runtimeLanguages(os.Getenv("BENCH_RUNTIME"))), 0o644)
-		d.cmd.Process.Signal(syscall.SIGHUP)
+		d.reload(b, fmt.Sprintf("[pool]\nsize = %d\n", size)+runtimeLanguages(os.Getenv("BENCH_RUNTIME")))
 		deadline := time.Now().Add(2 * time.Minute)
 		for (metricValue(b, sock, "sandboxd_pool_ready") != float64(size) || metricValue(b, sock, "sandboxd_containers") != float64(size)) && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond)
@@ -327,7 +314,7 @@ func memory(b *testing.B, served *daemonProc) memoryRow {
 	during = settle()
 	poolSize(0)
 	row.PerPooledMiB = perSandbox(before, during, settle())
-	row.DaemonPeakRSSMiB = float64(peakRSS(b, served.cmd.Process.Pid)) / (1 << 20)
+	row.DaemonPeakRSSMiB = mib(procStatusKB(b, served.pid(), "VmHWM"))
 	return row
 }
 
@@ -342,44 +329,6 @@ func runtimeLanguages(rt string) string {
 		conf += fmt.Sprintf("[[languages]]\nname = %q\nruntime = %q\n", l, rt)
 	}
 	return conf
-}
-
-// startRuntimeDaemon starts a daemon of the benchmark's own, with more
-// configuration, its languages on runtime rt; the directory goes with it.
-func startRuntimeDaemon(b *testing.B, rt, conf string) (*daemonProc, string) {
-	dir, _ := os.MkdirTemp(suiteDir, "sbxb")
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	config := filepath.Join(dir, "sandboxd.toml")
-	os.WriteFile(config, []byte(conf+runtimeLanguages(rt)), 0o644)
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return d, sock
-}
-
-func memAvailable(b *testing.B) int64 { return procField(b, "/proc/meminfo", "MemAvailable:") }
-
-func peakRSS(b *testing.B, pid int) int64 {
-	return procField(b, fmt.Sprintf("/proc/%d/status", pid), "VmHWM:")
-}
-
-// procField reads a "Name: N kB" line.
-func procField(b *testing.B, path, name string) int64 {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, name); ok {
-			f := strings.Fields(rest)
-			kb, _ := strconv.ParseInt(f[0], 10, 64)
-			return kb << 10
-		}
-	}
-	b.Fatalf("no %s in %s", name, path)
-	return 0
 }
 
 func printReport(r benchReport) {

@@ -167,12 +167,6 @@ func TestCompileError(t *testing.T) {
 	}
 }
 
-// pgrep reports whether a process whose command line contains s runs on
-// the host.
-func pgrep(s string) bool {
-	return exec.Command("pgrep", "-f", s).Run() == nil
-}
-
 // sleepersLeft is a program that lists, from inside a sandbox, the sleep
 // processes still there: under gVisor they are not host processes, so
 // pgrep on the host cannot see them.
@@ -789,7 +783,7 @@ func TestClientGoneKillsExecution(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for containerExists(t, containerdAddr, id) {
+	for containerExistsIn(t, containerdAddr, "sandboxd", id) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the sandbox %s remains after the client left", id)
 		}
@@ -819,11 +813,15 @@ func TestAgentSurvivesItsSandbox(t *testing.T) {
 	done := make(chan outcome, 1)
 	go func() {
 		// Not execute: a goroutine other than the test's cannot end it.
-		res, err := tryExecute(api.ExecuteRequest{Language: "bash", Code: `
+		status, res, body := executeOn(socket, api.ExecuteRequest{Language: "bash", Code: `
 for s in KILL SEGV TERM INT HUP BUS ABRT STOP USR1; do kill -$s 1 2>/dev/null; done
 ls /proc/1/fd >/dev/null 2>&1 && echo "fds readable"
 cat /proc/1/environ >/dev/null 2>&1 && echo "environ readable"
 sleep 1; echo alive`})
+		var err error
+		if status != 200 || !json.Valid([]byte(body)) {
+			err = fmt.Errorf("execute: status %d: %s", status, body)
+		}
 		done <- outcome{res, err}
 	}()
 	id := sandboxOf(t, stateDir)
@@ -835,7 +833,7 @@ sleep 1; echo alive`})
 		t.Fatalf("%+v", res)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for containerExists(t, containerdAddr, id) {
+	for containerExistsIn(t, containerdAddr, "sandboxd", id) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the sandbox %s remains after its run", id)
 		}

@@ -5,7 +5,6 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -30,95 +29,13 @@ import (
 // reach, and socket_mode 0666 so that clients of other uids (this test
 // binary again, under another uid: see hostileHelper) can connect.
 
-// startHostileDaemon starts a daemon with conf added to its configuration.
-func startHostileDaemon(t *testing.T, conf string) (*daemonProc, string) {
-	t.Helper()
-	dir, err := os.MkdirTemp(suiteDir, "sbxh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	config := filepath.Join(dir, "sandboxd.toml")
-	if err := os.WriteFile(config, []byte("socket_mode = '0666'\n"+conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	// HOSTILE_DAEMON_ENV adds to the daemon's environment, to study its
-	// memory: GODEBUG=gctrace=1, GOMEMLIMIT=200MiB.
-	d, err := startDaemonEnv(strings.Fields(os.Getenv("HOSTILE_DAEMON_ENV")), sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := d.stop(); err != nil {
-			t.Errorf("sandboxd did not stop cleanly: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("sandboxd log:\n%s", d.logged())
-		}
-		os.RemoveAll(dir)
-	})
-	return d, sock
+// hostileDaemon says how to start a daemon of the test's own with conf
+// added to its configuration: socket_mode 0666, so that clients of other
+// uids can connect. HOSTILE_DAEMON_ENV adds to its environment, to study
+// its memory: GODEBUG=gctrace=1, GOMEMLIMIT=200MiB.
+func hostileDaemon(conf string) daemonOpts {
+	return daemonOpts{config: "socket_mode = '0666'\n" + conf, env: strings.Fields(os.Getenv("HOSTILE_DAEMON_ENV")), checkStop: true}
 }
-
-// once sends one request on a connection of its own, closed after it, so
-// that the test's own connections do not count against the caps.
-func once(sock, method, path string, body io.Reader, header map[string]string) (int, []byte, error) {
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}, Timeout: 5 * time.Minute}
-	req, _ := http.NewRequest(method, "http://sandboxd"+path, body)
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	if cl, ok := header["Content-Length"]; ok {
-		req.ContentLength, _ = strconv.ParseInt(cl, 10, 64)
-		req.Header.Del("Content-Length")
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-// metric reads one sample of the daemon's /metrics, as root.
-func metric(t *testing.T, sock, sample string) float64 {
-	t.Helper()
-	status, body, err := once(sock, "GET", "/metrics", nil, nil)
-	if err != nil || status != 200 {
-		t.Fatalf("metrics: %d %v", status, err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			v, _ := strconv.ParseFloat(rest, 64)
-			return v
-		}
-	}
-	t.Fatalf("no %s in the metrics", sample)
-	return 0
-}
-
-// procStatus reads a "Name: N kB" line of /proc/PID/status, in bytes.
-func procStatus(t *testing.T, pid int, name string) int64 {
-	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, name+":"); ok {
-			kb, _ := strconv.ParseInt(strings.Fields(rest)[0], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Fatalf("no %s in /proc/%d/status", name, pid)
-	return 0
-}
-
-func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // The helper: this test binary run again under another uid, as a client.
 // HOSTILE_HELPER=hold opens HOSTILE_N connections to HOSTILE_SOCKET, sends
@@ -133,7 +50,7 @@ func init() {
 	sock := os.Getenv("HOSTILE_SOCKET")
 	switch mode {
 	case "get":
-		status, _, err := once(sock, "GET", "/v1/health", nil, nil)
+		status, _, err := send(sock, "GET", "/v1/health", nil, nil)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			fmt.Println(0)
@@ -261,13 +178,14 @@ root_reserve = 4
 [pool]
 size = 0
 `
-	d, sock := startHostileDaemon(t, conf)
+	d := startDaemon(t, hostileDaemon(conf))
+	sock := d.sock
 	// One uid: its share, and 429 for the rest.
 	got, _ := holdAs(t, 65534, sock, 30)
 	if got.Held != 8 || got.Refused[429] != 22 || got.Malformed != 0 {
 		t.Errorf("uid 65534's 30 connections: %+v, want 8 kept and 22 refused with 429", got)
 	}
-	if status, body, err := once(sock, "GET", "/v1/health", nil, nil); status != 200 {
+	if status, body, err := send(sock, "GET", "/v1/health", nil, nil); status != 200 {
 		t.Errorf("root beside uid 65534's stalled connections: %d %s %v", status, body, err)
 	}
 	if status := getAs(t, 65533, sock); status != 200 {
@@ -287,13 +205,13 @@ size = 0
 		t.Errorf("uid 65530 with the daemon full: %d, want 503", status)
 	}
 	// Root has its reserve.
-	if status, body, err := once(sock, "GET", "/v1/health", nil, nil); status != 200 {
+	if status, body, err := send(sock, "GET", "/v1/health", nil, nil); status != 200 {
 		t.Errorf("root with the daemon full for others: %d %s %v", status, body, err)
 	}
 	// The connections of the requests above close a moment after their
 	// answers (any left idle, at the idle timeout).
 	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		n := metric(t, sock, "sandboxd_connections")
+		n := metricValue(t, sock, "sandboxd_connections")
 		if n == 21 {
 			break
 		}
@@ -302,10 +220,10 @@ size = 0
 			break
 		}
 	}
-	if n := metric(t, sock, `sandboxd_connections_refused_total{reason="per_uid"}`); n != 22 {
+	if n := metricValue(t, sock, `sandboxd_connections_refused_total{reason="per_uid"}`); n != 22 {
 		t.Errorf("refused per uid: %v, want 22", n)
 	}
-	if n := metric(t, sock, `sandboxd_connections_refused_total{reason="total"}`); n != 5 {
+	if n := metricValue(t, sock, `sandboxd_connections_refused_total{reason="total"}`); n != 5 {
 		t.Errorf("refused with the daemon full: %v, want 5", n)
 	}
 
@@ -320,11 +238,7 @@ size = 0
 	}
 
 	// A reload applies new caps to new connections.
-	config := filepath.Join(filepath.Dir(sock), "sandboxd.toml")
-	if err := os.WriteFile(config, []byte("socket_mode = '0666'\n"+strings.Replace(conf, "max_connections_per_uid = 8", "max_connections_per_uid = 2", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.reload(t, "socket_mode = '0666'\n"+strings.Replace(conf, "max_connections_per_uid = 8", "max_connections_per_uid = 2", 1))
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		got, release := holdAs(t, 65529, sock, 3)
 		release()
@@ -367,12 +281,12 @@ func closedWithin(t *testing.T, c net.Conn, br *bufio.Reader, what string, max t
 // while a stream of stdin outlives them all.
 func TestHostileSlowAndIdleConnectionsClosed(t *testing.T) {
 	const timeout = 2 * time.Second
-	_, sock := startHostileDaemon(t, `
+	sock := startDaemon(t, hostileDaemon(`
 [server]
 header_timeout = '2s'
 body_timeout = '2s'
 idle_timeout = '2s'
-`)
+`)).sock
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()
 		c, br := rawConn(t, sock)
@@ -443,9 +357,7 @@ idle_timeout = '2s'
 // checks that all of it comes back: neither the execution's request nor
 // its stdin's has a body deadline.
 func streamStdinSlowly(t *testing.T, sock string, span time.Duration) {
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+	client := unixClient(sock, false)
 	req, _ := http.NewRequest("POST", "http://sandboxd/v1/execute", strings.NewReader(`{"language":"bash","code":"cat","stdin_stream":true,"timeout_ms":60000}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", api.NDJSON)
@@ -509,13 +421,13 @@ func streamStdinSlowly(t *testing.T, sock string, span time.Duration) {
 // bounded.
 func TestHostileBigBodies(t *testing.T) {
 	const n = 8
-	d, sock := startHostileDaemon(t, `
+	d := startDaemon(t, hostileDaemon(`
 [server]
 body_wait = '2m'
 [pool]
 size = 0
-`)
-	pid := d.cmd.Process.Pid
+`))
+	sock, pid := d.sock, d.pid()
 	// The largest valid body: code and stdin at their maxima (1 MiB)
 	// escaped six bytes a byte, and files at theirs (32 MiB) in base64.
 	const maxCode, maxStdin, maxFiles = 1 << 20, 1 << 20, 32 << 20
@@ -534,11 +446,11 @@ size = 0
 	}
 
 	// Idle: after one execution, so that what a first one sets up is there.
-	if status, body, err := once(sock, "POST", "/v1/execute", strings.NewReader(`{"language":"bash","code":"true"}`), map[string]string{"Content-Type": "application/json"}); status != 200 {
+	if status, body, err := send(sock, "POST", "/v1/execute", strings.NewReader(`{"language":"bash","code":"true"}`), map[string]string{"Content-Type": "application/json"}); status != 200 {
 		t.Fatalf("warm-up: %d %s %v", status, body, err)
 	}
-	idle := procStatus(t, pid, "VmRSS")
-	idlePeak := procStatus(t, pid, "VmHWM")
+	idle := procStatusKB(t, pid, "VmRSS")
+	idlePeak := procStatusKB(t, pid, "VmHWM")
 
 	type answer struct {
 		big    bool
@@ -554,11 +466,11 @@ size = 0
 				// Over the cap by its Content-Length; the body would be
 				// sent if the daemon read it.
 				h["Content-Length"] = strconv.Itoa(limit + 1)
-				status, body, err := once(sock, "POST", "/v1/execute", io.LimitReader(zeros{}, limit+1), h)
+				status, body, err := send(sock, "POST", "/v1/execute", io.LimitReader(zeros{}, limit+1), h)
 				answers <- answer{true, status, body, err}
 				return
 			}
-			status, body, err := once(sock, "POST", "/v1/execute", bytes.NewReader(valid), h)
+			status, body, err := send(sock, "POST", "/v1/execute", bytes.NewReader(valid), h)
 			answers <- answer{false, status, body, err}
 		}()
 	}
@@ -583,7 +495,7 @@ size = 0
 	if served == 0 {
 		t.Errorf("none of %d valid bodies was served", n)
 	}
-	peak := procStatus(t, pid, "VmHWM")
+	peak := procStatusKB(t, pid, "VmHWM")
 	// The budget (max_body_memory, by default the cap of one body) lets
 	// one of these bodies in at a time, and a body over the cap costs
 	// nothing. What one body keeps live at its worst moment is about
@@ -603,10 +515,10 @@ size = 0
 	if peak > bound && !raceDaemon {
 		t.Errorf("peak RSS %.1f MiB over the bound of %.1f MiB (idle + 8 x the largest body)", mib(peak), mib(bound))
 	}
-	if v := metric(t, sock, `sandboxd_request_bodies_refused_total{reason="too_large"}`); v != n {
+	if v := metricValue(t, sock, `sandboxd_request_bodies_refused_total{reason="too_large"}`); v != n {
 		t.Errorf("%v bodies counted as too large, want %d", v, n)
 	}
-	if v := metric(t, sock, "sandboxd_request_body_bytes"); v != 0 {
+	if v := metricValue(t, sock, "sandboxd_request_body_bytes"); v != 0 {
 		t.Errorf("%v bytes of bodies held once every request is answered", v)
 	}
 }

@@ -5,7 +5,6 @@ package main_test
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,9 +19,6 @@ import (
 	"testing"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -146,31 +142,6 @@ func ociArchive(t *testing.T, img v1.Image, ref string) string {
 	return path
 }
 
-// snapshotsOf counts the snapshots of a namespace that sandboxd made: views
-// of sandboxes, and bases.
-func snapshotsOf(t *testing.T, ns string) (views, bases int) {
-	t.Helper()
-	c, err := containerd.New(containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx := namespaces.WithNamespace(context.Background(), ns)
-	err = c.SnapshotService("overlayfs").Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		switch {
-		case info.Labels["io.sandboxd.base"] != "":
-			bases++
-		case info.Kind == snapshots.KindView:
-			views++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return views, bases
-}
-
 const (
 	busyboxRef    = "localhost/sandboxd-test/busybox:1"
 	busyboxOCIRef = "localhost/sandboxd-test/busybox:oci"
@@ -185,11 +156,8 @@ func TestImageLanguages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, _ := os.MkdirTemp(suiteDir, "sbxi")
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	config := filepath.Join(dir, "sandboxd.toml")
-	os.WriteFile(config, []byte(fmt.Sprintf(`
+	dir := testDir(t, "sbxi")
+	d := startDaemon(t, daemonOpts{dir: dir, config: fmt.Sprintf(`
 socket_mode = "0666"
 [images]
 pull = false
@@ -215,33 +183,15 @@ name = "bbpinned"
 image = "localhost/sandboxd-test/busybox@%s"
 file_name = "main.sh"
 run = ["sh", "/sandbox/main.sh"]
-`, busyboxRef, busyboxOCIRef, digest)), 0o644)
-	sock := filepath.Join(dir, "s.sock")
-	state := filepath.Join(dir, "state")
-	d, err := startDaemon(sock, state, "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns := namespaceOf(state)
-	stopped := false
-	defer func() {
-		if !stopped {
-			d.stop()
-		}
-	}()
+`, busyboxRef, busyboxOCIRef, digest)})
+	sock, ns := d.sock, d.ns
 	ctl := func(stdin string, args ...string) (string, string, int) {
 		t.Helper()
-		return sandboxctlAt(t, sock, stdin, args...)
+		return cli{sock: sock, stdin: stdin}.run(t, args...)
 	}
 	run := func(req api.ExecuteRequest) api.ExecuteResult {
 		t.Helper()
-		b, _ := json.Marshal(req)
-		status, body := request(sock, "POST", "/v1/execute", string(b), nil)
-		var res api.ExecuteResult
-		if status != 200 || json.Unmarshal(body, &res) != nil {
-			t.Fatalf("execute %+v: %d %s", req, status, body)
-		}
-		return res
+		return *mustExecute(t, sock, req)
 	}
 
 	// Before the import: listed as unavailable, with the fix; a request
@@ -391,60 +341,33 @@ run = ["sh", "/sandbox/main.sh"]
 	if !strings.Contains(out, "bbsh-oci (unavailable)") {
 		t.Errorf("languages after rm:\n%s", out)
 	}
-	stopped = true
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if n := countContainersIn(t, ns); n != 0 {
+	left := mustProbeContainerd(t, containerdAddr, ns)
+	if n := len(left.containers); n != 0 {
 		t.Errorf("%d containers left in %s", n, ns)
 	}
-	views, bases := snapshotsOf(t, ns)
-	if views != 0 || bases != 1 {
+	if views, bases := left.views(), left.bases(); views != 0 || bases != 1 {
 		t.Errorf("after the daemon stopped: %d views (want 0), %d bases (want 1, the remaining image's)", views, bases)
 	}
 
 	// At its next start, a daemon removes the bases of images that are gone.
-	d, err = startDaemon(sock, state, "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d = d.restart(t)
 	if _, _, code := ctl("", "image", "rm", busyboxRef); code != 0 {
 		t.Errorf("image rm %s: exit %d", busyboxRef, code)
 	}
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}
-	d, err = startDaemon(sock, state, "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d = d.restart(t)
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}
-	if views, bases := snapshotsOf(t, ns); views != 0 || bases != 0 {
+	left = mustProbeContainerd(t, containerdAddr, ns)
+	if views, bases := left.views(), left.bases(); views != 0 || bases != 0 {
 		t.Errorf("with no image left: %d views, %d bases", views, bases)
 	}
-}
-
-// countContainersIn counts the containers of one namespace.
-func countContainersIn(t *testing.T, ns string) int {
-	t.Helper()
-	c, err := containerd.New(containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctrs, err := c.Containers(namespaces.WithNamespace(context.Background(), ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ctrs)
-}
-
-// sandboxctlAt runs sandboxctl against a daemon of the test's own.
-func sandboxctlAt(t *testing.T, sock, stdin string, args ...string) (string, string, int) {
-	t.Helper()
-	return sandboxctl(t, stdin, append([]string{"--socket", sock}, args...)...)
 }
 
 // TestImagePull pulls from a registry the test runs on loopback (an
@@ -453,7 +376,7 @@ func sandboxctlAt(t *testing.T, sock, stdin string, args ...string) (string, str
 // becomes available; sandboxctl image pull pulls on demand.
 func TestImagePull(t *testing.T) {
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer reg.Close()
+	t.Cleanup(reg.Close) // after the daemon's stop
 	host := strings.TrimPrefix(reg.URL, "http://")
 	img := busyboxImage(t)
 	for _, tag := range []string{"lang", "ondemand"} {
@@ -465,10 +388,7 @@ func TestImagePull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dir, _ := os.MkdirTemp(suiteDir, "sbxp")
-	defer os.RemoveAll(dir)
-	config := filepath.Join(dir, "sandboxd.toml")
-	os.WriteFile(config, []byte(fmt.Sprintf(`
+	d := startDaemon(t, daemonOpts{config: fmt.Sprintf(`
 [pool]
 size = 0
 [[languages]]
@@ -476,16 +396,11 @@ name = "pulled"
 image = "%s/test/busybox:lang"
 file_name = "main.sh"
 run = ["sh", "/sandbox/main.sh"]
-`, host)), 0o644)
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+`, host)})
+	ctl := cli{sock: d.sock}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		out, _, _ := sandboxctlAt(t, sock, "", "languages")
+		out, _, _ := ctl.run(t, "languages")
 		if strings.Contains(out, "pulled") && !strings.Contains(out, "unavailable") {
 			break
 		}
@@ -494,24 +409,24 @@ run = ["sh", "/sandbox/main.sh"]
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if out, errOut, code := sandboxctlAt(t, sock, "", "execute", "-l", "pulled", "-c", "echo $IMAGE_SAYS"); code != 0 || out != "hello\n" {
+	if out, errOut, code := ctl.run(t, "execute", "-l", "pulled", "-c", "echo $IMAGE_SAYS"); code != 0 || out != "hello\n" {
 		t.Fatalf("execute: exit %d %q %q", code, out, errOut)
 	}
 	if log := d.logged(); !strings.Contains(log, `msg="pulling image"`) || !strings.Contains(log, "digest=sha256:") || !strings.Contains(log, `msg="pulled image"`) {
 		t.Errorf("no pull progress in the log:\n%s", log)
 	}
 	ref := host + "/test/busybox:ondemand"
-	if out, errOut, code := sandboxctlAt(t, sock, "", "image", "pull", ref); code != 0 || !strings.Contains(out, ref) {
+	if out, errOut, code := ctl.run(t, "image", "pull", ref); code != 0 || !strings.Contains(out, ref) {
 		t.Fatalf("image pull: exit %d %q %q", code, out, errOut)
 	}
-	if _, errOut, code := sandboxctlAt(t, sock, "", "image", "pull", host+"/test/nothing:1"); code == 0 || !strings.Contains(errOut, "not found") {
+	if _, errOut, code := ctl.run(t, "image", "pull", host+"/test/nothing:1"); code == 0 || !strings.Contains(errOut, "not found") {
 		t.Errorf("pull of a missing image: exit %d %q", code, errOut)
 	}
-	if _, errOut, code := sandboxctlAt(t, sock, "", "image", "pull", "Not A Ref"); code == 0 || !strings.Contains(errOut, "not an image reference") {
+	if _, errOut, code := ctl.run(t, "image", "pull", "Not A Ref"); code == 0 || !strings.Contains(errOut, "not an image reference") {
 		t.Errorf("pull of a bad reference: exit %d %q", code, errOut)
 	}
 	for _, r := range []string{ref, host + "/test/busybox:lang"} {
-		if _, errOut, code := sandboxctlAt(t, sock, "", "image", "rm", r); code != 0 {
+		if _, errOut, code := ctl.run(t, "image", "rm", r); code != 0 {
 			t.Errorf("image rm %s: exit %d %q", r, code, errOut)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,16 +54,8 @@ func TestSocketInUse(t *testing.T) {
 // next start removes what the crash left and that a clean stop leaves
 // nothing running.
 func TestManagedContainerdAndCrashRecovery(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, state := filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
-	d, err := startDaemon(sock, state, "--containerd", "managed")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxm"), containerd: "managed"})
+	sock, state := d.sock, d.state
 	status, body := request(sock, "GET", "/v1/info", "", nil)
 	var info api.Info
 	json.Unmarshal(body, &info)
@@ -84,18 +75,14 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 	// longer knows; see the closing note of issue 5.)
 	waitPoolFull(t, sock)
 	crashed, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
-	d.cmd.Process.Kill()
-	<-d.done
+	d.kill()
 	// The sandbox outlives the crash (it lives under its shim): the
 	// restart must clean it up, or this test checks nothing.
 	if !pgrep("sleep 4250") {
 		t.Fatal("the sandbox died with the daemon: the restart's clean-up is not exercised")
 	}
 
-	d, err = startDaemon(sock, state, "--containerd", "managed")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d = d.restart(t)
 	if pgrep("sleep 4250") {
 		t.Errorf("the sandbox of the crashed daemon still runs")
 	}
@@ -129,18 +116,8 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 // execution finishes within the grace period and its client gets the
 // result.
 func TestGracefulShutdown(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "s.sock")
-	// Its own namespace of containerd objects is not needed: nothing else
-	// runs during this test, and it cleans up only at its start and stop.
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--containerd", containerdAddr, "--shutdown-grace", "20s")
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxg"), args: []string{"--shutdown-grace", "20s"}})
+	sock := d.sock
 	type reply struct {
 		status int
 		body   []byte
@@ -151,35 +128,12 @@ func TestGracefulShutdown(t *testing.T) {
 		replies <- reply{s, b}
 	}()
 	waitInfo(t, sock, "the execution to run", func(i api.Info) bool { return i.Running == 1 })
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.signal(syscall.SIGTERM)
 	r := <-replies
 	if r.status != 200 || !strings.Contains(string(r.body), `"finished\n"`) {
 		t.Fatalf("execution during shutdown: %d %s", r.status, r.body)
 	}
-	select {
-	case <-d.done:
-	case <-time.After(30 * time.Second):
+	if !d.awaitExit(30 * time.Second) {
 		t.Fatal("sandboxd did not exit after SIGTERM")
-	}
-}
-
-// waitPoolFull waits until a daemon's pool holds as many sandboxes as the
-// CPUs allow by default (2 per CPU), and containerd no container beyond
-// those of the pool, the sessions and the executions running: no refill,
-// and no sandbox an execution made for itself while the pool was empty,
-// is under way.
-func waitPoolFull(t *testing.T, sock string) {
-	t.Helper()
-	want := float64(2 * goruntime.NumCPU())
-	var ready, containers float64
-	var i api.Info
-	full := waitFor(time.Minute, func() bool {
-		ready = metricValue(t, sock, "sandboxd_pool_ready")
-		containers = metricValue(t, sock, "sandboxd_containers")
-		i = info(t, sock)
-		return ready >= want && containers <= ready+float64(i.Sessions+i.Running)
-	})
-	if !full {
-		t.Fatalf("the pool did not fill to %v: %v ready, %v containers, %d sessions, %d running", want, ready, containers, i.Sessions, i.Running)
 	}
 }

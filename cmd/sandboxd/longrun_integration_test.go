@@ -7,7 +7,6 @@ package main_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -25,32 +24,6 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
-
-// keptClient is an HTTP client on sock that keeps its connections, as a
-// program that sends many requests does.
-func keptClient(sock string) *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}, Timeout: 2 * time.Minute}
-}
-
-// post sends a JSON request with c and decodes a 200 answer into out.
-func post(c *http.Client, path string, req, out any) (int, error) {
-	b, _ := json.Marshal(req)
-	resp, err := c.Post("http://sandboxd"+path, "application/json", strings.NewReader(string(b)))
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s", body)
-	}
-	return resp.StatusCode, json.Unmarshal(body, out)
-}
 
 // resources is what a daemon holds: each must come back to its baseline.
 type resources struct {
@@ -99,36 +72,14 @@ func waitIdle(t *testing.T, sock string, pool float64) {
 	waitSettled(func() float64 { return metricValue(t, sock, "go_goroutines") })
 }
 
-// waitSettled reads a value every 100ms until two reads in a row agree,
-// for at most 5 seconds.
-func waitSettled(read func() float64) {
-	last := read()
-	waitFor(5*time.Second, func() bool {
-		time.Sleep(100 * time.Millisecond)
-		v := read()
-		settled := v == last
-		last = v
-		return settled
-	})
-}
-
 // TestSoakResourcesReturn runs 1,000 one-shot and 200 session executions,
 // then checks that the daemon's goroutines, memory, FIFO directories and
 // containers are back to their baseline: a leak of one goroutine, or one
 // FIFO directory, per execution fails it. While they run, no container
 // may be counted as leaked.
 func TestSoakResourcesReturn(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, state := filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
-	d, err := startDaemon(sock, state, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxk")})
+	sock, state := d.sock, d.state
 	pool := float64(2 * goruntime.NumCPU()) // the default pool
 	c := keptClient(sock)
 	run := func(n int) error {
@@ -271,23 +222,15 @@ func TestSoakResourcesReturn(t *testing.T) {
 // what the outage kept the daemon from deleting goes once containerd is
 // back.
 func TestContainerdRestartKeepsSessions(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxc")
+	dir := testDir(t, "sbxc")
+	ctd, err := startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	ctd, err := startContainerdProc(filepath.Join(dir, "ctd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { ctd.stop() }()
-	sock, state := filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
-	d, err := startDaemon(sock, state, "--containerd", ctd.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
-	pid := d.cmd.Process.Pid
+	t.Cleanup(func() { ctd.stop() }) // after the daemon's stop: it cleans up through containerd
+	d := startDaemon(t, daemonOpts{dir: dir, containerd: ctd.addr})
+	sock, state := d.sock, d.state
+	pid := d.pid()
 	waitPoolFull(t, sock)
 	pool := float64(2 * goruntime.NumCPU()) // the default pool
 	c := keptClient(sock)
@@ -346,7 +289,7 @@ func TestContainerdRestartKeepsSessions(t *testing.T) {
 	if !waitFor(time.Minute, func() bool { return metricValue(t, sock, "sandboxd_undeleted_sandboxes") >= 1 }) {
 		t.Fatal("no sandbox is waiting for containerd to be deleted")
 	}
-	ctd, err = startContainerdProc(filepath.Join(dir, "ctd"))
+	ctd, err = startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +315,7 @@ func TestContainerdRestartKeepsSessions(t *testing.T) {
 			t.Errorf("session %s (%s) after the restart: %v %+v", s.ID, s.Runtime, err, res)
 		}
 	}
-	if d.cmd.Process.Pid != pid || d.cmd.ProcessState != nil {
+	if d.pid() != pid || d.cmd.ProcessState != nil {
 		t.Fatal("the daemon restarted")
 	}
 	// What the outage left goes, and nothing is counted as leaked: the
@@ -408,18 +351,8 @@ func TestContainerdRestartKeepsSessions(t *testing.T) {
 // nothing: the execution still ends at its timeout, its run slot goes to
 // the next request, and the stalled client is disconnected.
 func TestStalledStreamingClient(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "s.sock")
 	// One run slot: the stalled execution holds it until it ends.
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--containerd", containerdAddr, "--max-concurrent", "1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	sock := startDaemon(t, daemonOpts{dir: testDir(t, "sbxs"), args: []string{"--max-concurrent", "1"}}).sock
 	timeoutsBefore := metricValue(t, sock, "sandboxd_timeouts_total")
 	rssBefore := metricValue(t, sock, "process_resident_memory_bytes")
 	conn, err := net.Dial("unix", sock)
@@ -466,11 +399,7 @@ func TestStalledStreamingClient(t *testing.T) {
 // executions get 507 or 503 naming the directory, and all is well again
 // once there is room.
 func TestStateDirFullOrReadOnly(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := testDir(t, "sbxf")
 	state := filepath.Join(dir, "state")
 	if err := os.Mkdir(state, 0o700); err != nil {
 		t.Fatal(err)
@@ -478,18 +407,10 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", state).CombinedOutput(); err != nil {
 		t.Fatalf("mount: %v %s", err, out)
 	}
-	defer exec.Command("umount", "-l", state).Run()
-	config := filepath.Join(dir, "sandboxd.toml")
+	t.Cleanup(func() { exec.Command("umount", "-l", state).Run() }) // after the daemon's stop
 	// No pool: each execution creates its sandbox in the state directory.
-	if err := os.WriteFile(config, []byte("[pool]\nsize = 0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, state, "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := startDaemon(t, daemonOpts{dir: dir, config: "[pool]\nsize = 0\n"})
+	sock := d.sock
 	exec1 := func() (int, string) {
 		status, body := request(sock, "POST", "/v1/execute", `{"language":"bash","code":"echo ok"}`, nil)
 		return status, string(body)

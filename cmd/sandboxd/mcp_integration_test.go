@@ -5,8 +5,6 @@ package main_test
 import (
 	"context"
 	"encoding/json"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,7 +21,7 @@ func TestMCP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	client := mcp.NewClient(&mcp.Implementation{Name: "sandboxd-test", Version: "1"}, nil)
-	cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), "--socket", socket, "mcp")
+	cmd := cli{}.command("--socket", socket, "mcp")
 	session, err := client.Connect(ctx, procTransport{&mcp.CommandTransport{Command: cmd}}, nil)
 	if err != nil {
 		t.Fatal(err)

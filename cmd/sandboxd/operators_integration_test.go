@@ -9,11 +9,9 @@ package main_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -29,130 +27,6 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
-
-// opDir makes a directory in the suite's for one test, which other uids
-// may traverse, removed when the test ends.
-func opDir(t *testing.T, prefix string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp(suiteDir, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-// opDaemon starts a daemon of the test's own in dir, with conf as its
-// configuration file, and stops it when the test ends (after the cleanups
-// registered later, before those registered earlier), showing its log if
-// the test failed.
-func opDaemon(t *testing.T, dir, conf string, args ...string) (d *daemonProc, sock, state string) {
-	t.Helper()
-	config := filepath.Join(dir, "sandboxd.toml")
-	if err := os.WriteFile(config, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sock, state = filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
-	d = startOpDaemon(t, sock, state, append([]string{"--config", config}, args...)...)
-	return d, sock, state
-}
-
-// startOpDaemon starts a daemon and stops it when the test ends.
-func startOpDaemon(t *testing.T, sock, state string, args ...string) *daemonProc {
-	t.Helper()
-	d, err := startDaemon(sock, state, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := d.stop(); err != nil {
-			t.Errorf("sandboxd did not stop cleanly: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("sandboxd log:\n%s", d.logged())
-		}
-	})
-	return d
-}
-
-// killDaemon ends a daemon with SIGKILL, as a crash would: it cleans up
-// nothing. Its stop is then a no-op.
-func killDaemon(d *daemonProc) {
-	d.stopOnce.Do(func() {
-		d.cmd.Process.Kill()
-		<-d.done
-	})
-}
-
-// awaitExit waits up to timeout for a daemon to exit by itself, and
-// reports whether it did; its stop is then a no-op.
-func awaitExit(d *daemonProc, timeout time.Duration) bool {
-	select {
-	case err := <-d.done:
-		d.stopOnce.Do(func() { d.stopErr = err })
-		return true
-	case <-time.After(timeout):
-		return false
-	}
-}
-
-// waitUntil polls cond until it holds, or fails the test after timeout.
-func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// executeOn runs a request on the daemon at sock. It does not touch t, so
-// goroutines may call it.
-func executeOn(sock string, req api.ExecuteRequest) (int, *api.ExecuteResult, string) {
-	b, _ := json.Marshal(req)
-	status, body := request(sock, "POST", "/v1/execute", string(b), nil)
-	var res api.ExecuteResult
-	if status == 200 {
-		json.Unmarshal(body, &res)
-	}
-	return status, &res, string(body)
-}
-
-// mustExecute runs a request and fails the test unless it is answered 200.
-func mustExecute(t *testing.T, sock string, req api.ExecuteRequest) *api.ExecuteResult {
-	t.Helper()
-	status, res, body := executeOn(sock, req)
-	if status != 200 {
-		t.Fatalf("execute %.60q: %d %s", req.Code, status, body)
-	}
-	return res
-}
-
-// createSession creates a session on the daemon at sock.
-func createSession(t *testing.T, sock string, req api.CreateSessionRequest) api.Session {
-	t.Helper()
-	b, _ := json.Marshal(req)
-	status, body := request(sock, "POST", "/v1/sessions", string(b), nil)
-	var s api.Session
-	if status != 201 || json.Unmarshal(body, &s) != nil {
-		t.Fatalf("create session %+v: %d %s", req, status, body)
-	}
-	return s
-}
-
-// showSession reads a session of the daemon at sock.
-func showSession(t *testing.T, sock, id string) api.Session {
-	t.Helper()
-	status, body := request(sock, "GET", "/v1/sessions/"+id, "", nil)
-	var s api.Session
-	if status != 200 || json.Unmarshal(body, &s) != nil {
-		t.Fatalf("show session %s: %d %s", id, status, body)
-	}
-	return s
-}
 
 // marker is a random word to plant in what a test submits and then look
 // for where it must not be.
@@ -177,10 +51,7 @@ func openStream(sock string, req api.ExecuteRequest) (*ndjsonStream, error) {
 	hreq, _ := http.NewRequest("POST", "http://sandboxd/v1/execute", strings.NewReader(string(b)))
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", api.NDJSON)
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
-	resp, err := client.Do(hreq)
+	resp, err := unixClient(sock, false).Do(hreq)
 	if err != nil {
 		return nil, err
 	}
@@ -251,39 +122,19 @@ func (s *ndjsonStream) result() (*api.ExecuteResult, error) {
 	}
 }
 
-// ctlAs runs sandboxctl against sock, as root when cred is nil, with
-// stdout and stderr together. A binary that cannot be started fails the
-// test rather than passing for exit 0.
-func ctlAs(t *testing.T, cred *syscall.Credential, sock string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), args...)
-	cmd.Env = []string{"SANDBOXD_SOCKET=" + sock, "PATH=" + os.Getenv("PATH")}
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return string(out), ee.ExitCode()
-	}
-	if err != nil {
-		t.Fatalf("sandboxctl %v: %v", args, err)
-	}
-	return string(out), 0
-}
-
 // TestOperatorMetricValues checks what each gauge and counter says against
 // what is known to happen, on a daemon with one run slot, a pool of 3 and
 // a containerd of its own, stopped and started again.
 func TestOperatorMetricValues(t *testing.T) {
-	dir := opDir(t, "sbxom")
-	ctd, err := startContainerdProc(filepath.Join(dir, "ctd"))
+	dir := testDir(t, "sbxom")
+	ctd, err := startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ctd.stop() }) // after the daemon's stop: it cleans up through containerd
 	const pool = 3
-	_, sock, _ := opDaemon(t, dir, fmt.Sprintf("[pool]\nsize = %d\n", pool), "--containerd", ctd.addr, "--max-concurrent", "1")
+	sock := startDaemon(t, daemonOpts{dir: dir, config: fmt.Sprintf("[pool]\nsize = %d\n", pool), containerd: ctd.addr,
+		args: []string{"--max-concurrent", "1"}, checkStop: true}).sock
 	m := func(name string) float64 { return metricValue(t, sock, name) }
 	poolFull := func() bool {
 		return m("sandboxd_pool_ready") >= pool && m("sandboxd_executions_running") == 0 && m("sandboxd_containers") == pool
@@ -397,7 +248,7 @@ func TestOperatorMetricValues(t *testing.T) {
 	if status, body := request(sock, "GET", "/v1/health", "", nil); status != 503 {
 		t.Errorf("health with containerd stopped: %d %s", status, body)
 	}
-	if ctd, err = startContainerdProc(filepath.Join(dir, "ctd")); err != nil {
+	if ctd, err = startContainerd(filepath.Join(dir, "ctd")); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "sandboxd_containerd_up 1 with containerd back", time.Minute, func() bool { return m("sandboxd_containerd_up") == 1 })
@@ -415,8 +266,8 @@ func TestOperatorMetricValues(t *testing.T) {
 // output, on a daemon that logs at debug level, then searches its whole
 // log: the marker is never there, while each execution's line is.
 func TestOperatorExecutionLogKeepsSecrets(t *testing.T) {
-	dir := opDir(t, "sbxol")
-	d, sock, _ := opDaemon(t, dir, "[pool]\nsize = 1\n", "--containerd", containerdAddr, "--log-level", "debug")
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxol"), config: "[pool]\nsize = 1\n", args: []string{"--log-level", "debug"}, checkStop: true})
+	sock := d.sock
 	secret := marker()
 	code := "code-" + secret  // in the submitted code, in comments
 	out := "out-" + secret    // printed, but never written whole in the code
@@ -513,12 +364,19 @@ func TestOperatorExecutionLogKeepsSecrets(t *testing.T) {
 // socket nobody answers on, a socket the user may not open) and where a
 // language cannot run, which is a warning.
 func TestOperatorDoctorFailures(t *testing.T) {
-	dir := opDir(t, "sbxod")
+	dir := testDir(t, "sbxod")
 	has := func(out, re string) bool { return regexp.MustCompile(`(?m)` + re).MatchString(out) }
+	// doctor runs sandboxctl doctor against sock, as root when cred is
+	// nil, with no environment but PATH, and its stderr with its stdout.
+	doctor := func(cred *syscall.Credential, sock string) (string, int) {
+		t.Helper()
+		out, _, code := cli{sock: sock, env: []string{"PATH=" + os.Getenv("PATH")}, cred: cred, combined: true}.run(t, "doctor")
+		return out, code
+	}
 
 	// No daemon, no socket.
 	missing := filepath.Join(dir, "missing.sock")
-	out, code := ctlAs(t, nil, missing, "doctor")
+	out, code := doctor(nil, missing)
 	if code != 1 || !has(out, `^FAIL\s+socket\s+.*no such file`) || !has(out, `^FAIL\s+daemon\s`) ||
 		!has(out, `fix: start sandboxd`) || has(out, `runtime runc`) {
 		t.Errorf("doctor with no socket: exit %d\n%s", code, out)
@@ -532,7 +390,7 @@ func TestOperatorDoctorFailures(t *testing.T) {
 	}
 	ln.SetUnlinkOnClose(false)
 	ln.Close()
-	out, code = ctlAs(t, nil, stale, "doctor")
+	out, code = doctor(nil, stale)
 	if code != 1 || !has(out, `^ok\s+socket\s`) || !has(out, `^FAIL\s+access\s+.*connection refused`) ||
 		!has(out, `fix: is sandboxd running\?`) || !has(out, `^FAIL\s+daemon\s`) {
 		t.Errorf("doctor with a socket nobody answers on: exit %d\n%s", code, out)
@@ -541,7 +399,7 @@ func TestOperatorDoctorFailures(t *testing.T) {
 	// A daemon with a language whose runtime is not installed: the
 	// language and the runtime are warnings, named with the reason; doctor
 	// passes.
-	_, sock, _ := opDaemon(t, dir, `
+	sock := startDaemon(t, daemonOpts{dir: dir, checkStop: true, config: `
 [pool]
 size = 1
 [runtimes.ghost]
@@ -551,8 +409,8 @@ name = "ghostsh"
 file_name = "main.sh"
 run = ["sh", "/sandbox/main.sh"]
 runtime = "ghost"
-`, "--containerd", containerdAddr)
-	out, code = ctlAs(t, nil, sock, "doctor")
+`}).sock
+	out, code = doctor(nil, sock)
 	if code != 0 || has(out, `^FAIL`) || !has(out, `^ok\s+daemon\s`) || !has(out, `^ok\s+runtime runc\s`) ||
 		!has(out, `^warn\s+language ghostsh\s+runtime ghost: /nonexistent/ghost-runtime is not installed`) ||
 		!has(out, `^warn\s+runtime ghost\s`) {
@@ -560,7 +418,7 @@ runtime = "ghost"
 	}
 
 	// The socket's permissions (0660, root) keep uid 65534 out.
-	out, code = ctlAs(t, &syscall.Credential{Uid: 65534, Gid: 65534}, sock, "doctor")
+	out, code = doctor(nobody, sock)
 	if code != 1 || !has(out, `^FAIL\s+access\s+.*permission denied`) || !has(out, `fix: add yourself to its group: usermod -aG sandboxd`) ||
 		!has(out, `^FAIL\s+daemon\s`) {
 		t.Errorf("doctor as a uid the socket keeps out: exit %d\n%s", code, out)
@@ -574,10 +432,11 @@ runtime = "ghost"
 // get the new per-execution limits (timeout, output cap); new sandboxes
 // get the new memory.
 func TestOperatorReloadLimitsWithSession(t *testing.T) {
-	dir := opDir(t, "sbxor")
+	dir := testDir(t, "sbxor")
 	const before = "[pool]\nsize = 1\n[limits]\ntimeout = '20s'\nmemory = '160MiB'\noutput = '64KiB'\n"
 	const after = "[pool]\nsize = 1\n[limits]\ntimeout = '2s'\nmemory = '96MiB'\noutput = '1KiB'\n"
-	d, sock, _ := opDaemon(t, dir, before, "--containerd", containerdAddr)
+	d := startDaemon(t, daemonOpts{dir: dir, config: before, checkStop: true})
+	sock := d.sock
 	s := createSession(t, sock, api.CreateSessionRequest{Language: "bash"})
 	t.Cleanup(func() { request(sock, "DELETE", "/v1/sessions/"+s.ID, "", nil) })
 	if s.Limits.MemoryBytes != 160<<20 {
@@ -603,10 +462,7 @@ func TestOperatorReloadLimitsWithSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	reloads := strings.Count(d.logged(), "msg=reloaded")
-	if err := os.WriteFile(filepath.Join(dir, "sandboxd.toml"), []byte(after), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.reload(t, after)
 	waitUntil(t, "the reload applied", time.Minute, func() bool { return strings.Count(d.logged(), "msg=reloaded") > reloads })
 	if strings.Contains(d.logged(), "reload refused") {
 		t.Fatalf("the reload was refused:\n%s", d.logged())
@@ -660,9 +516,8 @@ func TestOperatorReloadLimitsWithSession(t *testing.T) {
 // the grace, their clients get an error or a killed result, and nothing of
 // its namespace is left in containerd or on the host.
 func TestOperatorShutdownGraceExpires(t *testing.T) {
-	dir := opDir(t, "sbxog")
-	d, sock, state := opDaemon(t, dir, "[pool]\nsize = 1\n", "--containerd", containerdAddr, "--shutdown-grace", "2s")
-	ns := namespaceOf(state)
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxog"), config: "[pool]\nsize = 1\n", args: []string{"--shutdown-grace", "2s"}, checkStop: true})
+	sock, ns := d.sock, d.ns
 	type outcome struct {
 		rt  string
 		res *api.ExecuteResult
@@ -686,8 +541,8 @@ func TestOperatorShutdownGraceExpires(t *testing.T) {
 		t.Fatal("the runc execution's sleep is not a host process: the check that none is left means nothing")
 	}
 	start := time.Now()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	if !awaitExit(d, 30*time.Second) {
+	d.signal(syscall.SIGTERM)
+	if !d.awaitExit(30 * time.Second) {
 		t.Fatalf("sandboxd still runs 30s after SIGTERM with a 2s grace")
 	}
 	took := time.Since(start)
@@ -706,13 +561,13 @@ func TestOperatorShutdownGraceExpires(t *testing.T) {
 	if !strings.Contains(log, "grace period over") {
 		t.Errorf("no log line of the grace running out:\n%s", log)
 	}
-	if n := countContainersIn(t, ns); n != 0 {
+	if n := len(mustProbeContainerd(t, containerdAddr, ns).containers); n != 0 {
 		t.Errorf("%d containers left in the namespace %s", n, ns)
 	}
 	// Shims exit a moment after their last task; gVisor's processes go
 	// with them.
 	waitUntil(t, "no process of the daemon's sandboxes left", 30*time.Second, func() bool {
-		return !pgrep("sleep 30.731") && !pgrep("containerd-shim.*-namespace "+ns) && !pgrep("runsc.*"+ns)
+		return !pgrep("sleep 30.731") && len(shimsOf(containerdAddr, ns)) == 0 && !pgrep("runsc.*"+ns)
 	})
 }
 
@@ -720,9 +575,16 @@ func TestOperatorShutdownGraceExpires(t *testing.T) {
 // only as a supplementary group: it is let in, and the same uid without
 // that group is refused with 403.
 func TestOperatorAllowGIDsSupplementary(t *testing.T) {
-	dir := opDir(t, "sbxoa")
 	const gid = 4242
-	d, sock, _ := opDaemon(t, dir, fmt.Sprintf("socket_mode = '0666'\n[pool]\nsize = 1\n[access]\nallow_gids = [%d]\n", gid), "--containerd", containerdAddr)
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxoa"), config: fmt.Sprintf("socket_mode = '0666'\n[pool]\nsize = 1\n[access]\nallow_gids = [%d]\n", gid), checkStop: true})
+	sock := d.sock
+	// ctlAs runs sandboxctl as cred, with no environment but PATH, and its
+	// stderr with its stdout.
+	ctlAs := func(cred *syscall.Credential, args ...string) (string, int) {
+		t.Helper()
+		out, _, code := cli{sock: sock, env: []string{"PATH=" + os.Getenv("PATH")}, cred: cred, combined: true}.run(t, args...)
+		return out, code
+	}
 	statusAs := func(cred *syscall.Credential) string {
 		cmd := exec.Command("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", sock, "http://sandboxd/v1/info")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
@@ -743,10 +605,10 @@ func TestOperatorAllowGIDsSupplementary(t *testing.T) {
 	if got := statusAs(&syscall.Credential{Uid: 65533, Gid: gid}); got != "200" {
 		t.Errorf("uid 65533 with primary group %d: %s", gid, got)
 	}
-	if out, code := ctlAs(t, withGroup, sock, "execute", "-l", "bash", "-c", "echo allowed; id -u"); code != 0 || out != "allowed\n65534\n" {
+	if out, code := ctlAs(withGroup, "execute", "-l", "bash", "-c", "echo allowed; id -u"); code != 0 || out != "allowed\n65534\n" {
 		t.Errorf("execute through the supplementary group: exit %d %q", code, out)
 	}
-	if out, code := ctlAs(t, without, sock, "execute", "-l", "bash", "-c", "echo allowed"); code != 125 || !strings.Contains(out, "not allowed") {
+	if out, code := ctlAs(without, "execute", "-l", "bash", "-c", "echo allowed"); code != 125 || !strings.Contains(out, "not allowed") {
 		t.Errorf("execute without the group: exit %d %q", code, out)
 	}
 	if !regexp.MustCompile(`msg="caller refused by access control" uid=65533 gid=65533`).MatchString(d.logged()) {
@@ -762,14 +624,8 @@ func TestOperatorAllowGIDsSupplementary(t *testing.T) {
 // memory bomb is reported as oom_killed.
 func TestAdoptedSessionAfterSIGKILL(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt string, _ []string) {
-		dir := opDir(t, "sbxos")
-		config := filepath.Join(dir, "sandboxd.toml")
-		if err := os.WriteFile(config, []byte("[pool]\nsize = 1\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		sock, state := filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
-		args := []string{"--config", config, "--containerd", containerdAddr}
-		d := startOpDaemon(t, sock, state, args...)
+		d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxos"), config: "[pool]\nsize = 1\n", checkStop: true})
+		sock, ns := d.sock, d.ns
 		s := createSession(t, sock, api.CreateSessionRequest{Language: "bash", Runtime: rt, MemoryBytes: 128 << 20})
 		t.Cleanup(func() { request(sock, "DELETE", "/v1/sessions/"+s.ID, "", nil) })
 		if res := mustExecute(t, sock, api.ExecuteRequest{SessionID: s.ID, Code: "echo before > kept.txt"}); res.Status != api.StatusOK {
@@ -778,8 +634,8 @@ func TestAdoptedSessionAfterSIGKILL(t *testing.T) {
 		// Not in the middle of a pool refill: a create cut short by the
 		// daemon's death leaves a shim.
 		waitUntil(t, "the pool full", 2*time.Minute, func() bool { return metricValue(t, sock, "sandboxd_pool_ready") >= 1 })
-		killDaemon(d)
-		d = startOpDaemon(t, sock, state, args...)
+		d.kill()
+		d = d.restart(t)
 		if !regexp.MustCompile(`msg="adopted session" session_id=` + s.ID + ` .*alive=true`).MatchString(d.logged()) {
 			t.Fatalf("the session was not adopted alive:\n%s", d.logged())
 		}
@@ -897,7 +753,7 @@ func TestAdoptedSessionAfterSIGKILL(t *testing.T) {
 		if status, body := request(sock, "DELETE", "/v1/sessions/"+s.ID, "", nil); status != 204 {
 			t.Errorf("delete: %d %s", status, body)
 		}
-		if containerExistsIn(t, containerdAddr, namespaceOf(state), "ses-"+s.ID) {
+		if mustProbeContainerd(t, containerdAddr, ns).holds(ns, "ses-"+s.ID) {
 			t.Error("the session's container remains after its deletion")
 		}
 	})

@@ -552,24 +552,14 @@ func TestPromiseCollectAfterOOM(t *testing.T) {
 // that an execution must create its sandbox); once containerd is back,
 // it serves again.
 func TestPromiseContainerdDown(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxd")
+	dir := testDir(t, "sbxd")
+	ctd, err := startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	ctd, err := startContainerdProc(filepath.Join(dir, "ctd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { ctd.stop() }()
-	config := filepath.Join(dir, "sandboxd.toml")
-	os.WriteFile(config, []byte("[pool]\nsize = 0\n"), 0o644)
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", ctd.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	t.Cleanup(func() { ctd.stop() }) // after the daemon's stop: it cleans up through containerd
+	d := startDaemon(t, daemonOpts{dir: dir, config: "[pool]\nsize = 0\n", containerd: ctd.addr})
+	sock := d.sock
 	const req = `{"language":"bash","code":"echo up"}`
 	if status, body := request(sock, "POST", "/v1/execute", req, nil); status != 200 || !strings.Contains(string(body), `"up\n"`) {
 		t.Fatalf("with containerd: %d %s", status, body)
@@ -586,11 +576,11 @@ func TestPromiseContainerdDown(t *testing.T) {
 	if d := time.Since(start); d > 30*time.Second {
 		t.Errorf("the refusal took %v", d)
 	}
-	_, errOut, code := sandboxctlAt(t, sock, "", "execute", "-l", "bash", "-c", "echo up")
+	_, errOut, code := cli{sock: sock}.run(t, "execute", "-l", "bash", "-c", "echo up")
 	if code != 125 || !strings.Contains(errOut, "containerd does not answer") {
 		t.Errorf("CLI with containerd stopped: exit %d, %q", code, errOut)
 	}
-	ctd, err = startContainerdProc(filepath.Join(dir, "ctd"))
+	ctd, err = startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -654,7 +644,7 @@ func curlAs(t *testing.T, uid uint32, sock, method, path, body string) (int, []b
 // TestPromiseImagesAreForRoot: pulling and removing images is for root;
 // another uid that may use the API gets 403, and may still list them.
 func TestPromiseImagesAreForRoot(t *testing.T) {
-	_, sock := startHostileDaemon(t, "[pool]\nsize = 0\n")
+	sock := startDaemon(t, hostileDaemon("[pool]\nsize = 0\n")).sock
 	const ref = "docker.io/library/busybox:latest"
 	status, body := curlAs(t, 65534, sock, "POST", "/v1/images/pull", `{"ref":"`+ref+`"}`)
 	wantError(t, "pull as uid 65534", status, body, 403, api.CodePermissionDenied, "pulling images is for root")
@@ -669,7 +659,7 @@ func TestPromiseImagesAreForRoot(t *testing.T) {
 		}
 	}
 	// Root is not refused: the image is not there, so rm says 404.
-	if _, errOut, code := sandboxctlAt(t, sock, "", "image", "rm", ref); code != 1 || !strings.Contains(errOut, "no image") {
+	if _, errOut, code := (cli{sock: sock}).run(t, "image", "rm", ref); code != 1 || !strings.Contains(errOut, "no image") {
 		t.Errorf("rm as root: exit %d, %q", code, errOut)
 	}
 }

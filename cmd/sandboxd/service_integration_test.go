@@ -3,7 +3,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,22 +49,12 @@ func TestUnitFilesVerify(t *testing.T) {
 }
 
 func TestSocketActivation(t *testing.T) {
-	dir, _ := os.MkdirTemp(suiteDir, "sbxa")
-	defer os.RemoveAll(dir)
+	dir := testDir(t, "sbxa")
 	sock := filepath.Join(dir, "activated.sock")
-	cmd := exec.Command("systemd-socket-activate", "-l", sock,
-		filepath.Join(binDir, "sandboxd"), "--config", "/nonexistent", "--namespace", "sandboxd-activated", "--socket", filepath.Join(dir, "unused.sock"),
-		"--state-dir", filepath.Join(dir, "state"), "--containerd", containerdAddr)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = lockedWriter{&log}, lockedWriter{&log}
-	if err := startProc(cmd); err != nil {
-		t.Fatal(err)
-	}
-	watchForRaces(&log)
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	// It listens on the socket systemd-socket-activate passes it, not on
+	// its own (--socket).
+	d := startDaemon(t, daemonOpts{dir: dir, sock: filepath.Join(dir, "unused.sock"), namespace: "sandboxd-activated",
+		launcher: []string{"systemd-socket-activate", "-l", sock}, noWait: true})
 	// The first request starts sandboxd on the inherited socket.
 	var status int
 	var body []byte
@@ -78,12 +66,12 @@ func TestSocketActivation(t *testing.T) {
 		}
 	}
 	if status != 200 || !strings.Contains(string(body), `"activated\n"`) {
-		t.Fatalf("through the inherited socket: %d %s\n%s", status, body, lockedString(&log))
+		t.Fatalf("through the inherited socket: %d %s\n%s", status, body, d.logged())
 	}
-	if _, err := os.Stat(filepath.Join(dir, "unused.sock")); err == nil {
+	if _, err := os.Stat(d.sock); err == nil {
 		t.Error("sandboxd listened itself although a socket was passed")
 	}
-	if out := lockedString(&log); !strings.Contains(out, "socket_activated=true") {
+	if out := d.logged(); !strings.Contains(out, "socket_activated=true") {
 		t.Errorf("log: %s", out)
 	}
 }
@@ -137,26 +125,15 @@ func (n *notifications) until(t *testing.T, want string, timeout time.Duration) 
 }
 
 func TestSdNotify(t *testing.T) {
-	dir, _ := os.MkdirTemp(suiteDir, "sbxn")
-	defer os.RemoveAll(dir)
+	dir := testDir(t, "sbxn")
 	notify, path := listenNotify(t, dir)
 	defer notify.conn.Close()
 	ctdDir := filepath.Join(dir, "ctd")
-	addr := filepath.Join(ctdDir, "c.sock")
-	sock := filepath.Join(dir, "s.sock")
-	// containerd is down when sandboxd starts.
-	cmd := exec.Command(filepath.Join(binDir, "sandboxd"), "--config", "/nonexistent", "--socket", sock,
-		"--state-dir", filepath.Join(dir, "state"), "--containerd", addr, "--containerd-wait", "2m")
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+path, "WATCHDOG_USEC=400000")
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = lockedWriter{&log}, lockedWriter{&log}
-	if err := startProc(cmd); err != nil {
-		t.Fatal(err)
-	}
-	watchForRaces(&log)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	defer cmd.Process.Kill()
+	// containerd is down when sandboxd starts: it does not serve until
+	// containerd answers.
+	d := startDaemon(t, daemonOpts{dir: dir, containerd: filepath.Join(ctdDir, "c.sock"), args: []string{"--containerd-wait", "2m"},
+		env: []string{"NOTIFY_SOCKET=" + path, "WATCHDOG_USEC=400000"}, noWait: true})
+	sock := d.sock
 
 	waiting := notify.until(t, "STATUS=waiting for containerd", 10*time.Second)
 	// A window for a READY that should not come: what is tested is that
@@ -167,11 +144,11 @@ func TestSdNotify(t *testing.T) {
 			t.Fatalf("READY before containerd answers: %q", m)
 		}
 	}
-	_, stopContainerd, err := startContainerd(ctdDir)
+	ctd, err := startContainerd(ctdDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stopContainerd()
+	defer ctd.stop()
 	msgs := notify.until(t, "READY=1", 60*time.Second)
 	ready := msgs[len(msgs)-1]
 	if !strings.Contains(ready, "STATUS=serving") {
@@ -214,14 +191,12 @@ func TestSdNotify(t *testing.T) {
 	if !regexp.MustCompile(`STATUS=serving: \d+ running, \d+ queued, \d+ sessions; containerd up`).MatchString(status[len(status)-1]) {
 		t.Errorf("status: %q", status[len(status)-1])
 	}
-	cmd.Process.Signal(syscall.SIGHUP)
+	d.signal(syscall.SIGHUP)
 	notify.until(t, "RELOADING=1", 10*time.Second)
 	notify.until(t, "READY=1", 10*time.Second)
-	cmd.Process.Signal(syscall.SIGTERM)
+	d.signal(syscall.SIGTERM)
 	notify.until(t, "STOPPING=1", 10*time.Second)
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
+	if !d.awaitExit(30 * time.Second) {
 		t.Fatal("no exit after SIGTERM")
 	}
 }
@@ -238,30 +213,9 @@ func drain(n *notifications) []string {
 	}
 }
 
-// notRun is asUser's code when sandboxctl could not be run at all: no
-// process exits with it (a process killed by a signal gives -1).
-const notRun = -2
-
-// asUser runs sandboxctl as uid 65534 against sock: its combined output
-// and exit code, or notRun and why when it could not be started or
-// waited for.
-func asUser(sock string, args ...string) (string, int) {
-	cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), args...)
-	cmd.Env = []string{"SANDBOXD_SOCKET=" + sock}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, err := combinedOutputProc(cmd)
-	code, err := exitCode(err)
-	if err != nil {
-		return fmt.Sprintf("sandboxctl as uid 65534 did not run: %v\n%s", err, out), notRun
-	}
-	return string(out), code
-}
-
 func TestConfigReloadAccessAndQuota(t *testing.T) {
-	dir, _ := os.MkdirTemp(suiteDir, "sbxc")
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	config := filepath.Join(dir, "sandboxd.toml")
+	dir := testDir(t, "sbxc")
+	config := filepath.Join(dir, "sandboxd.toml") // the daemon's, below
 	write := func(body string) {
 		if err := os.WriteFile(config, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -288,13 +242,8 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 		t.Errorf("unknown key: %v %s", err, out)
 	}
 
-	write("[limits]\nmax_concurrent_per_uid = 1\n[access]\nallow_uids = [65534]\n")
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--config", config, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d := startDaemon(t, daemonOpts{dir: dir, config: "[limits]\nmax_concurrent_per_uid = 1\n[access]\nallow_uids = [65534]\n"})
+	sock := d.sock
 	os.Chmod(sock, 0o666)
 	if out, code := asUser(sock, "execute", "-l", "bash", "-c", "echo allowed"); code != 0 || out != "allowed\n" {
 		t.Fatalf("an allowed uid: %d %q", code, out)
@@ -309,8 +258,7 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 		t.Errorf("over the quota: %d %q", code, out)
 	}
 	// Reload while the slow one runs: uid 65534 is no longer allowed.
-	write("[access]\nallow_uids = [4242]\n")
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.reload(t, "[access]\nallow_uids = [4242]\n")
 	if !waitFor(10*time.Second, func() bool { _, code := asUser(sock, "info"); return code == 1 }) {
 		t.Errorf("uid 65534 still served 10s after the reload that took it off the list")
 	}
@@ -324,9 +272,8 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 		t.Errorf("no log line for the refused caller")
 	}
 	// An invalid file is refused and the old configuration stays.
-	write("[access]\nallow_uids = \"everyone\"\n")
 	refusedBefore := strings.Count(d.logged(), "reload refused")
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.reload(t, "[access]\nallow_uids = \"everyone\"\n")
 	waitLogged(t, d, "reload refused", refusedBefore+1)
 	if _, code := asUser(sock, "info"); code != 1 {
 		t.Errorf("after an invalid reload uid 65534 got in: %d", code)
@@ -339,8 +286,7 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	os.Mkdir(data, 0o755)
 	os.WriteFile(filepath.Join(data, "greeting"), []byte("from the host path\n"), 0o644)
-	write(fmt.Sprintf("[[languages]]\nname = \"greet\"\nfile_name = \"main.txt\"\nrun = [\"cat\", %q]\nhost_paths = [%q]\n", filepath.Join(data, "greeting"), data))
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.reload(t, fmt.Sprintf("[[languages]]\nname = \"greet\"\nfile_name = \"main.txt\"\nrun = [\"cat\", %q]\nhost_paths = [%q]\n", filepath.Join(data, "greeting"), data))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		out, _, _ := sandboxctl(t, "", "--socket", sock, "languages")
@@ -357,34 +303,6 @@ func TestConfigReloadAccessAndQuota(t *testing.T) {
 			t.Fatalf("a language added by reload: exit %d %q %q", code, out, errOut)
 		}
 	}
-}
-
-// metricValue reads a sample of a daemon's metrics: -1 if there is none.
-func metricValue(t testing.TB, sock, name string) float64 {
-	t.Helper()
-	v, err := metricOf(sock, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
-// metricOf is metricValue for a goroutine other than the test's, which may
-// not end the test.
-func metricOf(sock, name string) (float64, error) {
-	status, body := request(sock, "GET", "/metrics", "", nil)
-	if status != 200 {
-		return 0, fmt.Errorf("metrics: %d %s", status, body)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, name+" ") {
-			v, _ := strconv.ParseFloat(strings.TrimPrefix(line, name+" "), 64)
-			return v, nil
-		}
-	}
-	return -1, nil
 }
 
 func TestMetrics(t *testing.T) {
@@ -428,16 +346,10 @@ func TestMetrics(t *testing.T) {
 	}
 	ctr.Delete(ctx)
 	// The TCP endpoint, on loopback.
-	dir, _ := os.MkdirTemp(suiteDir, "sbxp")
-	defer os.RemoveAll(dir)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := ln.Addr().String()
 	ln.Close()
-	d, err := startDaemon(filepath.Join(dir, "s.sock"), filepath.Join(dir, "state"), "--containerd", containerdAddr, "--metrics-address", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	startDaemon(t, daemonOpts{args: []string{"--metrics-address", addr}})
 	out, err := exec.Command("curl", "-sf", "http://"+addr+"/metrics").Output()
 	if err != nil || !strings.Contains(string(out), "sandboxd_containerd_up 1") {
 		t.Errorf("metrics over TCP: %v %.200s", err, out)
@@ -455,31 +367,25 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 	// With containerd stopped, doctor says so and fails.
-	dir, _ := os.MkdirTemp(suiteDir, "sbxd")
-	defer os.RemoveAll(dir)
-	addr, stopContainerd, err := startContainerd(filepath.Join(dir, "ctd"))
+	dir := testDir(t, "sbxd")
+	ctd, err := startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), "--containerd", addr)
-	if err != nil {
-		stopContainerd()
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { ctd.stop() }) // after the daemon's stop
+	d := startDaemon(t, daemonOpts{dir: dir, containerd: ctd.addr})
+	sock := d.sock
 	waitPoolFull(t, sock)
-	stopContainerd()
+	ctd.stop()
 	out, _, code = sandboxctl(t, "", "--socket", sock, "doctor")
 	if code == 0 || !regexp.MustCompile(`(?m)^FAIL\s+containerd\s+containerd does not answer`).MatchString(out) || !strings.Contains(out, "fix:") {
 		t.Errorf("doctor with containerd stopped: %d\n%s", code, out)
 	}
 	// containerd back, so that the daemon cleans up its sandboxes at stop.
-	_, stopContainerd, err = startContainerd(filepath.Join(dir, "ctd"))
-	if err != nil {
+	if ctd, err = startContainerd(filepath.Join(dir, "ctd")); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.stop(); err != nil {
 		t.Errorf("stop: %v", err)
 	}
-	stopContainerd()
 }

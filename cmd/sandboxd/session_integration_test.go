@@ -4,7 +4,6 @@ package main_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -13,9 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	containerd "github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
@@ -31,23 +27,6 @@ func newSession(t *testing.T, args ...string) string {
 	}
 	t.Cleanup(func() { request(socket, "DELETE", "/v1/sessions/"+id, "", nil) })
 	return id
-}
-
-// containerExists reports whether containerd still holds a container of
-// the suite's daemon.
-func containerExists(t *testing.T, addr, id string) bool {
-	return containerExistsIn(t, addr, "sandboxd", id)
-}
-
-func containerExistsIn(t *testing.T, addr, ns, id string) bool {
-	t.Helper()
-	c, err := containerd.New(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.LoadContainer(namespaces.WithNamespace(context.Background(), ns), id)
-	return err == nil
 }
 
 func TestSessionKeepsFilesAcrossLanguages(t *testing.T) {
@@ -305,12 +284,12 @@ func TestSessionCapsAndExpiry(t *testing.T) {
 	if status != 201 || json.Unmarshal(body, &s) != nil {
 		t.Fatalf("create: %d %s", status, body)
 	}
-	if !containerExists(t, containerdAddr, "ses-"+s.ID) {
+	if !containerExistsIn(t, containerdAddr, "sandboxd", "ses-"+s.ID) {
 		t.Fatal("no container for the session")
 	}
 	// Watched through containerd: a request for the session could count
 	// as use.
-	if !waitFor(30*time.Second, func() bool { return !containerExists(t, containerdAddr, "ses-"+s.ID) }) {
+	if !waitFor(30*time.Second, func() bool { return !containerExistsIn(t, containerdAddr, "sandboxd", "ses-"+s.ID) }) {
 		t.Fatal("the idle session's container is still in containerd 30s after its idle timeout of 1.5s")
 	}
 	if d := time.Since(created); d < 1500*time.Millisecond {
@@ -325,20 +304,8 @@ func TestSessionCapsAndExpiry(t *testing.T) {
 // starts another on the same containerd: sessions, their files and clocks
 // are there, and expired ones are gone.
 func TestSessionSurvivesRestart(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, state := filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
-	start := func() *daemonProc {
-		d, err := startDaemon(sock, state, "--containerd", containerdAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
-	d := start()
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxr")})
+	sock, ns := d.sock, d.ns
 	status, body := request(sock, "POST", "/v1/sessions", `{"language":"python"}`, nil)
 	var s api.Session
 	if status != 201 || json.Unmarshal(body, &s) != nil {
@@ -379,8 +346,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 			// Not in the middle of a pool refill: a create cut short by
 			// the daemon's death leaves a shim (see the closing note).
 			waitPoolFull(t, sock)
-			d.cmd.Process.Kill()
-			<-d.done
+			d.kill()
 		}
 		// The short session's lifetime ends while no daemon runs.
 		ends, err := time.Parse(time.RFC3339Nano, short.CreatedAt)
@@ -388,7 +354,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 			t.Fatalf("created_at %q: %v", short.CreatedAt, err)
 		}
 		time.Sleep(time.Until(ends.Add(2500*time.Millisecond + 100*time.Millisecond)))
-		d = start()
+		d = d.restart(t)
 		status, body := request(sock, "GET", "/v1/sessions/"+s.ID, "", nil)
 		var got api.Session
 		json.Unmarshal(body, &got)
@@ -404,7 +370,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 		if status, _ := request(sock, "GET", "/v1/sessions/"+short.ID, "", nil); status != 404 {
 			t.Errorf("after %s: the expired session answers %d", stop, status)
 		}
-		if containerExistsIn(t, containerdAddr, namespaceOf(state), "ses-"+short.ID) {
+		if containerExistsIn(t, containerdAddr, ns, "ses-"+short.ID) {
 			t.Errorf("after %s: the expired session's container remains", stop)
 		}
 	}

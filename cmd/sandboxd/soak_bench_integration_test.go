@@ -3,7 +3,6 @@
 package main_test
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -145,20 +144,10 @@ func BenchmarkSoak(b *testing.B) {
 // pool is full, warms it with 20 runs and waits until it is idle again:
 // what is made once is in its baseline.
 func startSoakDaemon(b *testing.B, args ...string) (*daemonProc, *soakMonitor) {
-	dir, err := os.MkdirTemp(suiteDir, "sbxq")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s.sock")
-	d, err := startDaemon(sock, filepath.Join(dir, "state"), append([]string{"--containerd", containerdAddr}, args...)...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { d.stop() })
-	m := &soakMonitor{sock: sock, pid: d.cmd.Process.Pid, c: keptClient(sock)}
+	d := startDaemon(b, daemonOpts{dir: testDir(b, "sbxq"), args: args})
+	m := &soakMonitor{sock: d.sock, pid: d.pid(), c: keptClient(d.sock)}
 	m.waitIdle(b)
-	warm := keptClient(sock)
+	warm := keptClient(d.sock)
 	for i := range 20 {
 		if status, _, wrong, err := soakRun(warm, i); status != 200 || wrong {
 			b.Fatalf("warm-up run %d: status %d, wrong output %v: %v", i, status, wrong, err)
@@ -179,7 +168,7 @@ func soak(b *testing.B, m *soakMonitor, n int) soakRow {
 
 	var peakGoroutines, peakRSSSampled atomic.Int64
 	peakGoroutines.Store(int64(row.GoroutinesBefore))
-	statusPath := fmt.Sprintf("/proc/%d/status", m.pid)
+	statusPath := fmt.Sprintf("/proc/%d/status", m.pid) // read off the benchmark's goroutine
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
@@ -192,7 +181,7 @@ func soak(b *testing.B, m *soakMonitor, n int) soakRow {
 				return
 			case <-tick.C:
 			}
-			if rss, err := statusField(statusPath, "VmRSS:"); err == nil && rss > peakRSSSampled.Load() {
+			if rss, err := statusKB(statusPath, "VmRSS"); err == nil && rss > peakRSSSampled.Load() {
 				peakRSSSampled.Store(rss)
 			}
 			if g, err := m.metric("go_goroutines"); err == nil && int64(g) > peakGoroutines.Load() {
@@ -250,7 +239,7 @@ func soak(b *testing.B, m *soakMonitor, n int) soakRow {
 	m.waitIdle(b)
 	row.RSSAfterMiB = mib(m.rss(b))
 	row.GoroutinesAfter = m.mustMetric(b, "go_goroutines")
-	row.RSSPeakMiB = mib(peakRSS(b, m.pid))
+	row.RSSPeakMiB = mib(procStatusKB(b, m.pid, "VmHWM"))
 	row.RSSPeakSampledMiB = mib(peakRSSSampled.Load())
 	row.GrowthTargetMet = row.RSSAfterMiB <= row.RSSBeforeMiB+soakGrowthMiB
 	row.PeakTargetMet = row.RSSPeakMiB <= soakPeakMiB
@@ -449,7 +438,7 @@ func bodyBurst(b *testing.B, body *execBody) *bodyRow {
 	close(ready)
 	wg.Wait()
 	row.Seconds = time.Since(start).Seconds()
-	row.PeakRSSMiB = mib(peakRSS(b, m.pid))
+	row.PeakRSSMiB = mib(procStatusKB(b, m.pid, "VmHWM"))
 	row.TargetMiB = row.IdleRSSMiB + 2*mib(row.BodyBytes)
 	row.TargetMet = row.PeakRSSMiB <= row.TargetMiB
 	if err := d.stop(); err != nil {
@@ -485,11 +474,8 @@ func (m *soakMonitor) metric(name string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(v, 64)
-		}
+	if v, ok := metricIn(body, name); ok {
+		return v, nil
 	}
 	return 0, fmt.Errorf("no metric %s", name)
 }
@@ -516,7 +502,7 @@ func (m *soakMonitor) info(b *testing.B) api.Info {
 
 // rss is the daemon's VmRSS.
 func (m *soakMonitor) rss(b *testing.B) int64 {
-	return procField(b, fmt.Sprintf("/proc/%d/status", m.pid), "VmRSS:")
+	return procStatusKB(b, m.pid, "VmRSS")
 }
 
 // waitIdle waits until nothing runs or waits and the default pool is full
@@ -536,22 +522,6 @@ func (m *soakMonitor) waitIdle(b *testing.B) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// statusField reads a "Name: N kB" line of a /proc status file, off the
-// benchmark's goroutine.
-func statusField(path, name string) (int64, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, name); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no %s in %s", name, path)
 }
 
 func metOrNot(met bool) string {

@@ -5,14 +5,12 @@ package main_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,9 +41,7 @@ type timedEvent struct {
 func streamEvents(t *testing.T, req api.ExecuteRequest) []timedEvent {
 	t.Helper()
 	body, _ := json.Marshal(req)
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-	}}}
+	client := unixClient(socket, true)
 	hreq, _ := http.NewRequest("POST", "http://sandboxd/v1/execute", bytes.NewReader(body))
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", api.NDJSON)
@@ -175,7 +171,7 @@ func TestStreamingDisconnectCleansUp(t *testing.T) {
 	id := sandboxOf(t, stateDir)
 	conn.Close()
 	deadline = time.Now().Add(5 * time.Second)
-	for pgrep("sleep 4262") || containerExists(t, containerdAddr, id) {
+	for pgrep("sleep 4262") || containerExistsIn(t, containerdAddr, "sandboxd", id) {
 		if time.Now().After(deadline) {
 			t.Fatal("the execution or its sandbox outlived the client by 5s")
 		}
@@ -186,7 +182,7 @@ func TestStreamingDisconnectCleansUp(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestCLIStreams(t *testing.T) {
-	cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), "--socket", socket, "execute", "-l", "bash", "-c", "echo first; sleep 2; echo second >&2; exit 5")
+	cmd := cli{}.command("--socket", socket, "execute", "-l", "bash", "-c", "echo first; sleep 2; echo second >&2; exit 5")
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -227,7 +223,7 @@ func TestInteractiveStdin(t *testing.T) {
 		{"bash", "while read -r l; do echo \"got $l\"; done; echo bye"},
 	} {
 		t.Run(lang.name, func(t *testing.T) {
-			cmd := exec.Command(filepath.Join(binDir, "sandboxctl"), "--socket", socket, "execute", "-l", lang.name, "-c", lang.code, "-i", "-")
+			cmd := cli{}.command("--socket", socket, "execute", "-l", lang.name, "-c", lang.code, "-i", "-")
 			in, _ := cmd.StdinPipe()
 			outPipe, _ := cmd.StdoutPipe()
 			var stderr bytes.Buffer
