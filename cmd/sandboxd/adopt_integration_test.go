@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,16 +22,8 @@ import (
 // streams, timeouts end only the execution, files upload, download, list
 // and collect, symlinks are refused. On runc and on gVisor.
 func TestAdoptedSessionsUseTheAgent(t *testing.T) {
-	dir, err := os.MkdirTemp(suiteDir, "adopt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	sock, state := filepath.Join(dir, "s.sock"), filepath.Join(dir, "state")
-	d, err := startDaemon(sock, state, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "adopt")})
+	sock := d.sock
 	ids := map[string]string{}
 	for _, rt := range []string{"runc", "runsc"} {
 		status, body := request(sock, "POST", "/v1/sessions", fmt.Sprintf(`{"language":"bash","runtime":%q}`, rt), nil)
@@ -56,16 +47,11 @@ func TestAdoptedSessionsUseTheAgent(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second)
 	waitPoolFull(t, sock)
-	d.cmd.Process.Kill()
-	<-d.done
+	d.kill()
 	<-running
 	<-running
 
-	d, err = startDaemon(sock, state, "--containerd", containerdAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.stop()
+	d = d.restart(t)
 	defer func() {
 		for _, id := range ids {
 			if status, body := request(sock, "DELETE", "/v1/sessions/"+id, "", nil); status != 204 {
