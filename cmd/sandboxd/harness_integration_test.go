@@ -809,6 +809,13 @@ func mustProbeContainerd(tb testing.TB, addr, ns string) containerdHolds {
 	return h
 }
 
+// containerExistsIn reports whether the containerd at addr holds container
+// id in namespace ns ("sandboxd": the suite's daemon's).
+func containerExistsIn(tb testing.TB, addr, ns, id string) bool {
+	tb.Helper()
+	return mustProbeContainerd(tb, addr, ns).holds(ns, id)
+}
+
 // shimsOf lists the shim processes of the containerd at addr (their
 // command line names it: -address ADDR), of namespace ns unless it is "".
 func shimsOf(addr, ns string) []string {
@@ -881,10 +888,3 @@ func procStatusKB(tb testing.TB, pid int, name string) int64 {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
-
-// containerExistsIn reports whether the containerd at addr holds container
-// id in namespace ns ("sandboxd": the suite's daemon's).
-func containerExistsIn(tb testing.TB, addr, ns, id string) bool {
-	tb.Helper()
-	return mustProbeContainerd(tb, addr, ns).holds(ns, id)
-}
