@@ -14,7 +14,9 @@ const module = "github.com/sandboxd/sandboxd"
 // never links the runtime (only the values both speak of, runtime/sandbox),
 // containerd's client or the configuration file's TOML (package config
 // reads it, and imports the daemon), the runtime never links the daemon,
-// and the agent links nothing of ours but its protocol.
+// the agent links nothing of ours but its protocol, and the tests' fake
+// runtime links only the values it speaks of (so that the daemon's own
+// tests can import it).
 func TestDependencyGraph(t *testing.T) {
 	for _, tc := range []struct {
 		pkg       string
@@ -25,6 +27,7 @@ func TestDependencyGraph(t *testing.T) {
 		{pkg: "daemon/api", stdOnly: true},
 		{pkg: "runtime/agentproto", stdOnly: true},
 		{pkg: "runtime/sandbox", stdOnly: true},
+		{pkg: "runtime/sandbox/sandboxtest", stdOnly: true, allowed: []string{module + "/runtime/sandbox", "github.com/containerd/errdefs"}},
 		{pkg: "ctl/client", stdOnly: true, allowed: []string{module + "/daemon/api"}},
 		{pkg: "ctl", forbidden: []string{module + "/daemon", module + "/runtime", module + "/systemd", "github.com/containerd/"}},
 		{pkg: "ctl/mcp", forbidden: []string{module + "/daemon", module + "/runtime", module + "/systemd", "github.com/containerd/"}},
@@ -55,5 +58,28 @@ func TestDependencyGraph(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestFakeRuntimeOnlyInTests keeps the tests' fake runtime out of what
+// ships: no package imports it but from its tests.
+func TestFakeRuntimeOnlyInTests(t *testing.T) {
+	const fake = module + "/runtime/sandbox/sandboxtest"
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	listed := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, imports, _ := strings.Cut(line, " ")
+		if slices.Contains(strings.Fields(imports), fake) {
+			t.Errorf("%s imports %s, which is for tests only", pkg, fake)
+		}
+		if pkg == fake {
+			listed++
+		}
+	}
+	if listed != 1 {
+		t.Fatalf("go list ./... listed %s %d times: the check looks at the wrong packages", fake, listed)
 	}
 }
