@@ -17,43 +17,34 @@ import (
 	"github.com/sandboxd/sandboxd/daemon"
 	"github.com/sandboxd/sandboxd/daemon/api"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
+	"github.com/sandboxd/sandboxd/runtime/sandbox/sandboxtest"
 )
 
-// echoRuntime's sandboxes print their code and stdin, and exit with the
+// fakeRuntime is package sandboxtest's runtime as the daemon consumes it.
+// As cmd/sandboxd/adapter.go does for the real runtime, only the sandboxes
+// it returns need wrapping in the daemon's types.
+type fakeRuntime struct{ *sandboxtest.Runtime }
+
+func (r fakeRuntime) Create(ctx context.Context, cfg sandbox.Config) (daemon.Sandbox, error) {
+	sb, err := r.Runtime.Create(ctx, cfg)
+	if sb == nil {
+		return nil, err
+	}
+	return sb, err
+}
+
+func (r fakeRuntime) AdoptSessions(ctx context.Context) ([]daemon.Adopted, error) {
+	adopted, err := r.Runtime.AdoptSessions(ctx)
+	out := make([]daemon.Adopted, len(adopted))
+	for i, a := range adopted {
+		out[i] = daemon.Adopted{Sandbox: a.Sandbox, Record: a.Record}
+	}
+	return out, err
+}
+
+// echo is a program that prints its code and stdin, and exits with the
 // code's length, or as the code says.
-type echoRuntime struct{}
-
-func (echoRuntime) Create(_ context.Context, cfg sandbox.Config) (daemon.Sandbox, error) {
-	return echoSandbox{cfg}, nil
-}
-func (echoRuntime) AdoptSessions(context.Context) ([]daemon.Adopted, error) { return nil, nil }
-func (echoRuntime) List(context.Context) ([]string, error)                  { return nil, nil }
-func (echoRuntime) Images(context.Context) ([]sandbox.ImageInfo, error)     { return nil, nil }
-func (echoRuntime) ImportImages(context.Context, io.Reader) ([]sandbox.ImageInfo, error) {
-	return nil, nil
-}
-func (echoRuntime) PullImage(context.Context, string) error   { return nil }
-func (echoRuntime) RemoveImage(context.Context, string) error { return nil }
-func (echoRuntime) ImageReady(context.Context, string) error  { return nil }
-func (echoRuntime) OCIRuntimeReady(string) error              { return nil }
-
-func (echoRuntime) Info(context.Context) sandbox.RuntimeInfo {
-	return sandbox.RuntimeInfo{Address: "/fake", Version: "1.7", CgroupVersion: 2, Serving: true}
-}
-
-type echoSandbox struct{ cfg sandbox.Config }
-
-func (echoSandbox) ID() string  { return "echo" }
-func (echoSandbox) Alive() bool { return true }
-func (echoSandbox) Collect(context.Context, []string, int64) ([]sandbox.Collected, error) {
-	return nil, nil
-}
-func (echoSandbox) WriteFile(context.Context, string, uint32, []byte) error  { return nil }
-func (echoSandbox) ReadFile(context.Context, string, io.Writer, int64) error { return nil }
-func (echoSandbox) ListFiles(context.Context) ([]sandbox.FileInfo, error)    { return nil, nil }
-func (echoSandbox) SetRecord(context.Context, sandbox.SessionRecord) error   { return nil }
-
-func (s echoSandbox) Exec(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+func echo(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 	code := string(p.Files["main.py"])
 	in, _ := io.ReadAll(p.Stdin)
 	switch code {
@@ -69,8 +60,6 @@ func (s echoSandbox) Exec(_ context.Context, p sandbox.Process) (sandbox.ExitRes
 	p.Stderr.Write([]byte("to stderr"))
 	return sandbox.ExitResult{ExitCode: len(code) % 256}, nil
 }
-func (echoSandbox) Stats(context.Context) (sandbox.Stats, error) { return sandbox.Stats{}, nil }
-func (echoSandbox) Delete(context.Context) error                 { return nil }
 
 func startServer(t *testing.T) string {
 	t.Helper()
@@ -80,7 +69,7 @@ func startServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	srv := daemon.New(daemon.Config{
-		Runtime: echoRuntime{},
+		Runtime: fakeRuntime{&sandboxtest.Runtime{Exec: echo}},
 		Languages: []daemon.Language{{LanguageSpec: daemon.LanguageSpec{Name: "python", Extensions: []string{".py"},
 			FileName: "main.py", Run: []string{"/usr/bin/python3", "/sandbox/main.py"}}, Version: "3.11"}},
 		Limits:  daemon.DefaultLimits(1),

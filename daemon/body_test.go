@@ -17,16 +17,17 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
+	"github.com/sandboxd/sandboxd/runtime/sandbox/sandboxtest"
 )
 
-func newBodyServer(t *testing.T, rt *fakeRuntime, budget int64, mod func(*Limits)) *Server {
+func newBodyServer(t *testing.T, rt *sandboxtest.Runtime, budget int64, mod func(*Limits)) *Server {
 	t.Helper()
 	lim := DefaultLimits(2)
 	lim.PoolSize = 0
 	if mod != nil {
 		mod(&lim)
 	}
-	return New(Config{Runtime: rt, Languages: testLanguages, Limits: lim, BodyBudget: budget, Version: "test",
+	return New(Config{Runtime: fakeRuntime{rt}, Languages: testLanguages, Limits: lim, BodyBudget: budget, Version: "test",
 		Logger: slog.New(slog.DiscardHandler)})
 }
 
@@ -63,7 +64,7 @@ func (u unreadable) Read([]byte) (int, error) {
 
 // A Content-Length over the cap is refused before a byte is read.
 func TestBodyOverContentLengthNotRead(t *testing.T) {
-	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
+	rt := &sandboxtest.Runtime{}
 	s := newSessionServer(t, rt)
 	sess := createAs(t, s, 1000, `{"language":"python"}`)
 	for _, tc := range []struct {
@@ -107,7 +108,7 @@ func (zeros) Read(p []byte) (int, error) {
 // asked for the connection to be closed after it: net/http closes such a
 // connection at once, and the listener closes it gracefully.
 func TestBodyRefusedWhileSending(t *testing.T) {
-	s := newBodyServer(t, &fakeRuntime{}, 0, nil)
+	s := newBodyServer(t, &sandboxtest.Runtime{}, 0, nil)
 	path := serveUnix(t, s)
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", path)
@@ -130,7 +131,7 @@ func TestBodyRefusedWhileSending(t *testing.T) {
 
 // A body of unknown length is cut at the cap, and holds no budget after.
 func TestBodyChunkedOverCap(t *testing.T) {
-	s := newBodyServer(t, &fakeRuntime{}, 0, nil)
+	s := newBodyServer(t, &sandboxtest.Runtime{}, 0, nil)
 	body := `{"language":"python","code":"` + strings.Repeat("x", int(s.limits().MaxBodyBytes())) + `"}`
 	req := httptest.NewRequest("POST", "/v1/execute", io.MultiReader(strings.NewReader(body)))
 	req.ContentLength = -1
@@ -149,7 +150,7 @@ func TestBodyChunkedOverCap(t *testing.T) {
 func TestBodyBudget(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 4)
-	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		started <- struct{}{}
 		<-release
 		return sandbox.ExitResult{}, nil
@@ -218,7 +219,7 @@ func serveUnix(t *testing.T, s *Server) string {
 // A body not sent in time gets 408 and its connection closed; one sent in
 // time keeps its connection however long its handler runs.
 func TestBodyDeadline(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		time.Sleep(600 * time.Millisecond)
 		return sandbox.ExitResult{}, nil
 	}}
@@ -310,7 +311,7 @@ func TestDecodeStrict(t *testing.T) {
 
 // A submitted file is held once: decoded, its text leaves the request.
 func TestFilesDecodedOnce(t *testing.T) {
-	s := newBodyServer(t, &fakeRuntime{}, 0, nil)
+	s := newBodyServer(t, &sandboxtest.Runtime{}, 0, nil)
 	req := api.ExecuteRequest{Language: "python", Code: "x", Files: []api.File{
 		{Path: "a.txt", Content: "text"},
 		{Path: "b.bin", Content: "AAEC", Encoding: api.EncodingBase64},

@@ -10,81 +10,13 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/sandboxd/sandboxd/daemon/api"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
+	"github.com/sandboxd/sandboxd/runtime/sandbox/sandboxtest"
 )
-
-// containerdFake is a fakeRuntime with containerd's list of containers,
-// which may be away: then creates and deletes fail.
-type containerdFake struct {
-	fakeRuntime
-	mu      sync.Mutex
-	ids     []string
-	away    bool
-	creates chan struct{} // when set, a create waits on it once its container exists
-}
-
-func (f *containerdFake) Create(ctx context.Context, cfg sandbox.Config) (Sandbox, error) {
-	f.mu.Lock()
-	if f.away {
-		f.mu.Unlock()
-		return nil, fmt.Errorf("create: %w", errdefs.ErrUnavailable)
-	}
-	f.ids = append(f.ids, cfg.ID)
-	wait := f.creates
-	f.mu.Unlock()
-	if wait != nil {
-		<-wait
-	}
-	return &listedSandbox{fakeSandbox{&f.fakeRuntime}, f, cfg.ID}, nil
-}
-
-func (f *containerdFake) List(context.Context) ([]string, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.away {
-		return nil, errdefs.ErrUnavailable
-	}
-	return slices.Clone(f.ids), nil
-}
-
-func (f *containerdFake) Info(ctx context.Context) sandbox.RuntimeInfo {
-	info := f.fakeRuntime.Info(ctx)
-	f.mu.Lock()
-	info.Serving = !f.away
-	f.mu.Unlock()
-	return info
-}
-
-func (f *containerdFake) setAway(away bool) {
-	f.mu.Lock()
-	f.away = away
-	f.mu.Unlock()
-}
-
-type listedSandbox struct {
-	fakeSandbox
-	c  *containerdFake
-	id string
-}
-
-func (s *listedSandbox) ID() string { return s.id }
-
-func (s *listedSandbox) Delete(context.Context) error {
-	s.c.mu.Lock()
-	defer s.c.mu.Unlock()
-	if s.c.away {
-		return fmt.Errorf("delete %s: %w", s.id, errdefs.ErrUnavailable)
-	}
-	s.c.ids = slices.DeleteFunc(s.c.ids, func(id string) bool { return id == s.id })
-	return nil
-}
 
 // gauge reads a gauge of the server's metrics; -1 when absent.
 func gauge(t *testing.T, s *Server, name string) float64 {
@@ -104,8 +36,8 @@ func gauge(t *testing.T, s *Server, name string) float64 {
 // A sandbox is known from before its container exists: one being created
 // is not a leak, and only a container no part of the daemon knows is.
 func TestLeakedContainersAreOnlyUnknownOnes(t *testing.T) {
-	rt := &containerdFake{creates: make(chan struct{})}
-	rt.exec = func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }
+	release := make(chan struct{}) // creates wait on it once their container exists
+	rt := &sandboxtest.Runtime{Creating: func(sandbox.Config) { <-release }}
 	s := newTestServer(t, rt, nil)
 	done := make(chan struct{})
 	go func() {
@@ -121,12 +53,10 @@ func TestLeakedContainersAreOnlyUnknownOnes(t *testing.T) {
 	if got := gauge(t, s, "sandboxd_leaked_containers"); got != 0 {
 		t.Errorf("a sandbox being created counts as leaked: %v", got)
 	}
-	close(rt.creates)
+	close(release)
 	<-done
 	s.Wait()
-	rt.mu.Lock()
-	rt.ids = append(rt.ids, "planted")
-	rt.mu.Unlock()
+	rt.AddContainer("planted")
 	if got, n := gauge(t, s, "sandboxd_leaked_containers"), gauge(t, s, "sandboxd_containers"); got != 1 || n != 1 {
 		t.Errorf("with one planted container: %v leaked of %v", got, n)
 	}
@@ -135,12 +65,12 @@ func TestLeakedContainersAreOnlyUnknownOnes(t *testing.T) {
 // A sandbox that cannot be deleted while containerd is away is deleted once
 // it is back, and is never counted as leaked meanwhile.
 func TestUndeletedSandboxesGoOnceContainerdIsBack(t *testing.T) {
-	rt := &containerdFake{}
-	s := newTestServer(t, rt, nil)
-	rt.exec = func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
-		rt.setAway(true) // containerd dies while the program runs
+	rt := &sandboxtest.Runtime{}
+	rt.Exec = func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
+		rt.SetAway(true) // containerd dies while the program runs
 		return sandbox.ExitResult{}, nil
 	}
+	s := newTestServer(t, rt, nil)
 	if w, _, _ := post(t, s, `{"language":"python","code":"print(1)"}`); w.Code != 200 {
 		t.Fatalf("execute: %d %s", w.Code, w.Body)
 	}
@@ -152,7 +82,7 @@ func TestUndeletedSandboxesGoOnceContainerdIsBack(t *testing.T) {
 	if got := gauge(t, s, "sandboxd_undeleted_sandboxes"); got != 1 {
 		t.Fatalf("deleted while containerd is away? undeleted: %v", got)
 	}
-	rt.setAway(false)
+	rt.SetAway(false)
 	if got := gauge(t, s, "sandboxd_leaked_containers"); got != 0 {
 		t.Errorf("the undeleted sandbox counts as leaked: %v", got)
 	}
@@ -172,7 +102,7 @@ func TestUndeletedSandboxesGoOnceContainerdIsBack(t *testing.T) {
 // program, which writes without end, is killed then.
 func TestStalledStreamEndsAtTimeout(t *testing.T) {
 	ended := make(chan time.Time, 1)
-	rt := &fakeRuntime{exec: func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		chunk := make([]byte, 64<<10)
 		for ctx.Err() == nil {
 			p.Stdout.Write(chunk)

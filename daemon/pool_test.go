@@ -6,50 +6,38 @@ import (
 	"time"
 
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
+	"github.com/sandboxd/sandboxd/runtime/sandbox/sandboxtest"
 )
-
-// gatedRuntime is a fake runtime whose creates wait for gate, and say on
-// started that one began.
-type gatedRuntime struct {
-	*fakeRuntime
-	started chan struct{}
-	gate    chan struct{}
-}
-
-func (g *gatedRuntime) Create(ctx context.Context, cfg sandbox.Config) (Sandbox, error) {
-	select {
-	case g.started <- struct{}{}:
-	default:
-	}
-	<-g.gate
-	return g.fakeRuntime.Create(ctx, cfg)
-}
 
 // A refill that ends after a request's own sandbox has joined the pool
 // does not take the pool over its size: there is no room for it, and it
 // is destroyed.
 func TestRefillAfterJoinKeepsThePoolsSize(t *testing.T) {
-	rt := &gatedRuntime{
-		fakeRuntime: &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }},
-		started:     make(chan struct{}, 1),
-		gate:        make(chan struct{}),
-	}
+	// The pool's creates wait for gate, and say on started that one began.
+	started, gate := make(chan struct{}, 1), make(chan struct{})
+	rt := &sandboxtest.Runtime{Creating: func(cfg sandbox.Config) {
+		if cfg.Kind != sandbox.KindPool {
+			return
+		}
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-gate
+	}}
 	s := newTestServer(t, rt, nil)
 	class := sandboxClass{Runtime: "runc"}
 	p := newPool(s, class, 1)
 	s.pools[class] = p
 	p.start(context.Background())
 	defer p.stop(context.Background())
-	<-rt.started // the pool is empty: a refill is under way
+	<-started // the pool is empty: a refill is under way
 	limits := s.sandboxLimits(s.limits().DefaultMemory)
-	p.join(pooled{&namedSandbox{fakeSandbox{rt.fakeRuntime}, "own"}, limits, s.rootGen.Load()})
-	close(rt.gate)
+	p.join(pooled{newSandbox(rt, "own"), limits, s.rootGen.Load()})
+	close(gate)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		rt.mu.Lock()
-		deleted := rt.deleted
-		rt.mu.Unlock()
-		if deleted > 0 || len(p.ready) > 1 || time.Now().After(deadline) {
+		if rt.Deletes() > 0 || len(p.ready) > 1 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(time.Millisecond)

@@ -19,95 +19,22 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
+	"github.com/sandboxd/sandboxd/runtime/sandbox/sandboxtest"
 )
-
-// fakeRuntime runs nothing: its sandboxes answer with scripted results.
-type fakeRuntime struct {
-	mu       sync.Mutex
-	created  []sandbox.Config
-	deleted  int
-	lastExec sandbox.Process
-	exec     func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error)
-	// collect, when set, answers Collect.
-	collect func() ([]sandbox.Collected, error)
-}
-
-func (f *fakeRuntime) Create(_ context.Context, cfg sandbox.Config) (Sandbox, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.created = append(f.created, cfg)
-	return &fakeSandbox{f}, nil
-}
-
-func (f *fakeRuntime) AdoptSessions(context.Context) ([]Adopted, error) { return nil, nil }
-func (f *fakeRuntime) List(context.Context) ([]string, error)           { return nil, nil }
-
-func (f *fakeRuntime) Images(context.Context) ([]sandbox.ImageInfo, error) { return nil, nil }
-func (f *fakeRuntime) ImportImages(context.Context, io.Reader) ([]sandbox.ImageInfo, error) {
-	return nil, errdefs.ErrInvalidArgument
-}
-func (f *fakeRuntime) PullImage(context.Context, string) error   { return errdefs.ErrNotFound }
-func (f *fakeRuntime) RemoveImage(context.Context, string) error { return errdefs.ErrNotFound }
-
-// ImageReady knows one image, "present:1".
-func (f *fakeRuntime) ImageReady(_ context.Context, ref string) error {
-	if ref == "present:1" {
-		return nil
-	}
-	return fmt.Errorf("image %s: %w", ref, errdefs.ErrNotFound)
-}
-func (f *fakeRuntime) OCIRuntimeReady(string) error { return nil }
-
-func (f *fakeRuntime) Info(context.Context) sandbox.RuntimeInfo {
-	return sandbox.RuntimeInfo{Address: "/fake.sock", Version: "1.0", CgroupVersion: 2, Serving: true}
-}
-
-type fakeSandbox struct{ f *fakeRuntime }
-
-func (s *fakeSandbox) ID() string  { return "fake" }
-func (s *fakeSandbox) Alive() bool { return true }
-func (s *fakeSandbox) Collect(context.Context, []string, int64) ([]sandbox.Collected, error) {
-	if s.f.collect != nil {
-		return s.f.collect()
-	}
-	return []sandbox.Collected{{Path: "out.txt", Size: 2, Data: []byte("ok")}}, nil
-}
-func (s *fakeSandbox) WriteFile(context.Context, string, uint32, []byte) error  { return nil }
-func (s *fakeSandbox) ReadFile(context.Context, string, io.Writer, int64) error { return nil }
-func (s *fakeSandbox) ListFiles(context.Context) ([]sandbox.FileInfo, error)    { return nil, nil }
-func (s *fakeSandbox) SetRecord(context.Context, sandbox.SessionRecord) error   { return nil }
-
-func (s *fakeSandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
-	s.f.mu.Lock()
-	s.f.lastExec = p
-	s.f.mu.Unlock()
-	return s.f.exec(ctx, p)
-}
-
-func (s *fakeSandbox) Stats(context.Context) (sandbox.Stats, error) {
-	return sandbox.Stats{CPUNanos: 5e6, MemoryPeakBytes: 1 << 20}, nil
-}
-
-func (s *fakeSandbox) Delete(context.Context) error {
-	s.f.mu.Lock()
-	s.f.deleted++
-	s.f.mu.Unlock()
-	return nil
-}
 
 var testLanguages = []Language{
 	{LanguageSpec: LanguageSpec{Name: "python", Aliases: []string{"py"}, FileName: "main.py", Run: []string{"/usr/bin/python3", "/sandbox/main.py"}}, Version: "3.11"},
 	{LanguageSpec: LanguageSpec{Name: "c", FileName: "main.c", Compile: []string{"/usr/bin/gcc", "/sandbox/main.c"}, Run: []string{"/tmp/main"}}, Version: "12"},
 }
 
-func newTestServer(t *testing.T, rt Runtime, mod func(*Limits)) *Server {
+func newTestServer(t *testing.T, rt *sandboxtest.Runtime, mod func(*Limits)) *Server {
 	t.Helper()
 	lim := DefaultLimits(2)
 	lim.PoolSize = 0
 	if mod != nil {
 		mod(&lim)
 	}
-	return New(Config{Runtime: rt, Languages: testLanguages, Limits: lim, Version: "test",
+	return New(Config{Runtime: fakeRuntime{rt}, Languages: testLanguages, Limits: lim, Version: "test",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
@@ -128,7 +55,7 @@ func post(t *testing.T, h http.Handler, body string) (*httptest.ResponseRecorder
 }
 
 func TestExecuteResult(t *testing.T) {
-	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		in, _ := io.ReadAll(p.Stdin)
 		p.Stdout.Write([]byte("got " + string(in)))
 		p.Stderr.Write([]byte{0xff, 0xfe})
@@ -152,15 +79,15 @@ func TestExecuteResult(t *testing.T) {
 		t.Error("no version header")
 	}
 	s.Wait() // the teardown runs after the answer
-	cfg := rt.created[0]
-	if cfg.Limits.MemoryBytes != 256<<20 || rt.deleted != 1 {
-		t.Errorf("sandbox %+v, deleted %d", cfg, rt.deleted)
+	cfg, lastExec := rt.Created()[0], rt.LastExec()
+	if cfg.Limits.MemoryBytes != 256<<20 || rt.Deletes() != 1 {
+		t.Errorf("sandbox %+v, deleted %d", cfg, rt.Deletes())
 	}
 	if !strings.Contains(strings.Join(cfg.Env, " "), "HOME=/workspace") {
 		t.Errorf("sandbox env %q", cfg.Env)
 	}
-	if string(rt.lastExec.Files["main.py"]) != "print(1)" || strings.Join(rt.lastExec.Env, " ") != "A=b" {
-		t.Errorf("process files %v, env %q", rt.lastExec.Files, rt.lastExec.Env)
+	if string(lastExec.Files["main.py"]) != "print(1)" || strings.Join(lastExec.Env, " ") != "A=b" {
+		t.Errorf("process files %v, env %q", lastExec.Files, lastExec.Env)
 	}
 }
 
@@ -188,7 +115,7 @@ func TestStatuses(t *testing.T) {
 
 func TestCompileErrorSkipsRun(t *testing.T) {
 	var runs int
-	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		runs++
 		p.Stderr.Write([]byte("main.c:1: error"))
 		return sandbox.ExitResult{ExitCode: 1}, nil
@@ -202,7 +129,7 @@ func TestCompileErrorSkipsRun(t *testing.T) {
 // A compile error's output is streamed, as a program's is: the chunks a
 // streaming client shows are the result's output.
 func TestStreamedCompileError(t *testing.T) {
-	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		p.Stdout.Write([]byte("note"))
 		p.Stderr.Write([]byte("main.c:1: error"))
 		return sandbox.ExitResult{ExitCode: 1}, nil
@@ -254,9 +181,9 @@ func TestCollectAfterTheSandboxEnded(t *testing.T) {
 		{"unreadable after an oom", sandbox.ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, errors.New("sandboxd-init: open out.txt: permission denied"), 500, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rt := &fakeRuntime{
-				exec:    func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return tc.exit, nil },
-				collect: func() ([]sandbox.Collected, error) { return nil, tc.err },
+			rt := &sandboxtest.Runtime{
+				Exec:    func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return tc.exit, nil },
+				Collect: func() ([]sandbox.Collected, error) { return nil, tc.err },
 			}
 			w, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"python","code":"x","collect":["*"]}`)
 			if w.Code != tc.status || tc.status == 200 && (res.Status != tc.verdict || res.Message != tc.message || len(res.Files) != 0) {
@@ -267,7 +194,7 @@ func TestCollectAfterTheSandboxEnded(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
-	rt := &fakeRuntime{exec: func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		p.Stdout.Write([]byte("partial"))
 		<-ctx.Done()
 		return sandbox.ExitResult{ExitCode: 137, Killed: true}, nil
@@ -279,7 +206,7 @@ func TestTimeout(t *testing.T) {
 }
 
 func TestOutputCap(t *testing.T) {
-	rt := &fakeRuntime{exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		for range 10 {
 			p.Stdout.Write([]byte("0123456789"))
 		}
@@ -292,7 +219,7 @@ func TestOutputCap(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
+	rt := &sandboxtest.Runtime{}
 	s := newTestServer(t, rt, func(l *Limits) { l.MaxCodeBytes = 100 })
 	for _, tc := range []struct {
 		body   string
@@ -316,15 +243,15 @@ func TestBadRequests(t *testing.T) {
 			t.Errorf("%.60s: %d %+v, want %d %q", tc.body, w.Code, e, tc.status, tc.want)
 		}
 	}
-	if len(rt.created) != 0 {
-		t.Errorf("bad requests created %d sandboxes", len(rt.created))
+	if n := len(rt.Created()); n != 0 {
+		t.Errorf("bad requests created %d sandboxes", n)
 	}
 }
 
 func TestQueueFull(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 4)
-	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
+	rt := &sandboxtest.Runtime{Exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		started <- struct{}{}
 		<-release
 		return sandbox.ExitResult{}, nil
@@ -352,7 +279,7 @@ func TestQueueFull(t *testing.T) {
 }
 
 func TestRoutes(t *testing.T) {
-	s := newTestServer(t, &fakeRuntime{}, nil)
+	s := newTestServer(t, &sandboxtest.Runtime{}, nil)
 	for _, tc := range []struct {
 		method, path string
 		header       string
@@ -386,9 +313,9 @@ func TestRoutes(t *testing.T) {
 
 // startWithPool starts a server on a fake runtime whose pool holds size
 // sandboxes.
-func startWithPool(t *testing.T, size int) (*Server, *fakeRuntime) {
+func startWithPool(t *testing.T, size int) (*Server, *sandboxtest.Runtime) {
 	t.Helper()
-	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
+	rt := &sandboxtest.Runtime{}
 	s := newTestServer(t, rt, func(l *Limits) { l.PoolSize = size })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -416,9 +343,8 @@ func TestPool(t *testing.T) {
 		t.Fatalf("%d %+v", w.Code, res)
 	}
 	s.Wait() // the teardown runs after the answer
-	rt.mu.Lock()
-	created, deleted, kind := len(rt.created), rt.deleted, rt.created[0].Kind
-	rt.mu.Unlock()
+	cfgs, deleted := rt.Created(), rt.Deletes()
+	created, kind := len(cfgs), cfgs[0].Kind
 	if created != 2 && created != 3 || deleted != 1 {
 		t.Errorf("created %d (the pool's 2, maybe a refill), deleted %d (the one used)", created, deleted)
 	}
@@ -426,10 +352,8 @@ func TestPool(t *testing.T) {
 		t.Errorf("pooled sandbox kind %q", kind)
 	}
 	s.Close(context.Background())
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
-	if rt.deleted != len(rt.created) {
-		t.Errorf("after Close: %d created, %d deleted", len(rt.created), rt.deleted)
+	if created, deleted := len(rt.Created()), rt.Deletes(); deleted != created {
+		t.Errorf("after Close: %d created, %d deleted", created, deleted)
 	}
 }
 
@@ -442,35 +366,25 @@ func TestPoolShrinksOnReload(t *testing.T) {
 		lim := s.limits()
 		lim.PoolSize = size
 		s.Reload(lim, s.languages(), Access{})
-		rt.mu.Lock()
-		live := len(rt.created) - rt.deleted
-		rt.mu.Unlock()
+		live := len(rt.Created()) - rt.Deletes()
 		if s.poolReady() != size || live != size {
 			t.Errorf("pool size %d: %d ready, %d sandboxes not destroyed", size, s.poolReady(), live)
 		}
 	}
 }
 
-// namedSandbox is a fake sandbox told apart from others.
-type namedSandbox struct {
-	fakeSandbox
-	id string
-}
-
-func (s *namedSandbox) ID() string { return s.id }
-
 // A request that finds the pool empty creates its own sandbox, but takes a
 // refill that is ready first; what it created then joins the pool, or is
 // destroyed when there is no room. It never waits on a refill alone.
 func TestAcquireSandboxRacesTheRefill(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
+	rt := &sandboxtest.Runtime{}
 	s := newTestServer(t, rt, nil)
 	class := sandboxClass{Runtime: "runc"}
 	p := newPool(s, class, 1) // not started: the test is the refill
 	s.pools[class] = p
 	limits := s.sandboxLimits(s.limits().DefaultMemory)
 	refill := func(id string) {
-		p.ready <- pooled{&namedSandbox{fakeSandbox{rt}, id}, limits, s.rootGen.Load()}
+		p.ready <- pooled{newSandbox(rt, id), limits, s.rootGen.Load()}
 	}
 	type result struct {
 		sb  Sandbox
@@ -486,7 +400,7 @@ func TestAcquireSandboxRacesTheRefill(t *testing.T) {
 				if fail != nil {
 					return nil, fail
 				}
-				return &namedSandbox{fakeSandbox{rt}, id}, nil
+				return newSandbox(rt, id), nil
 			})
 			out <- result{sb, err}
 		}()
@@ -549,16 +463,11 @@ func TestAcquireSandboxRacesTheRefill(t *testing.T) {
 	refill("refill2")
 	<-out
 	refill("full")
-	rt.mu.Lock()
-	before := rt.deleted
-	rt.mu.Unlock()
+	before := rt.Deletes()
 	close(release)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		rt.mu.Lock()
-		deleted := rt.deleted
-		rt.mu.Unlock()
-		if deleted == before+1 {
+		if rt.Deletes() == before+1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -572,7 +481,7 @@ func TestAcquireSandboxRacesTheRefill(t *testing.T) {
 // Languages from images and on other runtimes: one pool per class, the
 // request's runtime as policy allows, and a missing image said plainly.
 func TestClassesAndPolicy(t *testing.T) {
-	rt := &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
+	rt := &sandboxtest.Runtime{}
 	langs := append(slices.Clone(testLanguages),
 		Language{LanguageSpec: LanguageSpec{Name: "imgpy", FileName: "main.py", Run: []string{"python3", "/sandbox/main.py"}, Image: "present:1"}},
 		Language{LanguageSpec: LanguageSpec{Name: "gone", FileName: "main.py", Run: []string{"python3", "/sandbox/main.py"}, Image: "missing:1"}},
@@ -580,7 +489,7 @@ func TestClassesAndPolicy(t *testing.T) {
 	)
 	lim := DefaultLimits(2)
 	lim.PoolSize = 1
-	s := New(Config{Runtime: rt, Languages: langs, Limits: lim, Version: "test", OCIRuntimes: []string{"runsc"},
+	s := New(Config{Runtime: fakeRuntime{rt}, Languages: langs, Limits: lim, Version: "test", OCIRuntimes: []string{"runsc"},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -593,12 +502,10 @@ func TestClassesAndPolicy(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	rt.mu.Lock()
 	classes := map[sandboxClass]bool{}
-	for _, c := range rt.created {
+	for _, c := range rt.Created() {
 		classes[sandboxClass{c.Image, c.OCIRuntime}] = true
 	}
-	rt.mu.Unlock()
 	for _, c := range []sandboxClass{{"", "runc"}, {"present:1", "runc"}, {"missing:1", "runc"}, {"", "runsc"}} {
 		if !classes[c] {
 			t.Errorf("no pooled sandbox of class %+v (made: %v)", c, classes)

@@ -14,75 +14,14 @@ import (
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
+	"github.com/sandboxd/sandboxd/runtime/sandbox/sandboxtest"
 )
 
-// sessionRuntime keeps its sandboxes' session records, as containerd would.
-type sessionRuntime struct {
-	fakeRuntime // for the image methods; the rest are its own
-	mu          sync.Mutex
-	boxes       map[string]*recordedSandbox
-}
-
-type recordedSandbox struct {
-	fakeSandbox
-	id      string
-	mu      sync.Mutex
-	record  sandbox.SessionRecord
-	deleted bool
-}
-
-func (l *recordedSandbox) ID() string { return l.id }
-func (l *recordedSandbox) SetRecord(_ context.Context, r sandbox.SessionRecord) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	// Kept to the millisecond, as the runtime keeps it.
-	r.Created, r.LastUsed = time.UnixMilli(r.Created.UnixMilli()), time.UnixMilli(r.LastUsed.UnixMilli())
-	l.record = r
-	return nil
-}
-func (l *recordedSandbox) Delete(context.Context) error {
-	l.mu.Lock()
-	l.deleted = true
-	l.mu.Unlock()
-	return nil
-}
-
-func (r *sessionRuntime) Create(_ context.Context, cfg sandbox.Config) (Sandbox, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	sb := &recordedSandbox{id: cfg.ID}
-	sb.f = &fakeRuntime{exec: func(context.Context, sandbox.Process) (sandbox.ExitResult, error) { return sandbox.ExitResult{}, nil }}
-	if cfg.Session != nil {
-		sb.SetRecord(context.Background(), *cfg.Session)
-	}
-	r.boxes[cfg.ID] = sb
-	return sb, nil
-}
-
-func (r *sessionRuntime) AdoptSessions(context.Context) ([]Adopted, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []Adopted
-	for _, sb := range r.boxes {
-		if !sb.deleted {
-			sb.mu.Lock()
-			out = append(out, Adopted{Sandbox: sb, Record: sb.record})
-			sb.mu.Unlock()
-		}
-	}
-	return out, nil
-}
-
-func (r *sessionRuntime) Info(context.Context) sandbox.RuntimeInfo {
-	return sandbox.RuntimeInfo{Serving: true}
-}
-func (r *sessionRuntime) List(context.Context) ([]string, error) { return nil, nil }
-
-func newSessionServer(t *testing.T, rt *sessionRuntime) *Server {
+func newSessionServer(t *testing.T, rt *sandboxtest.Runtime) *Server {
 	lim := DefaultLimits(2)
 	lim.MaxSessions, lim.MaxSessionsPerUser = 3, 2
 	lim.PoolSize = 0
-	return New(Config{Runtime: rt, Languages: testLanguages, Limits: lim, Version: "test",
+	return New(Config{Runtime: fakeRuntime{rt}, Languages: testLanguages, Limits: lim, Version: "test",
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
@@ -107,7 +46,7 @@ func createAs(t *testing.T, s *Server, uid uint32, body string) api.Session {
 }
 
 func TestSessionOwnership(t *testing.T) {
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
+	s := newSessionServer(t, &sandboxtest.Runtime{})
 	mine := createAs(t, s, 1000, `{"language":"py"}`)
 	if mine.Language != "python" || mine.OwnerUID != 1000 || mine.State != api.SessionRunning || !sessionIDRE.MatchString(mine.ID) {
 		t.Fatalf("session %+v", mine)
@@ -152,7 +91,7 @@ func TestSessionOwnership(t *testing.T) {
 }
 
 func TestSessionCaps(t *testing.T) {
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
+	s := newSessionServer(t, &sandboxtest.Runtime{})
 	createAs(t, s, 1, `{"language":"py"}`)
 	createAs(t, s, 1, `{"language":"py"}`)
 	if w := as(s, 1, "POST", "/v1/sessions", `{"language":"py"}`); w.Code != 429 {
@@ -171,7 +110,7 @@ func TestSessionCaps(t *testing.T) {
 }
 
 func TestSessionAdoptionAndExpiry(t *testing.T) {
-	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
+	rt := &sandboxtest.Runtime{}
 	s := newSessionServer(t, rt)
 	kept := createAs(t, s, 5, `{"language":"c"}`)
 	short := createAs(t, s, 5, `{"language":"py","idle_timeout_ms":10}`)
@@ -194,7 +133,7 @@ func TestSessionAdoptionAndExpiry(t *testing.T) {
 	if w := as(s2, 5, "GET", "/v1/sessions/"+short.ID, ""); w.Code != 404 {
 		t.Errorf("expired session after adoption: %d", w.Code)
 	}
-	if !rt.boxes["ses-"+short.ID].deleted {
+	if !rt.Sandbox("ses-" + short.ID).Deleted() {
 		t.Error("the expired session's sandbox was not deleted")
 	}
 }
@@ -232,7 +171,7 @@ func TestAccess(t *testing.T) {
 			t.Errorf("%+v allows %+v: %v", tc.a, tc.c, got)
 		}
 	}
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
+	s := newSessionServer(t, &sandboxtest.Runtime{})
 	s.Reload(s.limits(), s.languages(), list)
 	if w := as(s, 7, "GET", "/v1/info", ""); w.Code != 403 {
 		t.Errorf("uid 7 after reload: %d", w.Code)
@@ -247,15 +186,15 @@ func TestAccess(t *testing.T) {
 func TestSessionTimeoutWhileWaiting(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
+	rt := &sandboxtest.Runtime{}
 	s := newSessionServer(t, rt)
 	s.Reload(func() Limits { l := s.limits(); l.MaxConcurrent = 1; return l }(), s.languages(), Access{})
 	sess := createAs(t, s, 1, `{"language":"py"}`)
 	// The only slot goes to an execution that waits.
-	rt.boxes["ses-"+sess.ID].f.exec = func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
+	rt.Sandbox("ses-" + sess.ID).SetExec(func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
 		<-release
 		return sandbox.ExitResult{}, nil
-	}
+	})
 	other := createAs(t, s, 1, `{"language":"py"}`)
 	go as(s, 1, "POST", "/v1/execute", `{"session_id":"`+sess.ID+`","code":"x"}`)
 	deadline := time.Now().Add(5 * time.Second)
@@ -277,12 +216,12 @@ func TestSessionTimeoutWhileWaiting(t *testing.T) {
 // first, and its timeout runs while it waits.
 func TestSessionExecutionsSerialize(t *testing.T) {
 	release := make(chan struct{})
-	rt := &sessionRuntime{boxes: map[string]*recordedSandbox{}}
+	rt := &sandboxtest.Runtime{}
 	s := newSessionServer(t, rt)
 	sess := createAs(t, s, 1, `{"language":"py"}`)
 	var mu sync.Mutex
 	running, most := 0, 0
-	rt.boxes["ses-"+sess.ID].f.exec = func(ctx context.Context, _ sandbox.Process) (sandbox.ExitResult, error) {
+	rt.Sandbox("ses-" + sess.ID).SetExec(func(ctx context.Context, _ sandbox.Process) (sandbox.ExitResult, error) {
 		mu.Lock()
 		running++
 		most = max(most, running)
@@ -294,7 +233,7 @@ func TestSessionExecutionsSerialize(t *testing.T) {
 		case <-ctx.Done():
 			return sandbox.ExitResult{Killed: true}, nil
 		}
-	}
+	})
 	first := make(chan *httptest.ResponseRecorder, 1)
 	go func() { first <- as(s, 1, "POST", "/v1/execute", `{"session_id":"`+sess.ID+`","code":"x"}`) }()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
@@ -326,7 +265,7 @@ func TestSessionExecutionsSerialize(t *testing.T) {
 // Live stdin is fed only by the execution's owner, or root: another uid
 // finds no such execution.
 func TestLiveStdinOnlyFromItsOwner(t *testing.T) {
-	s := newSessionServer(t, &sessionRuntime{boxes: map[string]*recordedSandbox{}})
+	s := newSessionServer(t, &sandboxtest.Runtime{})
 	for _, tc := range []struct {
 		uid  uint32
 		want int
