@@ -23,6 +23,7 @@ import (
 func newBodyServer(t *testing.T, rt *sandboxtest.Runtime, budget int64, mod func(*Limits)) *Server {
 	t.Helper()
 	lim := DefaultLimits(2)
+	lim.CellReuse = 1 // cells have tests of their own (cells_test.go)
 	lim.PoolSize = 0
 	if mod != nil {
 		mod(&lim)

@@ -57,35 +57,60 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 
 	id := newID()
 	limits := s.sandboxLimits(c.memory)
-	sb, err := s.acquireSandbox(ctx, c.class, limits, func(ctx context.Context) (Sandbox, error) {
-		return s.create(ctx, sandbox.Config{
-			ID:         "sbx-" + newID(),
-			Kind:       sandbox.KindExecute,
-			Env:        baseEnv,
-			Limits:     limits,
-			Image:      c.class.Image,
-			OCIRuntime: c.class.Runtime,
+	// A program that a jail can hold runs in a cell: a used one of the
+	// caller's when one waits, otherwise a fresh one.
+	class := c.class
+	class.Cells = s.jailable(c, req)
+	key := cellKey{uid: callerUID(caller), class: class, limits: limits}
+	var cl *cell
+	var sb Sandbox
+	if class.Cells {
+		if cl = s.takeCell(key); cl != nil {
+			sb = cl.sb
+		}
+	}
+	if sb == nil {
+		sb, err = s.acquireSandbox(ctx, class, limits, func(ctx context.Context) (Sandbox, error) {
+			return s.create(ctx, sandbox.Config{
+				ID:         "sbx-" + newID(),
+				Kind:       sandbox.KindExecute,
+				Env:        baseEnv,
+				Limits:     limits,
+				Image:      class.Image,
+				OCIRuntime: class.Runtime,
+				Jails:      class.Cells,
+			})
 		})
-	})
-	if err != nil {
-		return nil, nil, s.createErrorFor(ctx, err, c.lang)
+		if err != nil {
+			return nil, nil, s.createErrorFor(ctx, err, c.lang)
+		}
+		if class.Cells {
+			cl = s.newCell(sb)
+		}
 	}
 	destroy := func() { s.destroy(ctx, sb) }
 	deleteNow := true
 	defer func() {
-		if deleteNow {
+		switch {
+		case !deleteNow:
+		case cl != nil:
+			s.releaseCell(key, cl, sandbox.ExitResult{}, errExecutionAborted)
+		default:
 			destroy()
 		}
 	}()
 
 	runCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	o, err := s.runSteps(runCtx, sb, c, req, id, "", st)
+	o, err := s.runSteps(runCtx, sb, c, req, id, "", st, class.Cells)
 	if err != nil {
 		return nil, nil, err
 	}
 	res := &api.ExecuteResult{ID: id, Language: c.lang.Name, Runtime: c.class.Runtime}
-	if st, err := sb.Stats(ctx); err == nil {
+	if u := o.exit.Usage; u != nil {
+		// A cell's counters are its own: the execution's are the change.
+		res.Usage = api.Usage{CPUMS: int64(u.CPUNanos / 1e6), MemoryPeakBytes: int64(u.MemoryPeakBytes)}
+	} else if st, err := sb.Stats(ctx); err == nil {
 		res.Usage = api.Usage{CPUMS: int64(st.CPUNanos / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
 	}
 	s.finish(res, o, caller)
@@ -93,6 +118,12 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	// Out of the count before the client can read the answer and send
 	// another request; the run slot is held until the teardown is over.
 	slot.answer()
+	if cl != nil {
+		// Back among the caller's cells before the answer, for its next
+		// request; or destroyed off the caller's path.
+		s.releaseCell(key, cl, o.exit, nil)
+		return res, slot.release, nil
+	}
 	return res, func() { destroy(); slot.release() }, nil
 }
 
@@ -141,7 +172,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		return timedOut(err)
 	}
 	defer slot.release()
-	o, err := s.runSteps(runCtx, x.sb, c, req, id, x.id, st)
+	o, err := s.runSteps(runCtx, x.sb, c, req, id, x.id, st, false)
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +189,10 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	return res, nil
 }
 
+// errExecutionAborted is why a cell whose execution never came to its end
+// is destroyed.
+var errExecutionAborted = errors.New("execution aborted")
+
 // outcome is how an execution's steps went.
 type outcome struct {
 	files          []api.File
@@ -173,7 +208,7 @@ type outcome struct {
 // runSteps compiles (for compiled languages) and runs the code in sb. The
 // code is placed for this execution, id, in /sandbox/id. With a stream,
 // the run's output goes out as it comes.
-func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.ExecuteRequest, id, sessionID string, st *stream) (outcome, error) {
+func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.ExecuteRequest, id, sessionID string, st *stream, jail bool) (outcome, error) {
 	s.running.begin()
 	defer s.running.end()
 	start := time.Now()
@@ -239,7 +274,7 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 			stdin = io.MultiReader(stdin, live.r)
 		}
 		o.exit, err = sb.Exec(ctx, sandbox.Process{Args: args, Env: env, Stdin: stdin, Stdout: o.stdout, Stderr: o.stderr,
-			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace, StdinLive: live != nil})
+			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace, StdinLive: live != nil, Jail: jail})
 	}
 	o.duration = time.Since(start)
 	if err != nil {

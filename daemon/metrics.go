@@ -19,6 +19,10 @@ type metrics struct {
 	// bodiesRefused counts request bodies refused: too_large (413),
 	// budget (429) and timeout (408).
 	bodiesRefused *prometheus.CounterVec
+	// cellReuses counts the executions after which a cell stayed to
+	// serve again; cellsDestroyed the cells destroyed after use, by why.
+	cellReuses     prometheus.Counter
+	cellsDestroyed *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -41,13 +45,20 @@ func newMetrics(s *Server) *metrics {
 			Name: "sandboxd_request_bodies_refused_total", Help: "Request bodies refused: too_large (413), budget (429: no room in server.max_body_memory in time), timeout (408).",
 		}, []string{"reason"}),
 	}
+	m.cellReuses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sandboxd_cell_reuses_total", Help: "One-shot executions after which their cell stayed to serve the same uid again.",
+	})
+	m.cellsDestroyed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sandboxd_cells_destroyed_total", Help: "Cells destroyed after use, by why: worn (pool.reuse executions), idle, age, timeout, limit (OOM or pids), leftover (a process left), memory, error, dead, stale, closing.",
+	}, []string{"reason"})
 	for _, reason := range []string{"too_large", "budget", "timeout"} {
 		m.bodiesRefused.WithLabelValues(reason)
 	}
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.executions, m.duration, m.oomKills, m.timeouts, m.bodiesRefused,
+	m.reg.MustRegister(m.executions, m.duration, m.oomKills, m.timeouts, m.bodiesRefused, m.cellReuses, m.cellsDestroyed,
+		gauge("sandboxd_cells_idle", "Used cells waiting for their uid's next execution.", func() float64 { return float64(s.idleCells()) }),
 		gauge("sandboxd_executions_running", "Executions running now.", func() float64 {
 			r, _ := s.slots.counts()
 			return float64(r)

@@ -66,6 +66,7 @@ func (p *pool) fill(ctx context.Context) {
 				Limits:     limits,
 				Image:      p.class.Image,
 				OCIRuntime: p.class.Runtime,
+				Jails:      p.class.Cells,
 			})
 			if err != nil {
 				if ctx.Err() == nil {
@@ -285,7 +286,12 @@ func (s *Server) acquireSandbox(ctx context.Context, c sandboxClass, limits sand
 func (s *Server) syncPools(size int) {
 	want := map[sandboxClass]bool{}
 	for _, l := range s.languages() {
-		want[l.class()] = true
+		c := l.class()
+		want[c] = true
+		if s.limits().CellReuse > 1 && c.Runtime == sandbox.DefaultOCIRuntime && len(l.Compile) == 0 {
+			c.Cells = true
+			want[c] = true
+		}
 	}
 	s.pmu.Lock()
 	if s.poolCtx == nil {

@@ -82,11 +82,13 @@ type Sandbox interface {
 	Delete(ctx context.Context) error
 }
 
-// sandboxClass is what makes sandboxes interchangeable: their root and
-// their OCI runtime. A pool holds sandboxes of one class.
+// sandboxClass is what makes sandboxes interchangeable: their root, their
+// OCI runtime, and whether they are cells (see cells.go). A pool holds
+// sandboxes of one class.
 type sandboxClass struct {
 	Image   string
 	Runtime string
+	Cells   bool
 }
 
 func (l Language) class() sandboxClass {

@@ -33,6 +33,13 @@ type Limits struct {
 	// PoolSize is how many ready sandboxes wait for one-shot executions;
 	// 0 turns the pool off.
 	PoolSize int
+	// CellReuse is how many one-shot executions of one uid a cell serves,
+	// each in a fresh jail; 1 gives each execution a sandbox of its own.
+	// CellIdle and CellMaxAge bound how long a cell waits for the next,
+	// and lives.
+	CellReuse  int
+	CellIdle   time.Duration
+	CellMaxAge time.Duration
 
 	SessionIdleTimeout time.Duration // default idle timeout
 	SessionMaxLifetime time.Duration // default maximum lifetime
@@ -65,6 +72,9 @@ func DefaultLimits(cpus int) Limits {
 		MaxConcurrent:  2 * cpus,
 		MaxQueued:      8 * cpus,
 		PoolSize:       2 * cpus,
+		CellReuse:      50,
+		CellIdle:       30 * time.Second,
+		CellMaxAge:     10 * time.Minute,
 
 		SessionIdleTimeout: 10 * time.Minute,
 		SessionMaxLifetime: time.Hour,
@@ -131,6 +141,10 @@ type Server struct {
 	ociRuntimes []string
 	pullImages  bool
 	pulling     sync.Map // image ref → struct{}: pulls under way
+	// cells are the used cells, by uid; cellsClosed is set once Close
+	// began: no cell is kept after it.
+	cells       cellPool
+	cellsClosed atomic.Bool
 	// rootGen counts the changes of the host paths in sandboxes' roots.
 	rootGen atomic.Uint64
 	stdins  sync.Map // execution id → *liveStdin
@@ -159,6 +173,7 @@ func New(cfg Config) *Server {
 		sessions:    map[string]*session{},
 		creating:    map[uint32]int{},
 		pools:       map[sandboxClass]*pool{},
+		cells:       cellPool{idle: map[cellKey][]*cell{}, inUse: map[string]*cell{}},
 		ociRuntimes: cfg.OCIRuntimes,
 		pullImages:  cfg.PullImages,
 	}
@@ -186,6 +201,7 @@ func (s *Server) Reload(l Limits, langs []Language, access Access) {
 		// pools make new ones.
 		s.rootGen.Add(1)
 		s.drainPools()
+		s.expireCells(true)
 	}
 	s.syncPools(l.PoolSize)
 	s.pullMissing()
@@ -211,6 +227,8 @@ func (s *Server) Close(ctx context.Context) {
 	for _, p := range pools {
 		p.stop(ctx)
 	}
+	s.cellsClosed.Store(true)
+	s.expireCells(true)
 }
 
 // Status is a summary of what the daemon is doing.

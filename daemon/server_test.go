@@ -30,6 +30,7 @@ var testLanguages = []Language{
 func newTestServer(t *testing.T, rt *sandboxtest.Runtime, mod func(*Limits)) *Server {
 	t.Helper()
 	lim := DefaultLimits(2)
+	lim.CellReuse = 1 // cells have tests of their own (cells_test.go)
 	lim.PoolSize = 0
 	if mod != nil {
 		mod(&lim)
@@ -504,9 +505,9 @@ func TestClassesAndPolicy(t *testing.T) {
 	}
 	classes := map[sandboxClass]bool{}
 	for _, c := range rt.Created() {
-		classes[sandboxClass{c.Image, c.OCIRuntime}] = true
+		classes[sandboxClass{Image: c.Image, Runtime: c.OCIRuntime}] = true
 	}
-	for _, c := range []sandboxClass{{"", "runc"}, {"present:1", "runc"}, {"missing:1", "runc"}, {"", "runsc"}} {
+	for _, c := range []sandboxClass{{Runtime: "runc"}, {Image: "present:1", Runtime: "runc"}, {Image: "missing:1", Runtime: "runc"}, {Runtime: "runsc"}} {
 		if !classes[c] {
 			t.Errorf("no pooled sandbox of class %+v (made: %v)", c, classes)
 		}

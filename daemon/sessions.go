@@ -153,6 +153,7 @@ func (s *Server) Sweep(ctx context.Context) {
 		case <-t.C:
 			s.expire(ctx)
 			s.retryDeletes(ctx)
+			s.expireCells(false)
 		}
 	}
 }

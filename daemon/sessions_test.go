@@ -19,6 +19,7 @@ import (
 
 func newSessionServer(t *testing.T, rt *sandboxtest.Runtime) *Server {
 	lim := DefaultLimits(2)
+	lim.CellReuse = 1 // cells have tests of their own (cells_test.go)
 	lim.MaxSessions, lim.MaxSessionsPerUser = 3, 2
 	lim.PoolSize = 0
 	return New(Config{Runtime: fakeRuntime{rt}, Languages: testLanguages, Limits: lim, Version: "test",

@@ -167,6 +167,12 @@ func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.Exi
 	}
 	env := append(append([]string(nil), s.procSpec.Env...), p.Env...)
 	req := agentproto.Request{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: protoFiles(p.WorkspaceFiles), StdinLive: p.StdinLive}
+	if p.Jail {
+		if s.jail == nil {
+			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s is not a cell: %w", s.id, errdefs.ErrFailedPrecondition)
+		}
+		req.Jail = s.jail
+	}
 	sent := make(chan error, 1)
 	go func() {
 		err := a.send(req)
@@ -203,7 +209,7 @@ func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.Exi
 			}
 			switch {
 			case f.Exit != nil:
-				res.ExitCode, res.Signal = *f.Exit, f.Signal
+				res.ExitCode, res.Signal, res.Clean = *f.Exit, f.Signal, f.Clean
 				if f.Error != "" {
 					fmt.Fprintf(p.Stderr, "sandboxd: %s\n", f.Error)
 				}

@@ -46,7 +46,20 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	case <-s.oomC:
 	default:
 	}
+	var before sandbox.Stats
+	if p.Jail {
+		// A cell's counters are its own: an execution's are what changed.
+		before, _ = s.Stats(cctx)
+		resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
+	}
 	res, err := s.agentExec(ctx, p)
+	if p.Jail && err == nil {
+		if after, serr := s.Stats(cctx); serr == nil {
+			res.Usage = &sandbox.Stats{CPUNanos: after.CPUNanos - before.CPUNanos, MemoryUsageBytes: after.MemoryUsageBytes,
+				MemoryPeakBytes: after.MemoryPeakBytes, OOMKills: after.OOMKills - before.OOMKills,
+				PidsLimitHits: after.PidsLimitHits - before.PidsLimitHits}
+		}
+	}
 	if err == nil && !res.Killed && res.Signal == int(syscall.SIGKILL) {
 		res.OOMKilled = s.oomKilled(cctx, oomBefore)
 	}

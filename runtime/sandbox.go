@@ -69,6 +69,8 @@ type Sandbox struct {
 	deleting chan struct{}
 	started  bool // PID 1 was started (it is watched then)
 	// agent runs programs and file operations through PID 1's stdio.
+	// jail is what a cell's programs run in; nil for other sandboxes.
+	jail *agentproto.Jail
 	agent *agentConn
 
 	mu      sync.Mutex
@@ -137,6 +139,7 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 		Limits:     cfg.Limits,
 		SwapLimit:  c.swapLimit,
 		CgroupNS:   c.cgroupNS,
+		Jails:      cfg.Jails,
 	}
 	rtOpts, err := c.runtimeOptions(cfg.OCIRuntime)
 	if err != nil {
@@ -195,6 +198,7 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 		return nil, fmt.Errorf("spec %s: %w", cfg.ID, err)
 	}
 	s.procSpec = *sp.Process
+	s.jail = jailOf(sp, cfg.Limits.TmpfsBytes)
 	return s, nil
 }
 

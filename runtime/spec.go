@@ -40,6 +40,9 @@ type SpecConfig struct {
 	// AppKernel says an application kernel (gVisor) runs the programs:
 	// the host's pids limit then counts its tasks, not the programs.
 	AppKernel bool
+	// Jails makes the sandbox a cell, whose agent builds a jail for each
+	// program (see withJails).
+	Jails bool
 }
 
 // appKernelTasksPerProcess is how many host tasks gVisor (ptrace platform)
@@ -71,7 +74,11 @@ func SpecOpts(c SpecConfig) []oci.SpecOpts {
 	}
 	// Seccomp goes last: containerd's default profile is derived from the
 	// capabilities set above.
-	return append(opts, withSeccomp(c.AppKernel))
+	opts = append(opts, withSeccomp(c.AppKernel))
+	if c.Jails {
+		opts = append(opts, withJails)
+	}
+	return opts
 }
 
 // GenerateSpec builds the OCI spec of a sandbox without a containerd client,

@@ -40,6 +40,7 @@ func readCgroupStats(v2 bool, cgroupPath string) (sandbox.Stats, error) {
 		st.CPUNanos = field(read(filepath.Join(dir, "cpu.stat")), "usage_usec", &err) * 1000
 		st.MemoryUsageBytes = number(read(filepath.Join(dir, "memory.current")), &err)
 		st.OOMKills = field(read(filepath.Join(dir, "memory.events")), "oom_kill", &err)
+		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, dir, "pids.events"))
 		if err == nil {
 			// memory.peak is from Linux 5.19; before, the peak is unknown.
 			if b, perr := os.ReadFile(filepath.Join(cgroupRoot, dir, "memory.peak")); perr == nil {
@@ -51,8 +52,33 @@ func readCgroupStats(v2 bool, cgroupPath string) (sandbox.Stats, error) {
 		st.MemoryUsageBytes = number(read(filepath.Join("memory", cgroupPath, "memory.usage_in_bytes")), &err)
 		st.MemoryPeakBytes = number(read(filepath.Join("memory", cgroupPath, "memory.max_usage_in_bytes")), &err)
 		st.OOMKills = field(read(filepath.Join("memory", cgroupPath, "memory.oom_control")), "oom_kill", &err)
+		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, "pids", cgroupPath, "pids.events"))
 	}
 	return st, err
+}
+
+// pidsMax reads the count of forks refused at the pids limit; 0 when the
+// kernel does not say.
+func pidsMax(path string) uint64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	n := field(b, "max", &err)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// resetPeak starts a new memory peak for a cell's next execution: its
+// counters are the cell's, which serves many. cgroup v1 resets it on a
+// write; v2's memory.peak resets only for the descriptor written to, so
+// there the peak stays the cell's own.
+func resetPeak(v2 bool, cgroupPath string) {
+	if !v2 {
+		os.WriteFile(filepath.Join(cgroupRoot, "memory", cgroupPath, "memory.max_usage_in_bytes"), []byte("0"), 0)
+	}
 }
 
 // number parses a file holding one decimal number.

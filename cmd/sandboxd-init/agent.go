@@ -196,8 +196,10 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 		a.send(agentproto.Frame{Exit: &code, Error: err.Error()})
 		return true
 	}
-	if err := place(req.Files); err != nil {
-		return fail(err)
+	if req.Jail == nil {
+		if err := place(req.Files); err != nil {
+			return fail(err)
+		}
 	}
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
@@ -218,12 +220,18 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 	exited := make(chan syscall.WaitStatus, 1)
 	a.mu.Lock()
 	a.exited = exited
-	pid, err := syscall.ForkExec(lookPath(req.Args[0], req.Env), req.Args, &syscall.ProcAttr{
-		Dir:   dir,
-		Env:   req.Env,
-		Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
-	})
+	var pid int
+	var jailStatusR *os.File // a jailed run's status, from the jail's init
+	if req.Jail != nil {
+		pid, jailStatusR, err = startJail(req, [3]*os.File{stdinR, outW, errW})
+	} else {
+		pid, err = syscall.ForkExec(lookPath(req.Args[0], req.Env), req.Args, &syscall.ProcAttr{
+			Dir:   dir,
+			Env:   req.Env,
+			Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
+			Sys:   &syscall.SysProcAttr{Setsid: true},
+		})
+	}
 	a.pid = pid
 	a.mu.Unlock()
 	stdinR.Close()
@@ -319,6 +327,11 @@ wait:
 	if ws.Signaled() {
 		f.Signal = int(ws.Signal())
 		code = 128 + f.Signal
+	}
+	if jailStatusR != nil {
+		st := readJailStatus(jailStatusR, ws)
+		code, f.Signal, f.Error = st.Exit, st.Signal, st.Error
+		f.Clean = cellClean()
 	}
 	f.Exit = &code
 	a.send(f)

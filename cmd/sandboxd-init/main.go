@@ -18,6 +18,10 @@ import (
 )
 
 func main() {
+	if os.Args[0] == jailInitName {
+		runJail()
+		return
+	}
 	if len(os.Args) > 1 {
 		fmt.Fprintln(os.Stderr, "usage: sandboxd-init (PID 1 of a sandbox; it takes no arguments)")
 		os.Exit(2)

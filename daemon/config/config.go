@@ -149,7 +149,10 @@ type SessionSettings struct {
 
 // PoolSettings configures the pool of ready sandboxes.
 type PoolSettings struct {
-	Size int `toml:"size" comment:"sandboxes started ahead of demand for one-shot executions (default: 2 x CPUs); 0: no pool"`
+	Size   int      `toml:"size" comment:"sandboxes started ahead of demand for one-shot executions (default: 2 x CPUs); 0: no pool"`
+	Reuse  int      `toml:"reuse" comment:"one-shot executions of one uid that a sandbox (a cell) serves, each in a fresh jail (default 50); 1: a sandbox for each execution"`
+	Idle   Duration `toml:"idle" comment:"how long a used cell waits for its uid's next execution (default 30s)"`
+	MaxAge Duration `toml:"max_age" comment:"how long a cell lives at most (default 10m)"`
 }
 
 // AccessSettings is who may use the API beyond the socket's permissions.
@@ -207,7 +210,7 @@ func Defaults(cpus int) Settings {
 			MaxConnections: c.Max, MaxConnectionsPerUID: c.PerUID, RootReserve: c.RootReserve,
 			MaxBodyMemory: Size(l.MaxBodyBytes()), BodyWait: Duration(l.BodyWait),
 		},
-		Pool:     PoolSettings{Size: l.PoolSize},
+		Pool:     PoolSettings{Size: l.PoolSize, Reuse: l.CellReuse, Idle: Duration(l.CellIdle), MaxAge: Duration(l.CellMaxAge)},
 		Images:   ImageSettings{Pull: true},
 		Runtimes: map[string]RuntimeSettings{"runsc": {Binary: "runsc"}},
 		Sessions: SessionSettings{
@@ -276,6 +279,9 @@ func (s Settings) Validate() error {
 	check(sv.MaxConnectionsPerUID >= 0, "server.max_connections_per_uid must not be negative")
 	check(sv.MaxBodyMemory >= 1<<20 && sv.BodyWait >= 0, "server.max_body_memory must be at least 1MiB, and server.body_wait not negative")
 	check(s.Pool.Size >= 0 && s.Pool.Size <= 256, "pool.size must be from 0 to 256")
+	check(s.Pool.Reuse >= 1 && s.Pool.Reuse <= 10000, "pool.reuse must be from 1 to 10000")
+	check(s.Pool.Idle >= Duration(time.Second) && s.Pool.Idle <= Duration(time.Hour), "pool.idle must be from 1s to 1h")
+	check(s.Pool.MaxAge >= s.Pool.Idle && s.Pool.MaxAge <= Duration(24*time.Hour), "pool.max_age must be from pool.idle to 24h")
 	check(namespaceRE.MatchString(s.Namespace), "namespace %q must be letters, digits, '.', '_' or '-', starting with a letter or digit", s.Namespace)
 	_, err := strconv.ParseUint(s.SocketMode, 8, 32)
 	check(err == nil, "socket_mode %q is not octal", s.SocketMode)
@@ -333,7 +339,8 @@ func (s Settings) daemonLimits() daemon.Limits {
 		MaxSessionLifetime: time.Duration(ss.MaxLifetimeCap), MaxSessions: ss.Max, MaxSessionsPerUser: ss.MaxPerUID,
 		MaxFileBytes: int64(ss.MaxFile),
 		PoolSize:     s.Pool.Size,
-		BodyTimeout:  time.Duration(s.Server.BodyTimeout), BodyWait: time.Duration(s.Server.BodyWait),
+		CellReuse:    s.Pool.Reuse, CellIdle: time.Duration(s.Pool.Idle), CellMaxAge: time.Duration(s.Pool.MaxAge),
+		BodyTimeout: time.Duration(s.Server.BodyTimeout), BodyWait: time.Duration(s.Server.BodyWait),
 	}
 }
 

@@ -52,6 +52,10 @@ type Request struct {
 	ReadMax    int64  `json:"read_max,omitempty"`
 	ListFiles  bool   `json:"list_files,omitempty"`
 
+	// Jail, when set, runs the program in a jail of its own that the agent
+	// builds inside the sandbox (see Jail): a run leaves nothing behind.
+	Jail *Jail `json:"jail,omitempty"`
+
 	// Sync asks for a Sync frame carrying the same value once everything
 	// asked before has been answered: a daemon that attaches to a running
 	// agent (after a restart) discards what the stream holds until then.
@@ -71,6 +75,24 @@ type Frame struct {
 	Sync   string     `json:"sync,omitempty"`
 	// Code classifies the Error of a file operation's exit frame.
 	Code string `json:"code,omitempty"`
+	// Clean, on the exit frame of a jailed run, says that nothing of the
+	// run is left: no process but the agent runs in the sandbox.
+	Clean bool `json:"clean,omitempty"`
+}
+
+// Jail describes the jail a program runs in: new user (the sandbox's user
+// mapped onto itself), PID, mount, IPC, UTS and network namespaces; a root
+// of the sandbox's, read-only, with fresh size-capped tmpfs for /tmp,
+// /workspace and /dev/shm and a fresh /proc masked as the sandbox's own
+// would be; no capability; a second seccomp filter that refuses what only
+// building jails needs.
+type Jail struct {
+	TmpfsBytes int64 `json:"tmpfs_bytes"`
+	// ProcMasked are paths of /proc hidden from the program (a file under
+	// /dev/null, a directory under an empty read-only tmpfs); ProcReadOnly
+	// are made read-only.
+	ProcMasked   []string `json:"proc_masked,omitempty"`
+	ProcReadOnly []string `json:"proc_read_only,omitempty"`
 }
 
 // The classes of a file operation's failure.

@@ -27,6 +27,10 @@ type Config struct {
 	// Image, when set, is the OCI image whose root the sandbox has, as a
 	// read-only view, instead of the host's.
 	Image string
+	// Jails makes the sandbox a cell: each process with Jail set runs in a
+	// jail of its own that the sandbox's agent builds, so that the sandbox
+	// can serve many executions. Only under runc.
+	Jails bool
 	// OCIRuntime is DefaultOCIRuntime when empty, or another, such as
 	// runsc.
 	OCIRuntime string
@@ -74,6 +78,10 @@ type Process struct {
 	// StdinLive says Stdin is fed while the process runs: it is forwarded
 	// as it comes rather than read whole first.
 	StdinLive bool
+	// Jail runs the process in a fresh jail of the cell's (Config.Jails):
+	// when it exits, nothing it started is left. WorkspaceFiles are then
+	// written into the jail's /workspace.
+	Jail bool
 }
 
 // ExitResult is how a process ended.
@@ -85,6 +93,13 @@ type ExitResult struct {
 	// SandboxKilled, when set, says why the kernel ended the whole sandbox
 	// during the process (its process limit, under gVisor).
 	SandboxKilled string
+	// Clean, after a jailed process, says that nothing of it is left in
+	// the cell: no process but the agent.
+	Clean bool
+	// Usage, after a jailed process, is what the cell's counters counted
+	// during it; its memory peak is the cell's own where the kernel cannot
+	// reset it (cgroup v2).
+	Usage *Stats
 }
 
 // Stats are a sandbox's kernel counters.
@@ -93,6 +108,8 @@ type Stats struct {
 	MemoryUsageBytes uint64
 	MemoryPeakBytes  uint64
 	OOMKills         uint64
+	// PidsLimitHits counts the forks refused at the pids limit.
+	PidsLimitHits uint64
 }
 
 // File is a file to place in /workspace.

@@ -1,0 +1,398 @@
+package main
+
+// The jail: a program of a one-shot execution runs in namespaces of its
+// own that the agent builds inside the sandbox, so that a sandbox can
+// serve many executions with nothing of one left to the next. The agent
+// re-executes itself as the jail's init (runJail), which builds the jail,
+// drops every privilege, installs the program's seccomp filter, starts the
+// program, reaps what it leaves and, when it exits, ends the jail: the
+// kernel kills everything else in the jail's PID namespace.
+//
+// This is a wall between executions: nothing here is steered by the
+// program's bytes. The configuration comes from sandboxd through the agent;
+// paths are fixed or come from that configuration.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
+)
+
+// jailInitName is argv[0] of the agent re-executed as a jail's init.
+const jailInitName = "sandboxd-jail"
+
+// jailConfig is what the agent hands a jail's init, on its fd 4.
+type jailConfig struct {
+	Args  []string        `json:"args"`
+	Env   []string        `json:"env"`
+	Dir   string          `json:"dir"`
+	Jail  agentproto.Jail `json:"jail"`
+	Files []jailFile      `json:"files,omitempty"`
+}
+
+// jailFile is a file the jail's init writes into the jail's /workspace.
+type jailFile struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
+	Data []byte `json:"data"`
+}
+
+// jailStatus is what a jail's init tells the agent, on its fd 3, once the
+// program has ended: how, or why it never started.
+type jailStatus struct {
+	Exit   int    `json:"exit"`
+	Signal int    `json:"signal,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// The namespaces of a jail. The user namespace maps the sandbox's user
+// onto itself, with setgroups denied: the program keeps its identity, and
+// its init gets, for the build only, the capabilities it needs there.
+const jailCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET
+
+// startJail starts a jail's init for req, with stdio as its fds 0-2. It
+// returns the init's pid and the pipe its status comes on.
+func startJail(req agentproto.Request, stdio [3]*os.File) (int, *os.File, error) {
+	// A process that is not dumpable has its /proc files owned by root:
+	// the agent could not write its child's ID maps. Nothing but jails runs
+	// beside an agent that builds them, and they cannot see it.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return 0, nil, err
+	}
+	defer statusW.Close()
+	configR, configW, err := os.Pipe()
+	if err != nil {
+		statusR.Close()
+		return 0, nil, err
+	}
+	defer configR.Close()
+	uid, gid := os.Getuid(), os.Getgid()
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{jailInitName}, &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   []string{},
+		Files: []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), statusW.Fd(), configR.Fd()},
+		Sys: &syscall.SysProcAttr{
+			Cloneflags:                 jailCloneFlags,
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
+			GidMappingsEnableSetgroups: false,
+			// For the build only: mounts, the loopback link, dropping
+			// the bounding set. runJail drops them before the program.
+			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
+			Pdeathsig:   syscall.SIGKILL,
+		},
+	})
+	if err != nil {
+		configW.Close()
+		statusR.Close()
+		return 0, nil, fmt.Errorf("starting the jail: %w", err)
+	}
+	cfg := jailConfig{Args: req.Args, Env: req.Env, Dir: req.Dir, Jail: *req.Jail}
+	for _, f := range req.Files {
+		cfg.Files = append(cfg.Files, jailFile{Path: f.Path, Mode: f.Mode, Data: f.Data})
+	}
+	go func() {
+		defer configW.Close()
+		json.NewEncoder(configW).Encode(cfg)
+	}()
+	return pid, statusR, nil
+}
+
+// readJailStatus reads what a jail's init reported, after it exited with
+// ws: its program's end, or, when the init died first, its own.
+func readJailStatus(status *os.File, ws syscall.WaitStatus) jailStatus {
+	defer status.Close()
+	var st jailStatus
+	b, _ := io.ReadAll(io.LimitReader(status, 64<<10))
+	if err := json.Unmarshal(b, &st); err != nil {
+		// No word from the init: it was killed (a timeout, or the
+		// program killed its own jail).
+		st = jailStatus{Exit: ws.ExitStatus()}
+		if ws.Signaled() {
+			st.Signal = int(ws.Signal())
+			st.Exit = 128 + st.Signal
+		}
+	}
+	return st
+}
+
+// cellClean reports whether no process but the agent runs in the sandbox:
+// after a jail's init exited, the kernel has killed the rest of its PID
+// namespace, and the sandbox's /proc (the agent's) shows what is left.
+func cellClean() bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// runJail is the agent re-executed as a jail's init, PID 1 of the jail.
+func runJail() {
+	status := os.NewFile(3, "status")
+	report := func(st jailStatus) {
+		json.NewEncoder(status).Encode(st)
+		status.Close()
+	}
+	fail := func(step string, err error) {
+		report(jailStatus{Exit: 127, Error: step + ": " + err.Error()})
+		os.Exit(1)
+	}
+	// The kernel shields a PID namespace's init from its namespace's
+	// signals only while it has no handler: none of these ends it.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
+	var cfg jailConfig
+	if err := json.NewDecoder(os.NewFile(4, "config")).Decode(&cfg); err != nil {
+		fail("jail config", err)
+	}
+	unix.Close(4)
+	if len(cfg.Args) == 0 {
+		fail("jail config", errors.New("no program"))
+	}
+	if err := buildJail(cfg.Jail); err != nil {
+		fail("building the jail", err)
+	}
+	if err := dropPrivileges(); err != nil {
+		fail("dropping privileges", err)
+	}
+	files := make([]agentproto.File, len(cfg.Files))
+	for i, f := range cfg.Files {
+		files[i] = agentproto.File{Path: f.Path, Mode: f.Mode, Data: f.Data}
+	}
+	if err := place(files); err != nil {
+		fail("files", err)
+	}
+	if err := installJailFilter(); err != nil {
+		fail("seccomp", err)
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		dir = Workspace
+	}
+	pid, err := syscall.ForkExec(lookPath(cfg.Args[0], cfg.Env), cfg.Args, &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   cfg.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	if err != nil {
+		fail("exec", err)
+	}
+	// The output is the program's and its children's: the run's output
+	// ends when the last of them closes it.
+	for fd := 0; fd < 3; fd++ {
+		unix.Close(fd)
+	}
+	for {
+		var ws syscall.WaitStatus
+		wpid, err := syscall.Wait4(-1, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			fail("wait", err)
+		}
+		if wpid != pid {
+			continue // an orphan of the program
+		}
+		st := jailStatus{Exit: ws.ExitStatus()}
+		if ws.Signaled() {
+			st.Signal = int(ws.Signal())
+			st.Exit = 128 + st.Signal
+		}
+		report(st)
+		// Exiting ends the jail: the kernel kills what the program left.
+		os.Exit(0)
+	}
+}
+
+// jailRoot is where the jail's root is assembled before pivot_root, under
+// a tmpfs private to the jail's mount namespace.
+const jailRoot = "/tmp/.jail-root"
+
+// buildJail makes the jail's root: the sandbox's own (read-only, as it is
+// in the sandbox), with fresh /tmp, /workspace, /dev/shm, /dev/mqueue and
+// /proc, that /proc masked as the sandbox's would be; brings up loopback
+// in the new network namespace; and makes the root the jail's.
+func buildJail(j agentproto.Jail) error {
+	size := "size=" + strconv.FormatInt(j.TmpfsBytes, 10)
+	steps := []struct {
+		what                 string
+		source, target, kind string
+		flags                uintptr
+		data                 string
+	}{
+		{"private mounts", "", "/", "", unix.MS_REC | unix.MS_PRIVATE, ""},
+		{"staging tmpfs", "tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "size=64k,mode=0755"},
+	}
+	for _, s := range steps {
+		if err := unix.Mount(s.source, s.target, s.kind, s.flags, s.data); err != nil {
+			return fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	if err := os.Mkdir(jailRoot, 0o755); err != nil {
+		return err
+	}
+	r := jailRoot
+	steps = []struct {
+		what                 string
+		source, target, kind string
+		flags                uintptr
+		data                 string
+	}{
+		{"root", "/", r, "", unix.MS_BIND | unix.MS_REC, ""},
+		{"/proc", "proc", r + "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"/tmp", "tmpfs", r + "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, size + ",mode=1777"},
+		{"/workspace", "tmpfs", r + Workspace, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, size + ",mode=0700"},
+		{"/dev/shm", "tmpfs", r + "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "size=65536k,mode=1777"},
+		{"/dev/mqueue", "mqueue", r + "/dev/mqueue", "mqueue", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+	}
+	for _, s := range steps {
+		if err := unix.Mount(s.source, s.target, s.kind, s.flags, s.data); err != nil {
+			return fmt.Errorf("%s: %w", s.what, err)
+		}
+	}
+	for _, p := range j.ProcMasked {
+		if err := maskPath(r, p); err != nil {
+			return err
+		}
+	}
+	procFlags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	for _, p := range j.ProcReadOnly {
+		if err := readOnlyPath(r, p, procFlags); err != nil {
+			return err
+		}
+	}
+	if err := loopbackUp(); err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := os.Chdir(r); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detaching the old root: %w", err)
+	}
+	return os.Chdir("/")
+}
+
+// procPath checks that p names a place under /proc, as the masks do.
+func procPath(p string) error {
+	if !strings.HasPrefix(p, "/proc/") || strings.Contains(p, "..") {
+		return fmt.Errorf("mask %q: not under /proc", p)
+	}
+	return nil
+}
+
+// maskPath hides a path of the jail's /proc: a file under /dev/null, a
+// directory under an empty read-only tmpfs. A path that does not exist
+// (on this kernel) needs no mask.
+func maskPath(root, p string) error {
+	if err := procPath(p); err != nil {
+		return err
+	}
+	target := root + p
+	fi, err := os.Lstat(target)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		err = unix.Mount("tmpfs", target, "tmpfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=0")
+	} else {
+		err = unix.Mount(root+"/dev/null", target, "", unix.MS_BIND, "")
+	}
+	if err != nil {
+		return fmt.Errorf("mask %s: %w", p, err)
+	}
+	return nil
+}
+
+// readOnlyPath makes a path of the jail's /proc read-only.
+func readOnlyPath(root, p string, flags uintptr) error {
+	if err := procPath(p); err != nil {
+		return err
+	}
+	target := root + p
+	if _, err := os.Lstat(target); os.IsNotExist(err) {
+		return nil
+	}
+	if err := unix.Mount(target, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	if err := unix.Mount("", target, "", flags|unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("read-only %s: %w", p, err)
+	}
+	return nil
+}
+
+// loopbackUp brings up lo in the jail's network namespace, its only link.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// dropPrivileges leaves the jail's init, on every thread, without any
+// capability (bounding, ambient, effective, permitted, inheritable) and
+// with no_new_privs, so that the program it starts has none either and
+// can gain none. Its memory and descriptors are closed to the program
+// (not dumpable), which runs as the same user.
+func dropPrivileges() error {
+	last := unix.CAP_LAST_CAP
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			last = n
+		}
+	}
+	for c := 0; c <= last; c++ {
+		if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); errno != 0 {
+			return fmt.Errorf("bounding set, capability %d: %w", c, errno)
+		}
+	}
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); errno != 0 {
+		return fmt.Errorf("ambient set: %w", errno)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); errno != 0 {
+		return fmt.Errorf("capset: %w", errno)
+	}
+	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errno != 0 {
+		return fmt.Errorf("no_new_privs: %w", errno)
+	}
+	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+}

@@ -1,0 +1,174 @@
+//go:build integration
+
+package main_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/sandboxd/sandboxd/daemon/api"
+)
+
+// cellDaemon is a daemon whose one-shot executions all go to one cell per
+// caller: no pool, so the first execution makes the cell and the next ones
+// find it.
+func cellDaemon(t *testing.T, reuse int) *daemonProc {
+	t.Helper()
+	// socket_mode 0666: some tests run a client as another uid.
+	return startDaemon(t, daemonOpts{config: fmt.Sprintf("socket_mode = '0666'\n[pool]\nsize = 0\nreuse = %d\n", reuse)})
+}
+
+// containersOf counts the containers of a daemon's namespace.
+func containersOf(t *testing.T, d *daemonProc) int {
+	t.Helper()
+	return len(mustProbeContainerd(t, containerdAddr, d.ns).containers)
+}
+
+// TestCellIsolation: pairs of one-shot executions of one caller, forced
+// into one cell, and nothing the first leaves is there for the second:
+// files in /tmp, /workspace, /dev/shm and $HOME; a double-forked,
+// setsid, SIGTERM-ignoring process; SysV and POSIX IPC objects; an
+// abstract Unix socket and a loopback listener; the hostname; rlimits.
+func TestCellIsolation(t *testing.T) {
+	d := cellDaemon(t, 50)
+	run := func(code string) *api.ExecuteResult {
+		t.Helper()
+		return mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: code})
+	}
+	for _, tc := range []struct{ name, leave, check string }{
+		{"files", `echo x > /tmp/left; echo x > /workspace/left; echo x > /dev/shm/left; echo x > "$HOME/left.home"; echo left`,
+			`ls /tmp /workspace /dev/shm "$HOME" | grep -c left`},
+		{"processes", `(setsid sh -c 'trap "" TERM; exec -a leftsleeper sleep 600' & ) ; (nohup sleep 601 >/dev/null 2>&1 &); echo left`,
+			`for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline 2>/dev/null; echo; done | grep -c -e '^sleep 60' -e '^leftsleeper'`},
+		{"sysv ipc", `ipcmk -M 4096 >/dev/null && ipcmk -S 1 >/dev/null && ipcmk -Q >/dev/null && echo left`,
+			`ipcs -m -s -q | grep -c '^0x'`},
+		{"posix mqueue", `touch /dev/mqueue/leftq && echo left`, `ls /dev/mqueue | grep -c .`},
+		{"sockets", `python3 -c "
+import os, socket, time
+u = socket.socket(socket.AF_UNIX); u.bind('\0sbxleft'); u.listen()
+t = socket.socket(); t.bind(('127.0.0.1', 45678)); t.listen()
+if os.fork() == 0:
+    os.setsid(); time.sleep(600)
+print('left')"`,
+			`python3 -c "
+import socket
+n = 0
+for fam, addr in ((socket.AF_UNIX, '\0sbxleft'), (socket.AF_INET, ('127.0.0.1', 45678))):
+    try:
+        socket.socket(fam).connect(addr); n += 1
+    except OSError:
+        pass
+print(n)"`},
+		{"hostname", `hostname leftname 2>/dev/null; echo left`, `hostname | grep -c leftname`},
+		{"rlimits", `ulimit -n 64; ulimit -s 1024; echo left`, `[ "$(ulimit -n)" = 64 ] || [ "$(ulimit -s)" = 1024 ]; echo $((1 - $?))`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if res := run(tc.leave); res.Stdout != "left\n" {
+				t.Fatalf("the first execution: %+v", res)
+			}
+			if res := run(tc.check); res.Stdout != "0\n" {
+				t.Errorf("the next execution in the cell found what the first left: %q (stderr %q)", res.Stdout, res.Stderr)
+			}
+		})
+	}
+	if n := containersOf(t, d); n != 1 {
+		t.Errorf("%d containers: the executions did not share one cell", n)
+	}
+	if got := metricValue(t, d.sock, "sandboxd_cell_reuses_total"); got < 14 {
+		t.Errorf("sandboxd_cell_reuses_total = %v after 14 executions", got)
+	}
+}
+
+// TestJailWalls: a program in a cell sees its jail only (not the agent,
+// not another execution), cannot build namespaces or mounts of its own,
+// and has a sandbox's /proc masks.
+func TestJailWalls(t *testing.T) {
+	d := cellDaemon(t, 50)
+	res := mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: `
+echo "pid $$ init $(tr '\0' ' ' < /proc/1/cmdline)"
+set -- /proc/[0-9]*; echo $#
+for c in 'unshare -U true' 'unshare -m true' 'unshare -n true' 'unshare -p -f true' 'nsenter -t 1 -m true' 'mount -t tmpfs none /tmp' 'pivot_root /tmp /tmp' 'hostname other' 'chroot / true'; do
+  if $c 2>/dev/null; then echo "allowed: $c"; fi
+done
+python3 -c "
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+print('clone', libc.syscall(56, 0x10000000, 0, 0, 0, 0), ctypes.get_errno())   # CLONE_NEWUSER
+print('unshare', libc.unshare(0x20000), ctypes.get_errno())                       # CLONE_NEWNS
+"
+echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo "wrote /proc/sys"
+id -u; grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t ' ' '
+`})
+	out := res.Stdout
+	for _, want := range []string{"init sandboxd-jail ", "clone -1 1\n", "unshare -1 1\n", "\n65534\n",
+		"CapEff: 0000000000000000", "CapPrm: 0000000000000000", "CapBnd: 0000000000000000", "CapAmb: 0000000000000000", "NoNewPrivs: 1", "Seccomp: 2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "allowed:") || strings.Contains(out, "wrote /proc/sys") {
+		t.Errorf("a wall let the program through:\n%s", out)
+	}
+	// The program's jail init is the only other process it sees; the
+	// agent and the cell are out of sight.
+	if lines := strings.Split(out, "\n"); len(lines) < 2 || lines[1] != "2" {
+		t.Errorf("processes seen in /proc (the init, the shell): %q", out)
+	}
+}
+
+// TestJailProcMasks: /proc in a jail is masked as a sandbox's own is: the
+// same paths hidden or read-only, whether the program runs in a cell or in
+// a session's sandbox (which has no jail).
+func TestJailProcMasks(t *testing.T) {
+	d := cellDaemon(t, 50)
+	probe := `for p in /proc/acpi /proc/asound /proc/kcore /proc/keys /proc/latency_stats /proc/timer_list /proc/timer_stats /proc/sched_debug /proc/scsi /proc/bus /proc/fs /proc/irq /proc/sys /proc/sysrq-trigger; do
+  [ -e $p ] || { echo "$p absent"; continue; }
+  if [ -d $p ]; then n=$(ls -A $p 2>/dev/null | wc -l); echo "$p dir $([ $n = 0 ] && echo empty || echo listed)"; else echo "$p file $(head -c 64 $p 2>/dev/null | wc -c)"; fi
+  touch $p/x 2>/dev/null && echo "$p writable"
+done
+echo 1 > /proc/sys/vm/drop_caches 2>/dev/null && echo "drop_caches written"
+true`
+	inCell := mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: probe})
+	sess := createSession(t, d.sock, api.CreateSessionRequest{Language: "bash"})
+	defer request(d.sock, "DELETE", "/v1/sessions/"+sess.ID, "", nil)
+	inSession := mustExecute(t, d.sock, api.ExecuteRequest{SessionID: sess.ID, Code: probe})
+	if inCell.Stdout != inSession.Stdout || !strings.Contains(inCell.Stdout, "/proc/kcore") {
+		t.Errorf("/proc in a jail:\n%s\nin a session's sandbox:\n%s", inCell.Stdout, inSession.Stdout)
+	}
+}
+
+// TestCellLifecycle: a cell never serves two uids; it is destroyed after
+// an OOM kill, a pids-limit hit and pool.reuse executions.
+func TestCellLifecycle(t *testing.T) {
+	d := cellDaemon(t, 3)
+	run := func(code string, mem int64) *api.ExecuteResult {
+		t.Helper()
+		return mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: code, MemoryBytes: mem})
+	}
+	destroyed := func(reason string) float64 {
+		v, _ := metricOf(d.sock, fmt.Sprintf(`sandboxd_cells_destroyed_total{reason=%q}`, reason))
+		return v
+	}
+	for range 3 {
+		run("true", 0)
+	}
+	waitUntil(t, "the worn cell's destruction", 10e9, func() bool { return destroyed("worn") == 1 })
+	// Another uid gets a cell of its own.
+	run("true", 0)
+	if out, code := asUser(d.sock, "execute", "-l", "bash", "-c", "true"); code != 0 {
+		t.Fatalf("as uid 65534: %d %s", code, out)
+	}
+	if n := containersOf(t, d); n != 2 {
+		t.Errorf("%d containers after executions of two uids: want a cell each", n)
+	}
+	if res := mustExecute(t, d.sock, api.ExecuteRequest{Language: "python", Code: "b = bytearray(1 << 30)", MemoryBytes: 64 << 20}); !res.OOMKilled {
+		t.Fatalf("the memory bomb: %+v", res)
+	}
+	waitUntil(t, "the OOM-killed cell's destruction", 10e9, func() bool { return destroyed("limit") == 1 })
+	// More processes than the pids limit (128): forks are refused.
+	if res := run("for i in $(seq 200); do sleep 30 & done 2>/dev/null; true", 0); res.TimedOut {
+		t.Fatalf("past the pids limit: %+v", res)
+	}
+	waitUntil(t, "the cell at its pids limit destroyed", 10e9, func() bool { return destroyed("limit") == 2 })
+}
