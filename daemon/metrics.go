@@ -76,6 +76,7 @@ func newMetrics(s *Server) *metrics {
 			return float64(s.bodies.held.Load())
 		}),
 		gauge("sandboxd_pool_ready", "Ready sandboxes in the pool.", func() float64 { return float64(s.poolReady()) }),
+		gauge("sandboxd_pool_target", "Ready sandboxes the pools are to hold: pool.size for each pool.", func() float64 { return float64(s.poolTarget()) }),
 		gauge("sandboxd_undeleted_sandboxes", "Sandboxes whose deletion failed (containerd away), deleted again once it answers.", func() float64 {
 			n := 0
 			s.undeleted.Range(func(_, _ any) bool { n++; return true })

@@ -355,6 +355,18 @@ func (s *Server) drainPools() {
 	}
 }
 
+// poolTarget is how many ready sandboxes the pools are to hold.
+func (s *Server) poolTarget() int {
+	s.pmu.Lock()
+	pools := slices.Collect(maps.Values(s.pools))
+	s.pmu.Unlock()
+	n := 0
+	for _, p := range pools {
+		n += p.target()
+	}
+	return n
+}
+
 // poolReady is how many ready sandboxes the pools hold.
 func (s *Server) poolReady() int {
 	s.pmu.Lock()

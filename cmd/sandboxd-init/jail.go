@@ -13,6 +13,7 @@ package main
 // paths are fixed or come from that configuration.
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +33,10 @@ import (
 // jailInitName is argv[0] of the agent re-executed as a jail's init.
 const jailInitName = "sandboxd-jail"
 
-// jailConfig is what the agent hands a jail's init, on its fd 4.
+// jailConfig is what the agent hands a jail's init, on its fd 4: a JSON
+// line, then the files' contents, raw, in order (as agentproto's requests
+// carry them), which the init writes into the jail's /workspace as they
+// come, never holding them whole.
 type jailConfig struct {
 	Args  []string        `json:"args"`
 	Env   []string        `json:"env"`
@@ -41,11 +45,12 @@ type jailConfig struct {
 	Files []jailFile      `json:"files,omitempty"`
 }
 
-// jailFile is a file the jail's init writes into the jail's /workspace.
+// jailFile is a file the jail's init writes into the jail's /workspace;
+// Size bytes of it follow the line.
 type jailFile struct {
 	Path string `json:"path"`
 	Mode uint32 `json:"mode"`
-	Data []byte `json:"data"`
+	Size int64  `json:"size"`
 }
 
 // jailStatus is what a jail's init tells the agent, on its fd 3, once the
@@ -102,11 +107,19 @@ func startJail(req agentproto.Request, stdio [3]*os.File) (int, *os.File, error)
 	}
 	cfg := jailConfig{Args: req.Args, Env: req.Env, Dir: req.Dir, Jail: *req.Jail}
 	for _, f := range req.Files {
-		cfg.Files = append(cfg.Files, jailFile{Path: f.Path, Mode: f.Mode, Data: f.Data})
+		cfg.Files = append(cfg.Files, jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data))})
 	}
 	go func() {
+		// Its write fails once the init is gone: nothing waits on it.
 		defer configW.Close()
-		json.NewEncoder(configW).Encode(cfg)
+		if err := json.NewEncoder(configW).Encode(cfg); err != nil {
+			return
+		}
+		for _, f := range req.Files {
+			if _, err := configW.Write(f.Data); err != nil {
+				return
+			}
+		}
 	}()
 	return pid, statusR, nil
 }
@@ -147,6 +160,10 @@ func cellClean() bool {
 
 // runJail is the agent re-executed as a jail's init, PID 1 of the jail.
 func runJail() {
+	// The status pipe is the agent's word on how the program ended: the
+	// program must not inherit it.
+	unix.CloseOnExec(3)
+	unix.CloseOnExec(4)
 	status := os.NewFile(3, "status")
 	report := func(st jailStatus) {
 		json.NewEncoder(status).Encode(st)
@@ -159,11 +176,15 @@ func runJail() {
 	// The kernel shields a PID namespace's init from its namespace's
 	// signals only while it has no handler: none of these ends it.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
+	config := bufio.NewReader(os.NewFile(4, "config"))
 	var cfg jailConfig
-	if err := json.NewDecoder(os.NewFile(4, "config")).Decode(&cfg); err != nil {
+	line, err := config.ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &cfg)
+	}
+	if err != nil {
 		fail("jail config", err)
 	}
-	unix.Close(4)
 	if len(cfg.Args) == 0 {
 		fail("jail config", errors.New("no program"))
 	}
@@ -173,13 +194,10 @@ func runJail() {
 	if err := dropPrivileges(); err != nil {
 		fail("dropping privileges", err)
 	}
-	files := make([]agentproto.File, len(cfg.Files))
-	for i, f := range cfg.Files {
-		files[i] = agentproto.File{Path: f.Path, Mode: f.Mode, Data: f.Data}
-	}
-	if err := place(files); err != nil {
+	if err := placeFrom(config, cfg.Files); err != nil {
 		fail("files", err)
 	}
+	unix.Close(4)
 	if err := installJailFilter(); err != nil {
 		fail("seccomp", err)
 	}
@@ -222,6 +240,33 @@ func runJail() {
 		// Exiting ends the jail: the kernel kills what the program left.
 		os.Exit(0)
 	}
+}
+
+// placeFrom writes files into the workspace, their contents read from r
+// in order.
+func placeFrom(r io.Reader, files []jailFile) error {
+	if len(files) == 0 {
+		return nil
+	}
+	root, err := openRoot(Workspace)
+	if err != nil {
+		return fmt.Errorf("placing files: %v", err)
+	}
+	defer root.close()
+	for _, f := range files {
+		if f.Size < 0 || f.Size > agentproto.MaxFileSize || f.Mode > 0o777 {
+			return fmt.Errorf("placing %s in /workspace: %w", f.Path, errInvalid)
+		}
+		src := io.LimitReader(r, f.Size)
+		if err := root.writeFile(f.Path, f.Mode, src); err != nil {
+			return fmt.Errorf("placing %s in /workspace: %v", f.Path, err)
+		}
+		// What writeFile left unread (it failed) is not the next file's.
+		if n, _ := io.Copy(io.Discard, src); n != 0 {
+			return fmt.Errorf("placing %s in /workspace: short write", f.Path)
+		}
+	}
+	return nil
 }
 
 // jailRoot is where the jail's root is assembled before pivot_root, under

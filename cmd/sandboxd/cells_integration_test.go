@@ -98,6 +98,7 @@ print('clone', libc.syscall(56, 0x10000000, 0, 0, 0, 0), ctypes.get_errno())   #
 print('unshare', libc.unshare(0x20000), ctypes.get_errno())                       # CLONE_NEWNS
 "
 echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo "wrote /proc/sys"
+for fd in 3 4 5; do [ -e /proc/$$/fd/$fd ] && echo "inherited fd $fd"; done
 id -u; grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t ' ' '
 `})
 	out := res.Stdout
@@ -107,7 +108,7 @@ id -u; grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/s
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "allowed:") || strings.Contains(out, "wrote /proc/sys") {
+	if strings.Contains(out, "allowed:") || strings.Contains(out, "wrote /proc/sys") || strings.Contains(out, "inherited fd") {
 		t.Errorf("a wall let the program through:\n%s", out)
 	}
 	// The program's jail init is the only other process it sees; the

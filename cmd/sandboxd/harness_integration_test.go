@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -697,14 +696,15 @@ func waitLogged(tb testing.TB, d *daemonProc, s string, n int) {
 // is under way.
 func waitPoolFull(tb testing.TB, sock string) {
 	tb.Helper()
-	want := float64(2 * goruntime.NumCPU())
-	var ready, containers float64
+	var want, ready, containers, cells float64
 	var i api.Info
 	full := waitFor(time.Minute, func() bool {
+		want = metricValue(tb, sock, "sandboxd_pool_target")
 		ready = metricValue(tb, sock, "sandboxd_pool_ready")
 		containers = metricValue(tb, sock, "sandboxd_containers")
+		cells = metricValue(tb, sock, "sandboxd_cells_idle")
 		i = info(tb, sock)
-		return ready >= want && containers <= ready+float64(i.Sessions+i.Running)
+		return want > 0 && ready >= want && containers <= ready+cells+float64(i.Sessions+i.Running)
 	})
 	if !full {
 		tb.Fatalf("the pool did not fill to %v: %v ready, %v containers, %d sessions, %d running", want, ready, containers, i.Sessions, i.Running)

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,7 +60,8 @@ func waitIdle(t *testing.T, sock string, pool float64) {
 		var info api.Info
 		_, body := request(sock, "GET", "/v1/info", "", nil)
 		json.Unmarshal(body, &info)
-		if info.Running == 0 && info.Queued == 0 && metricValue(t, sock, "sandboxd_pool_ready") >= pool {
+		if info.Running == 0 && info.Queued == 0 && metricValue(t, sock, "sandboxd_pool_ready") >= pool &&
+			metricValue(t, sock, "sandboxd_cells_idle") == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -78,9 +78,12 @@ func waitIdle(t *testing.T, sock string, pool float64) {
 // FIFO directory, per execution fails it. While they run, no container
 // may be counted as leaked.
 func TestSoakResourcesReturn(t *testing.T) {
-	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxk")})
+	// Used cells wait a second for their uid's next execution, so that
+	// idle means none is left.
+	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxk"), config: "[pool]\nidle = \"1s\"\nmax_age = \"1s\"\n"})
 	sock, state := d.sock, d.state
-	pool := float64(2 * goruntime.NumCPU()) // the default pool
+	waitPoolFull(t, sock)
+	pool := metricValue(t, sock, "sandboxd_pool_target")
 	c := keptClient(sock)
 	run := func(n int) error {
 		var res api.ExecuteResult
@@ -228,11 +231,12 @@ func TestContainerdRestartKeepsSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ctd.stop() }) // after the daemon's stop: it cleans up through containerd
-	d := startDaemon(t, daemonOpts{dir: dir, containerd: ctd.addr})
+	// Used cells wait a second only: then none is left to count.
+	d := startDaemon(t, daemonOpts{dir: dir, containerd: ctd.addr, config: "[pool]\nidle = \"1s\"\nmax_age = \"1s\"\n"})
 	sock, state := d.sock, d.state
 	pid := d.pid()
 	waitPoolFull(t, sock)
-	pool := float64(2 * goruntime.NumCPU()) // the default pool
+	pool := metricValue(t, sock, "sandboxd_pool_target")
 	c := keptClient(sock)
 	var sessions []api.Session
 	for _, req := range []api.CreateSessionRequest{{Language: "python"}, {Language: "bash", Runtime: "runsc"}} {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -509,7 +508,7 @@ func (m *soakMonitor) rss(b *testing.B) int64 {
 // (every teardown is over then, as a run slot is held until its teardown
 // ends), and then until the daemon's goroutines settle.
 func (m *soakMonitor) waitIdle(b *testing.B) {
-	pool := float64(2 * goruntime.NumCPU())
+	pool := m.mustMetric(b, "sandboxd_pool_target")
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		info := m.info(b)
