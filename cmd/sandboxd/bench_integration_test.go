@@ -23,19 +23,22 @@ import (
 // benchSamples is how many runs each latency figure is the median and p95 of.
 const benchSamples = 40
 
-// latencyPace spaces the sandboxed runs of the latency rows: a latency is
-// measured below capacity (10 one-shot runs a second, about half of what
-// this 2-core machine sustains), as a user or an agent that waits for each
-// result sends them. Latency at capacity, where requests queue, is in the
-// throughput rows.
-const latencyPace = 100 * time.Millisecond
+// latencyPace spaces the runs of the latency rows, bare and sandboxed: a
+// latency is measured below capacity (4 runs a second, the pool full), as
+// a user or an agent that waits for each result sends them. Latency at
+// capacity, where requests queue, is in the throughput rows; back to back
+// at one client, in the back-to-back row.
+const latencyPace = 250 * time.Millisecond
 
 // benchReport is what `make bench` prints, and writes as JSON to
 // $BENCH_JSON.
 type benchReport struct {
-	Latency    []latencyRow    `json:"latency"`
-	Throughput []throughputRow `json:"throughput"`
-	Memory     memoryRow       `json:"memory"`
+	Latency       []latencyRow    `json:"latency"`
+	LatencyPaceMS float64         `json:"latency_pace_ms"`
+	BackToBack    backToBackRow   `json:"back_to_back"`
+	Throughput    []throughputRow `json:"throughput"`
+	Batch         batchRow        `json:"batch"`
+	Memory        memoryRow       `json:"memory"`
 }
 
 type latencyRow struct {
@@ -58,6 +61,7 @@ type throughputRow struct {
 	BarePerSec  float64 `json:"bare_per_sec"`
 	PerSec      float64 `json:"per_sec"`
 	Ratio       float64 `json:"ratio"`
+	BareRuns    int     `json:"bare_runs"`
 	Runs        int     `json:"runs"`
 	Errors      int     `json:"errors"`
 	WrongOutput int     `json:"wrong_output"`
@@ -65,6 +69,12 @@ type throughputRow struct {
 	P50MS      float64 `json:"p50_ms"`
 	P95MS      float64 `json:"p95_ms"`
 	P95OverP50 float64 `json:"p95_over_p50"`
+	// Machine CPU per run (all CPUs, from /proc/stat), through the API
+	// and bare, and the difference: what sandboxd costs beyond the
+	// program's own run.
+	CPUMSPerRun     float64 `json:"cpu_ms_per_run"`
+	BareCPUMSPerRun float64 `json:"bare_cpu_ms_per_run"`
+	CPUBeyondMS     float64 `json:"cpu_beyond_ms"`
 }
 
 type memoryRow struct {
@@ -77,9 +87,16 @@ type memoryRow struct {
 // BenchmarkSandboxd measures, in one run and against the host in the same
 // run: latency of one-shot and session executions through the API (from
 // the request sent to the full result received, as the targets are set)
-// and through sandboxctl, throughput at 1 to 8 clients through the API, the memory an idle session
-// or pooled sandbox costs, and the daemon's peak RSS. Every run's output is
-// checked. Run it with `make bench`.
+// and through sandboxctl, below capacity and back to back; throughput and
+// machine CPU per run at 1 to 8 clients through the API; a batch of
+// distinct programs; the memory an idle session or pooled sandbox costs,
+// and the daemon's peak RSS. Every run's output is checked. Run it with
+// `make bench`.
+//
+// Every ratio's denominator is a block of bare runs of its own, timed
+// while the daemon does nothing else (benchWatch.baseline): no execution,
+// its pools full, no sandbox being made or torn down, no cell left to
+// expire under it.
 //
 // BENCH_RUNTIME=runsc measures sandboxes on that OCI runtime instead of
 // runc: a daemon of the benchmark's own runs python, javascript and bash
@@ -92,9 +109,11 @@ func BenchmarkSandboxd(b *testing.B) {
 		defer func(main string) { socket = main }(socket)
 		socket, served = d.sock, d
 	}
+	watch := newBenchWatch(socket)
+	defer watch.c.CloseIdleConnections()
 	var rep benchReport
 	for range b.N {
-		rep = benchReport{}
+		rep = benchReport{LatencyPaceMS: ms(latencyPace)}
 		langs := []struct {
 			name, lang, code, want string
 			bare                   []string
@@ -115,22 +134,17 @@ func BenchmarkSandboxd(b *testing.B) {
 					session = strings.TrimSpace(out)
 					args = append(args, "--session", session)
 				}
-				var bare, sbx, viaCLI []time.Duration
 				req := api.ExecuteRequest{Language: l.lang, Code: l.code, SessionID: session}
-				var last time.Time
-				for range benchSamples {
-					bare = append(bare, timeRun(b, l.want, l.bare[0], l.bare[1:]...))
-					time.Sleep(time.Until(last.Add(latencyPace)))
-					last = time.Now()
-					sbx = append(sbx, timeAPI(b, l.want, req))
-				}
+				// The bare runs in a block of their own, not between
+				// sandboxed ones, whose teardowns and refills would still
+				// use the CPU under them.
+				watch.baseline(b)
+				bare := paced(func() time.Duration { return timeRun(b, l.want, l.bare[0], l.bare[1:]...) })
+				watch.ready(b)
+				sbx := paced(func() time.Duration { return timeAPI(b, l.want, req) })
 				// Apart, so that its runs do not drain the pool under the
 				// API's.
-				for range benchSamples {
-					time.Sleep(time.Until(last.Add(latencyPace)))
-					last = time.Now()
-					viaCLI = append(viaCLI, timeRun(b, l.want, ctl, args...))
-				}
+				viaCLI := paced(func() time.Duration { return timeRun(b, l.want, ctl, args...) })
 				rep.Latency = append(rep.Latency, latencyRow{Program: l.name, Mode: mode,
 					BareP50MS: ms(percentile(bare, 50)), BareP95MS: ms(percentile(bare, 95)),
 					P50MS: ms(percentile(sbx, 50)), P95MS: ms(percentile(sbx, 95)),
@@ -143,13 +157,15 @@ func BenchmarkSandboxd(b *testing.B) {
 				}
 			}
 		}
+		rep.BackToBack = backToBack(b, watch, backToBackRuns)
 		seconds := 10
 		if s, err := strconv.Atoi(os.Getenv("BENCH_SECONDS")); err == nil && s > 0 {
 			seconds = s
 		}
 		for _, clients := range []int{1, 2, 4, 8} {
-			rep.Throughput = append(rep.Throughput, throughput(b, clients, time.Duration(seconds)*time.Second))
+			rep.Throughput = append(rep.Throughput, throughput(b, watch, clients, time.Duration(seconds)*time.Second))
 		}
+		rep.Batch = batch(b, watch, socket, batchSize())
 		rep.Memory = memory(b, served)
 	}
 	printReport(rep)
@@ -164,6 +180,22 @@ func BenchmarkSandboxd(b *testing.B) {
 			b.Errorf("%d clients: %d errors, %d wrong outputs", t.Clients, t.Errors, t.WrongOutput)
 		}
 	}
+	if r := rep.Batch; r.Errors > 0 || r.WrongOutput > 0 || r.BareErrors > 0 {
+		b.Errorf("batch: %d errors, %d wrong outputs, %d bare errors; the first: %s", r.Errors, r.WrongOutput, r.BareErrors, r.FirstError)
+	}
+}
+
+// paced runs one benchSamples times, one run every latencyPace at most,
+// and returns the times it gives.
+func paced(one func() time.Duration) []time.Duration {
+	took := make([]time.Duration, 0, benchSamples)
+	var last time.Time
+	for range benchSamples {
+		time.Sleep(time.Until(last.Add(latencyPace)))
+		last = time.Now()
+		took = append(took, one())
+	}
+	return took
 }
 
 // timeRun runs a command, checks its output, and times it.
@@ -214,14 +246,18 @@ func benchClient() *http.Client {
 }
 
 // throughput runs python print(i) for d, bare and through the API, at the
-// same number of clients.
-func throughput(b *testing.B, clients int, d time.Duration) throughputRow {
+// same number of clients, and the machine's CPU meanwhile: bare while the
+// daemon does nothing else; through the API from a full pool until the
+// daemon has done what the runs set off (teardowns, refills).
+func throughput(b *testing.B, w *benchWatch, clients int, d time.Duration) throughputRow {
 	row := throughputRow{Clients: clients}
 	var took []time.Duration
+	var elapsed time.Duration
 	run := func(one func(i int) (ok, right bool)) (n, errs, wrong int) {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
-		deadline := time.Now().Add(d)
+		start := time.Now()
+		deadline := start.Add(d)
 		took = nil
 		for c := range clients {
 			wg.Add(1)
@@ -243,13 +279,21 @@ func throughput(b *testing.B, clients int, d time.Duration) throughputRow {
 			}()
 		}
 		wg.Wait()
+		// The last runs end after the deadline: they count, and so does
+		// their time.
+		elapsed = time.Since(start)
 		return
 	}
-	n, _, _ := run(func(i int) (bool, bool) {
+	w.baseline(b)
+	cpu0 := machineBusy(b)
+	row.BareRuns, _, _ = run(func(i int) (bool, bool) {
 		out, err := exec.Command("/usr/bin/python3", "-c", fmt.Sprintf("print(%d)", i)).Output()
 		return err == nil, string(out) == fmt.Sprintf("%d\n", i)
 	})
-	row.BarePerSec = float64(n) / d.Seconds()
+	row.BareCPUMSPerRun = cpuPerRun(machineBusy(b)-cpu0, row.BareRuns)
+	row.BarePerSec = float64(row.BareRuns) / elapsed.Seconds()
+	w.ready(b)
+	cpu0 = machineBusy(b)
 	row.Runs, row.Errors, row.WrongOutput = run(func(i int) (bool, bool) {
 		body, _ := json.Marshal(api.ExecuteRequest{Language: "python", Code: fmt.Sprintf("print(%d)", i)})
 		status, resp := request(socket, "POST", "/v1/execute", string(body), nil)
@@ -257,7 +301,10 @@ func throughput(b *testing.B, clients int, d time.Duration) throughputRow {
 		json.Unmarshal(resp, &res)
 		return status == 200, res.Stdout == fmt.Sprintf("%d\n", i)
 	})
-	row.PerSec = float64(row.Runs) / d.Seconds()
+	row.PerSec = float64(row.Runs) / elapsed.Seconds()
+	w.caughtUp(b)
+	row.CPUMSPerRun = cpuPerRun(machineBusy(b)-cpu0, row.Runs)
+	row.CPUBeyondMS = row.CPUMSPerRun - row.BareCPUMSPerRun
 	row.Ratio = row.PerSec / row.BarePerSec
 	if len(took) > 0 {
 		row.P50MS, row.P95MS = ms(percentile(took, 50)), ms(percentile(took, 95))
@@ -332,16 +379,19 @@ func runtimeLanguages(rt string) string {
 }
 
 func printReport(r benchReport) {
-	fmt.Printf("\nlatency (API request to full result, vs the same program bare on the host; %d runs each, one every %v at most; cli p50: through a sandboxctl process)\n", benchSamples, latencyPace)
+	fmt.Printf("\nlatency (API request to full result, vs the same program bare on the host; %d runs each, one every %v at most, from a full pool; bare: a block of its own while the daemon is idle; cli p50: through a sandboxctl process)\n", benchSamples, latencyPace)
 	fmt.Printf("%-22s %-9s %9s %9s %9s %9s %8s %8s %8s %9s\n", "program", "mode", "bare p50", "bare p95", "p50", "p95", "p50 x", "p95 x", "p95/p50", "cli p50")
 	for _, l := range r.Latency {
 		fmt.Printf("%-22s %-9s %8.1fms %8.1fms %8.1fms %8.1fms %7.2fx %7.2fx %8.2f %8.1fms\n", l.Program, l.Mode, l.BareP50MS, l.BareP95MS, l.P50MS, l.P95MS, l.P50Ratio, l.P95Ratio, l.P95OverP50, l.CLIP50MS)
 	}
-	fmt.Printf("\nthroughput (python print(i), one-shot through the API, back to back, every output checked; p50 and p95: latency at capacity)\n")
+	printBackToBack(r.BackToBack)
+	fmt.Printf("\nthroughput (python print(i), one-shot through the API, back to back, every output checked; p50 and p95: latency at capacity; bare: a block of its own while the daemon is idle)\n")
 	fmt.Printf("%-8s %12s %12s %8s %7s %7s %7s %9s %9s %8s\n", "clients", "bare/s", "sandboxd/s", "ratio", "runs", "errors", "wrong", "p50", "p95", "p95/p50")
 	for _, t := range r.Throughput {
 		fmt.Printf("%-8d %12.1f %12.1f %7.2fx %7d %7d %7d %7.1fms %7.1fms %8.2f\n", t.Clients, t.BarePerSec, t.PerSec, t.Ratio, t.Runs, t.Errors, t.WrongOutput, t.P50MS, t.P95MS, t.P95OverP50)
 	}
+	printCPU(r.Throughput)
+	printBatch(r.Batch)
 	m := r.Memory
 	fmt.Printf("\nmemory: %.1f MiB per idle session, %.1f MiB per pooled sandbox (MemAvailable drop over %d); daemon peak RSS %.1f MiB\n",
 		m.PerSessionMiB, m.PerPooledMiB, m.SandboxesMeasured, m.DaemonPeakRSSMiB)
