@@ -29,6 +29,7 @@ import (
 const (
 	annotationProcMasked   = "io.sandboxd.jail.proc-masked"
 	annotationProcReadOnly = "io.sandboxd.jail.proc-read-only"
+	annotationBinds        = "io.sandboxd.jail.binds"
 )
 
 // jailSyscalls are what the agent needs, beyond a sandbox's profile, to
@@ -38,16 +39,25 @@ var jailSyscalls = []string{"mount", "umount2", "pivot_root", "clone"}
 // withJails turns a sandbox's spec into a cell's. It goes after the
 // seccomp profile is set.
 func withJails(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
 	isProc := func(p string) bool { return strings.HasPrefix(p, "/proc/") }
 	masked := slices.DeleteFunc(slices.Clone(s.Linux.MaskedPaths), func(p string) bool { return !isProc(p) })
 	readOnly := slices.DeleteFunc(slices.Clone(s.Linux.ReadonlyPaths), func(p string) bool { return !isProc(p) })
 	s.Linux.MaskedPaths = slices.DeleteFunc(s.Linux.MaskedPaths, isProc)
 	s.Linux.ReadonlyPaths = slices.DeleteFunc(s.Linux.ReadonlyPaths, isProc)
+	// Binds under the places a jail gets fresh would be hidden in it.
+	var binds []string
+	for _, m := range s.Mounts {
+		if m.Type == "bind" && (strings.HasPrefix(m.Destination, "/tmp/") || strings.HasPrefix(m.Destination, WorkDir+"/")) {
+			binds = append(binds, m.Destination)
+		}
+	}
+	b, _ := json.Marshal(binds)
+	s.Annotations[annotationBinds] = string(b)
 	m, _ := json.Marshal(masked)
 	r, _ := json.Marshal(readOnly)
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
-	}
 	s.Annotations[annotationProcMasked], s.Annotations[annotationProcReadOnly] = string(m), string(r)
 	// An allow rule without conditions: clone with namespace flags too.
 	s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls, specs.LinuxSyscall{Names: jailSyscalls, Action: specs.ActAllow})
@@ -64,5 +74,6 @@ func jailOf(sp *specs.Spec, tmpfsBytes int64) *agentproto.Jail {
 	j := &agentproto.Jail{TmpfsBytes: tmpfsBytes}
 	json.Unmarshal([]byte(masked), &j.ProcMasked)
 	json.Unmarshal([]byte(sp.Annotations[annotationProcReadOnly]), &j.ProcReadOnly)
+	json.Unmarshal([]byte(sp.Annotations[annotationBinds]), &j.Binds)
 	return j
 }

@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -174,8 +175,15 @@ func runJail() {
 		os.Exit(1)
 	}
 	// The kernel shields a PID namespace's init from its namespace's
-	// signals only while it has no handler: none of these ends it.
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT, syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2)
+	// signals only while it has no handler, and Go installs handlers (it
+	// dies of a SIGSEGV sent by kill): taking every signal here keeps the
+	// program from ending its jail's init, as the agent does.
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs)
+	go func() {
+		for range sigs {
+		}
+	}()
 	config := bufio.NewReader(os.NewFile(4, "config"))
 	var cfg jailConfig
 	line, err := config.ReadBytes('\n')
@@ -279,6 +287,20 @@ const jailRoot = "/tmp/.jail-root"
 // in the new network namespace; and makes the root the jail's.
 func buildJail(j agentproto.Jail) error {
 	size := "size=" + strconv.FormatInt(j.TmpfsBytes, 10)
+	// The binds the fresh /tmp and /workspace would hide, held open before
+	// anything is mounted over them, to be bound again in the jail.
+	binds := make([]int, len(j.Binds))
+	for i, p := range j.Binds {
+		if !strings.HasPrefix(p, "/tmp/") && !strings.HasPrefix(p, Workspace+"/") || strings.Contains(p, "..") {
+			return fmt.Errorf("bind %q: not under /tmp or /workspace", p)
+		}
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("bind %s: %w", p, err)
+		}
+		defer unix.Close(fd)
+		binds[i] = fd
+	}
 	steps := []struct {
 		what                 string
 		source, target, kind string
@@ -315,6 +337,11 @@ func buildJail(j agentproto.Jail) error {
 			return fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
+	for i, p := range j.Binds {
+		if err := bindAgain(binds[i], r+p); err != nil {
+			return fmt.Errorf("bind %s: %w", p, err)
+		}
+	}
 	for _, p := range j.ProcMasked {
 		if err := maskPath(r, p); err != nil {
 			return err
@@ -339,6 +366,27 @@ func buildJail(j agentproto.Jail) error {
 		return fmt.Errorf("detaching the old root: %w", err)
 	}
 	return os.Chdir("/")
+}
+
+// bindAgain binds what fd holds at target, making the mount point.
+func bindAgain(fd int, target string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(target, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	return unix.Mount("/proc/self/fd/"+strconv.Itoa(fd), target, "", unix.MS_BIND|unix.MS_REC, "")
 }
 
 // procPath checks that p names a place under /proc, as the masks do.

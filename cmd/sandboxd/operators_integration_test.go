@@ -132,12 +132,15 @@ func TestOperatorMetricValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ctd.stop() }) // after the daemon's stop: it cleans up through containerd
-	const pool = 3
-	sock := startDaemon(t, daemonOpts{dir: dir, config: fmt.Sprintf("[pool]\nsize = %d\n", pool), containerd: ctd.addr,
+	// Two pools of 3, of sandboxes and of cells; used cells wait a second
+	// only, so that the pools' are then all the containers.
+	const pool = 2 * 3
+	sock := startDaemon(t, daemonOpts{dir: dir, config: "[pool]\nsize = 3\nidle = \"1s\"\nmax_age = \"1s\"\n", containerd: ctd.addr,
 		args: []string{"--max-concurrent", "1"}, checkStop: true}).sock
 	m := func(name string) float64 { return metricValue(t, sock, name) }
 	poolFull := func() bool {
-		return m("sandboxd_pool_ready") >= pool && m("sandboxd_executions_running") == 0 && m("sandboxd_containers") == pool
+		return m("sandboxd_pool_target") == pool && m("sandboxd_pool_ready") >= pool && m("sandboxd_executions_running") == 0 &&
+			m("sandboxd_cells_idle") == 0 && m("sandboxd_containers") == pool
 	}
 
 	// The pool, once full, holds its size; containerd holds the pool's

@@ -548,9 +548,10 @@ func TestPromiseCollectAfterOOM(t *testing.T) {
 }
 
 // TestPromiseContainerdDown: with containerd stopped, the daemon says it
-// is unhealthy and refuses executions with 503 unavailable (no pool, so
-// that an execution must create its sandbox); once containerd is back,
-// it serves again.
+// is unhealthy and refuses executions with 503 unavailable (no pool and
+// no cell reuse, so that an execution must create its sandbox: a used
+// cell serves its uid without containerd, as a session does); once
+// containerd is back, it serves again.
 func TestPromiseContainerdDown(t *testing.T) {
 	dir := testDir(t, "sbxd")
 	ctd, err := startContainerd(filepath.Join(dir, "ctd"))
@@ -558,7 +559,7 @@ func TestPromiseContainerdDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ctd.stop() }) // after the daemon's stop: it cleans up through containerd
-	d := startDaemon(t, daemonOpts{dir: dir, config: "[pool]\nsize = 0\n", containerd: ctd.addr})
+	d := startDaemon(t, daemonOpts{dir: dir, config: "[pool]\nsize = 0\nreuse = 1\n", containerd: ctd.addr})
 	sock := d.sock
 	const req = `{"language":"bash","code":"echo up"}`
 	if status, body := request(sock, "POST", "/v1/execute", req, nil); status != 200 || !strings.Contains(string(body), `"up\n"`) {

@@ -93,6 +93,10 @@ type Jail struct {
 	// are made read-only.
 	ProcMasked   []string `json:"proc_masked,omitempty"`
 	ProcReadOnly []string `json:"proc_read_only,omitempty"`
+	// Binds are the sandbox's bind mounts (a language's host paths) under
+	// /tmp or /workspace, which the fresh ones would hide: the jail binds
+	// them again.
+	Binds []string `json:"binds,omitempty"`
 }
 
 // The classes of a file operation's failure.
