@@ -69,9 +69,9 @@ type Sandbox struct {
 	deleting chan struct{}
 	started  bool // PID 1 was started (it is watched then)
 	// agent runs programs and file operations through PID 1's stdio.
+	agent *agentConn
 	// jail is what a cell's programs run in; nil for other sandboxes.
 	jail *agentproto.Jail
-	agent *agentConn
 
 	mu      sync.Mutex
 	final   *sandbox.Stats // the counters read just before the sandbox was killed
