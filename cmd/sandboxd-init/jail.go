@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -161,6 +162,9 @@ func cellClean() bool {
 
 // runJail is the agent re-executed as a jail's init, PID 1 of the jail.
 func runJail() {
+	// The program is forked from this thread, which drops the bounding
+	// set for it (dropPrivileges).
+	runtime.LockOSThread()
 	// The status pipe is the agent's word on how the program ended: the
 	// program must not inherit it.
 	unix.CloseOnExec(3)
@@ -459,11 +463,14 @@ func loopbackUp() error {
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
-// dropPrivileges leaves the jail's init, on every thread, without any
-// capability (bounding, ambient, effective, permitted, inheritable) and
-// with no_new_privs, so that the program it starts has none either and
-// can gain none. Its memory and descriptors are closed to the program
-// (not dumpable), which runs as the same user.
+// dropPrivileges leaves the jail's init without any capability and with
+// no_new_privs, so that the program it starts has none either and can gain
+// none; its memory and descriptors are closed to the program (not
+// dumpable), which runs as the same user. The caller is locked to its
+// thread, from which the program is forked: the bounding set, which only
+// bounds what an exec may gain, is dropped on that thread; the other sets
+// are emptied on every thread (one call each: a call on all threads stops
+// the world).
 func dropPrivileges() error {
 	last := unix.CAP_LAST_CAP
 	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
@@ -472,8 +479,8 @@ func dropPrivileges() error {
 		}
 	}
 	for c := 0; c <= last; c++ {
-		if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); errno != 0 {
-			return fmt.Errorf("bounding set, capability %d: %w", c, errno)
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+			return fmt.Errorf("bounding set, capability %d: %w", c, err)
 		}
 	}
 	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); errno != 0 {
@@ -484,8 +491,9 @@ func dropPrivileges() error {
 	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); errno != 0 {
 		return fmt.Errorf("capset: %w", errno)
 	}
-	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); errno != 0 {
-		return fmt.Errorf("no_new_privs: %w", errno)
+	// Inherited from the sandbox on every thread; set again on this one.
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
 	}
 	return unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 }
