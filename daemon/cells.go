@@ -150,14 +150,15 @@ func (s *Server) releaseCell(key cellKey, c *cell, exit sandbox.ExitResult, runE
 
 func (s *Server) destroyCell(c *cell, why string) {
 	if why == "" {
-		why = "closing"
+		why = "closing" // kept, but the daemon was closing
 	}
 	s.metrics.cellsDestroyed.WithLabelValues(why).Inc()
 	s.destroy(context.Background(), c.sb)
 }
 
 // expireCells destroys the cells idle for longer than pool.idle, or older
-// than pool.max_age; all of them when all is set (a reload, the end).
+// than pool.max_age; all of them when all is set (a reload that changed
+// the host's paths, the end).
 func (s *Server) expireCells(all bool) {
 	l, now := s.limits(), time.Now()
 	var gone []*cell
@@ -178,8 +179,12 @@ func (s *Server) expireCells(all bool) {
 		}
 	}
 	s.cells.mu.Unlock()
+	why := "idle"
+	if all {
+		why = "closing"
+	}
 	for _, c := range gone {
-		s.destroyCell(c, "idle")
+		s.destroyCell(c, why)
 	}
 }
 

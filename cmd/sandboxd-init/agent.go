@@ -430,20 +430,13 @@ func (a *agent) listFiles() error {
 
 // place writes a request's files into the workspace.
 func place(files []agentproto.File) error {
-	if len(files) == 0 {
-		return nil
+	listed := make([]jailFile, len(files))
+	data := make([]io.Reader, len(files))
+	for i, f := range files {
+		listed[i] = jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data))}
+		data[i] = bytes.NewReader(f.Data)
 	}
-	r, err := openRoot(Workspace)
-	if err != nil {
-		return fmt.Errorf("placing files: %v", err)
-	}
-	defer r.close()
-	for _, f := range files {
-		if err := r.writeFile(f.Path, f.Mode, bytes.NewReader(f.Data)); err != nil {
-			return fmt.Errorf("placing %s in /workspace: %v", f.Path, err)
-		}
-	}
-	return nil
+	return placeFrom(io.MultiReader(data...), listed)
 }
 
 // killOthers kills every process the sandbox's user runs but this one.

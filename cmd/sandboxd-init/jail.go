@@ -98,8 +98,9 @@ func startJail(req agentproto.Request, stdio [3]*os.File) (int, *os.File, error)
 			GidMappingsEnableSetgroups: false,
 			// For the build only: mounts, the loopback link, dropping
 			// the bounding set. runJail drops them before the program.
+			// No Pdeathsig: it follows the forking thread, not the
+			// agent; the agent's end ends the sandbox, the jail with it.
 			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
-			Pdeathsig:   syscall.SIGKILL,
 		},
 	})
 	if err != nil {
@@ -255,7 +256,7 @@ func runJail() {
 }
 
 // placeFrom writes files into the workspace, their contents read from r
-// in order.
+// in order: the files of a run, or of a jail's config.
 func placeFrom(r io.Reader, files []jailFile) error {
 	if len(files) == 0 {
 		return nil
