@@ -492,6 +492,11 @@ func request(sock, method, path, body string, header map[string]string) (int, []
 // answered before the daemon reads it, and Go's HTTP client may drop that
 // answer when the daemon closes the connection under its write.
 func requestEarly(sock, method, path, body string) (int, []byte) {
+	return requestEarlyFrom(sock, method, path, strings.NewReader(body), int64(len(body)))
+}
+
+// requestEarlyFrom is requestEarly with a body of n bytes read from r.
+func requestEarlyFrom(sock, method, path string, r io.Reader, n int64) (int, []byte) {
 	conn, err := net.Dial("unix", sock)
 	if err != nil {
 		return 0, []byte(err.Error())
@@ -499,8 +504,8 @@ func requestEarly(sock, method, path, body string) (int, []byte) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(2 * time.Minute))
 	go func() {
-		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, path, len(body))
-		io.WriteString(conn, body) // cut short once the daemon has answered
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: sandboxd\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", method, path, n)
+		io.Copy(conn, r) // cut short once the daemon has answered
 	}()
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {

@@ -464,10 +464,12 @@ size = 0
 			h := map[string]string{"Content-Type": "application/json"}
 			if i%2 == 0 {
 				// Over the cap by its Content-Length; the body would be
-				// sent if the daemon read it.
-				h["Content-Length"] = strconv.Itoa(limit + 1)
-				status, body, err := send(sock, "POST", "/v1/execute", io.LimitReader(zeros{}, limit+1), h)
-				answers <- answer{true, status, body, err}
+				// sent if the daemon read it. The answer is read while
+				// it is sent: the daemon answers 413 and closes before
+				// taking the body, which a client that only reads once
+				// it has written all would lose to a broken pipe.
+				status, body := requestEarlyFrom(sock, "POST", "/v1/execute", io.LimitReader(zeros{}, int64(limit+1)), int64(limit+1))
+				answers <- answer{true, status, body, nil}
 				return
 			}
 			status, body, err := send(sock, "POST", "/v1/execute", bytes.NewReader(valid), h)
