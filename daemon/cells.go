@@ -48,8 +48,6 @@ const cellMemorySlack = 32 << 20
 type cellPool struct {
 	mu   sync.Mutex
 	idle map[cellKey][]*cell
-	// inUse are the cells serving an execution, by sandbox id.
-	inUse map[string]*cell
 }
 
 // jailable reports whether an execution can run in a cell: one that
@@ -79,20 +77,14 @@ func (s *Server) takeCell(key cellKey) *cell {
 			stale = append(stale, c)
 			continue
 		}
-		s.cells.inUse[c.sb.ID()] = c
 		return c
 	}
 	return nil
 }
 
-// newCell records a fresh cell from the pool as serving its first
-// execution.
+// newCell is a fresh cell from the pool, for its first execution.
 func (s *Server) newCell(sb Sandbox) *cell {
-	c := &cell{sb: sb, born: time.Now(), root: s.rootGen.Load()}
-	s.cells.mu.Lock()
-	s.cells.inUse[sb.ID()] = c
-	s.cells.mu.Unlock()
-	return c
+	return &cell{sb: sb, born: time.Now(), root: s.rootGen.Load()}
 }
 
 // reusable says why a cell may not serve again after an execution, or "".
@@ -131,7 +123,6 @@ func (s *Server) releaseCell(key cellKey, c *cell, exit sandbox.ExitResult, runE
 	c.uses++
 	why := s.reusable(c, exit, runErr)
 	s.cells.mu.Lock()
-	delete(s.cells.inUse, c.sb.ID())
 	if why == "" && !s.cellsClosed.Load() {
 		c.idleSince = time.Now()
 		s.cells.idle[key] = append(s.cells.idle[key], c)

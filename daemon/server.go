@@ -173,7 +173,7 @@ func New(cfg Config) *Server {
 		sessions:    map[string]*session{},
 		creating:    map[uint32]int{},
 		pools:       map[sandboxClass]*pool{},
-		cells:       cellPool{idle: map[cellKey][]*cell{}, inUse: map[string]*cell{}},
+		cells:       cellPool{idle: map[cellKey][]*cell{}},
 		ociRuntimes: cfg.OCIRuntimes,
 		pullImages:  cfg.PullImages,
 	}
