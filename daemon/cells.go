@@ -50,12 +50,18 @@ type cellPool struct {
 	idle map[cellKey][]*cell
 }
 
-// jailable reports whether an execution can run in a cell: one that
-// compiles or collects files needs its sandbox's /tmp or /workspace after
-// its program, which a jail does not keep; and only runc runs jails.
+// cellsFor reports whether a language's programs may run in cells: one
+// that compiles needs its sandbox's /tmp after the compiler, which a jail
+// does not keep; and only runc runs jails.
+func (s *Server) cellsFor(l Language) bool {
+	return s.limits().CellReuse > 1 && l.class().Runtime == sandbox.DefaultOCIRuntime && len(l.Compile) == 0
+}
+
+// jailable reports whether an execution can run in a cell: its language
+// may, and it collects no files (they are read from /workspace after the
+// program, which a jail does not keep).
 func (s *Server) jailable(c checked, req *api.ExecuteRequest) bool {
-	return s.limits().CellReuse > 1 && c.class.Runtime == sandbox.DefaultOCIRuntime &&
-		len(c.lang.Compile) == 0 && len(req.Collect) == 0
+	return c.class.Runtime == sandbox.DefaultOCIRuntime && s.cellsFor(c.lang) && len(req.Collect) == 0
 }
 
 // takeCell returns a used cell that may serve key, or nil.

@@ -288,7 +288,7 @@ func (s *Server) syncPools(size int) {
 	for _, l := range s.languages() {
 		c := l.class()
 		want[c] = true
-		if s.limits().CellReuse > 1 && c.Runtime == sandbox.DefaultOCIRuntime && len(l.Compile) == 0 {
+		if s.cellsFor(l) {
 			c.Cells = true
 			want[c] = true
 		}

@@ -47,13 +47,16 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	default:
 	}
 	var before sandbox.Stats
+	var beforeErr error
 	if p.Jail {
 		// A cell's counters are its own: an execution's are what changed.
-		before, _ = s.Stats(cctx)
+		// Without a count before, there is no usage (and the daemon does
+		// not reuse the cell).
+		before, beforeErr = s.Stats(cctx)
 		resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
 	}
 	res, err := s.agentExec(ctx, p)
-	if p.Jail && err == nil {
+	if p.Jail && err == nil && beforeErr == nil {
 		if after, serr := s.Stats(cctx); serr == nil {
 			res.Usage = &sandbox.Stats{CPUNanos: after.CPUNanos - before.CPUNanos, MemoryUsageBytes: after.MemoryUsageBytes,
 				MemoryPeakBytes: after.MemoryPeakBytes, OOMKills: after.OOMKills - before.OOMKills,
