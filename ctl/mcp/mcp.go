@@ -120,9 +120,10 @@ func summary(res *api.ExecuteResult) string {
 }
 
 // Serve runs an MCP server for c on r and w (standard input and output,
-// for an agent that starts sandboxctl mcp) until r ends or ctx is done.
+// for an agent that starts sandboxctl mcp) until r ends and every request
+// read has been answered, or ctx is done.
 func Serve(ctx context.Context, c *client.Client, version string, r io.Reader, w io.Writer) error {
-	return NewServer(c, version).Run(ctx, &sdk.IOTransport{Reader: io.NopCloser(r), Writer: nopWriteCloser{w}})
+	return NewServer(c, version).Run(ctx, answerAll{&sdk.IOTransport{Reader: io.NopCloser(r), Writer: nopWriteCloser{w}}})
 }
 
 type nopWriteCloser struct{ io.Writer }
