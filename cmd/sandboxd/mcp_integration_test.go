@@ -90,3 +90,48 @@ func TestMCP(t *testing.T) {
 		t.Error("an unknown language is no error")
 	}
 }
+
+// TestMCPPipedRequests writes its requests and closes sandboxctl mcp's
+// input at once, as `printf … | sandboxctl mcp` does: each is answered, an
+// execution still running at the end of input included, and sandboxctl
+// exits 0.
+func TestMCPPipedRequests(t *testing.T) {
+	in := strings.Join([]string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"piped","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`,
+		`{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"execute","arguments":{"language":"python","code":"import time; time.sleep(2); print(6*7)"}}}`,
+	}, "\n") + "\n"
+	out, errOut, code := sandboxctl(t, in, "mcp")
+	if code != 0 {
+		t.Errorf("exit %d, %q", code, errOut)
+	}
+	type answer struct {
+		ID     int             `json:"id"`
+		Result json.RawMessage `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
+	answers := map[int]answer{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var a answer
+		if err := json.Unmarshal([]byte(line), &a); err != nil {
+			t.Fatalf("%v: %q", err, line)
+		}
+		answers[a.ID] = a
+	}
+	for id := 1; id <= 3; id++ {
+		if a, ok := answers[id]; !ok || a.Result == nil || a.Error != nil {
+			t.Errorf("request %d: %+v; stdout %q, stderr %q", id, a, out, errOut)
+		}
+	}
+	if !strings.Contains(string(answers[2].Result), `"name":"execute"`) {
+		t.Errorf("tools/list: %s", answers[2].Result)
+	}
+	var call struct {
+		IsError           bool              `json:"isError"`
+		StructuredContent api.ExecuteResult `json:"structuredContent"`
+	}
+	if err := json.Unmarshal(answers[3].Result, &call); err != nil || call.IsError || call.StructuredContent.Stdout != "42\n" || call.StructuredContent.Status != api.StatusOK {
+		t.Errorf("tools/call execute: %v %s", err, answers[3].Result)
+	}
+}
