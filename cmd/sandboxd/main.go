@@ -197,7 +197,9 @@ func run(settings config.Settings, reload func() (config.Settings, error), initF
 	for i, l := range langs {
 		names[i] = l.Name
 	}
-	log.Info("serving", "socket", settings.Socket, "socket_activated", activated, "version", version,
+	// The listener's own address: under socket activation, systemd's
+	// socket, whatever --socket says.
+	log.Info("serving", "socket", ln.Addr().String(), "socket_activated", activated, "version", version,
 		"containerd", address, "containerd_version", cversion, "managed_containerd", managed != nil,
 		"cgroup_version", rt.CgroupVersion(), "languages", names)
 	// The socket serves and containerd answers: ready.

@@ -71,8 +71,9 @@ func TestSocketActivation(t *testing.T) {
 	if _, err := os.Stat(d.sock); err == nil {
 		t.Error("sandboxd listened itself although a socket was passed")
 	}
-	if out := d.logged(); !strings.Contains(out, "socket_activated=true") {
-		t.Errorf("log: %s", out)
+	// The start-up line names the socket it serves on: systemd's.
+	if out := d.logged(); !strings.Contains(out, " socket="+sock+" socket_activated=true") {
+		t.Errorf("the log does not name the passed socket %s: %s", sock, out)
 	}
 }
 
