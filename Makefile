@@ -41,8 +41,12 @@ test-race:
 bench: deps build
 	$(GO) test -count=1 -tags integration -run '^$$' -bench . -benchtime 1x -timeout 30m ./cmd/sandboxd/
 
-# run starts sandboxd in the foreground, as root.
+# run starts sandboxd in the foreground, as root, after saying where
+# sandboxctl is (not on PATH until make install) and the socket it serves.
 run: deps build
+	@sock=$$(./bin/sandboxd --check-config 2>/dev/null | sed -n "s/^socket = '\(.*\)'$$/\1/p"); \
+	echo "sandboxctl: $(CURDIR)/bin/sandboxctl (make install puts it on PATH); sandboxd's socket: $${sock:-/run/sandboxd/sandboxd.sock}"; \
+	echo "try, as root or a member of group sandboxd: SANDBOXD_SOCKET=$${sock:-/run/sandboxd/sandboxd.sock} $(CURDIR)/bin/sandboxctl execute -l python -c 'print(1)'"
 	./bin/sandboxd
 
 UNITDIR  ?= /etc/systemd/system
