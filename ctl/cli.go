@@ -23,6 +23,9 @@ type globals struct {
 	socket  string
 	format  string
 	verbose bool
+	// timeout is -t before the command: execute's timeout when execute
+	// has no -t of its own. Other commands take none.
+	timeout float64
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -31,6 +34,14 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.format, "output-format", g.format, "output format: text or json; execute also takes ndjson (its events)")
 	fs.BoolVar(&g.verbose, "v", g.verbose, "verbose: say more on stderr")
 	fs.BoolVar(&g.verbose, "verbose", g.verbose, "verbose: say more on stderr")
+}
+
+// registerTimeout registers -t and --timeout before the command; after
+// the command, they are execute's own flags.
+func (g *globals) registerTimeout(fs *flag.FlagSet) {
+	for _, n := range []string{"t", "timeout"} {
+		fs.Float64Var(&g.timeout, n, 0, "execute's timeout in seconds, as execute -t (which wins when both are given)")
+	}
 }
 
 type cli struct {
@@ -89,6 +100,7 @@ func (c *cli) run(ctx context.Context, args []string) (string, error) {
 	top := flag.NewFlagSet("sandboxctl", flag.ContinueOnError)
 	top.SetOutput(c.stderr)
 	c.register(top)
+	c.registerTimeout(top)
 	top.Usage = func() { c.usage(top) }
 	if err := top.Parse(args); err != nil {
 		return "", parseError(err)
@@ -104,6 +116,9 @@ func (c *cli) run(ctx context.Context, args []string) (string, error) {
 	i := slices.IndexFunc(commands, func(cmd command) bool { return cmd.name == name })
 	if i < 0 {
 		return "", &usageError{err: fmt.Errorf("unknown command %q", name), usage: top.Usage}
+	}
+	if given(top, "t", "timeout") && name != "execute" {
+		return name, &usageError{err: fmt.Errorf("-t/--timeout is the timeout of an execution: %s takes none", name)}
 	}
 	cmd := commands[i]
 	fs := c.flagSet("sandboxctl "+name, cmd)
@@ -156,6 +171,13 @@ func (c *cli) flagSet(name string, cmd command) *flag.FlagSet {
 	return fs
 }
 
+// given reports whether any of the flags names was set on the command line.
+func given(fs *flag.FlagSet, names ...string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || slices.Contains(names, f.Name) })
+	return set
+}
+
 // parseInterleaved parses flags that come before, between or after the
 // positional arguments, and returns the positional ones.
 func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -175,13 +197,13 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func (c *cli) usage(fs *flag.FlagSet) {
-	fmt.Fprintf(c.stderr, "usage: sandboxctl [--socket PATH] [-o text|json] [-v] <command> [flags] [args]\n\ncommands:\n")
+	fmt.Fprintf(c.stderr, "usage: sandboxctl [--socket PATH] [-o text|json] [-v] [-t SECONDS] <command> [flags] [args]\n\ncommands:\n")
 	tw := tabwriter.NewWriter(c.stderr, 2, 8, 2, ' ', 0)
 	for _, cmd := range commands {
 		fmt.Fprintf(tw, "  %s\t%s\n", cmd.name, cmd.help)
 	}
 	tw.Flush()
-	fmt.Fprintf(c.stderr, "\nglobal flags (before or after the command):\n")
+	fmt.Fprintf(c.stderr, "\nglobal flags (before or after the command; -t and --timeout go with execute only):\n")
 	fs.PrintDefaults()
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sandboxd/sandboxd/ctl"
 	"github.com/sandboxd/sandboxd/daemon"
@@ -44,7 +46,7 @@ func (r fakeRuntime) AdoptSessions(ctx context.Context) ([]daemon.Adopted, error
 
 // echo is a program that prints its code and stdin, and exits with the
 // code's length, or as the code says.
-func echo(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+func echo(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 	code := string(p.Files["main.py"])
 	in, _ := io.ReadAll(p.Stdin)
 	switch code {
@@ -54,6 +56,14 @@ func echo(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 		return sandbox.ExitResult{ExitCode: 137, OOMKilled: true}, nil
 	case "binary":
 		p.Stdout.Write([]byte{0xff, 0x00, 0xfe})
+		return sandbox.ExitResult{}, nil
+	case "deadline":
+		// The timeout the daemon gave the run, in whole seconds.
+		dl, ok := ctx.Deadline()
+		if !ok {
+			return sandbox.ExitResult{ExitCode: 3}, nil
+		}
+		fmt.Fprintf(p.Stdout, "%.0f", time.Until(dl).Seconds())
 		return sandbox.ExitResult{}, nil
 	}
 	p.Stdout.Write([]byte("code=" + code + " stdin=" + string(in) + " args=" + strings.Join(p.Args[2:], ",")))
@@ -145,6 +155,55 @@ func TestExitCodes(t *testing.T) {
 	_, errOut, code := run(t, filepath.Join(t.TempDir(), "none.sock"), "", "execute", "-l", "python", "-c", "x")
 	if code != ctl.ExitFailed || !strings.Contains(errOut, "cannot reach sandboxd") {
 		t.Errorf("no daemon: exit %d, %q", code, errOut)
+	}
+}
+
+// TestTimeout gives the timeout as a global flag, as execute's, and as
+// both: execute's wins. Other commands refuse it.
+func TestTimeout(t *testing.T) {
+	sock := startServer(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-t", "7", "execute", "-l", "python", "-c", "deadline"}, "7"},
+		{[]string{"--timeout", "7", "execute", "-l", "python", "-c", "deadline"}, "7"},
+		{[]string{"--timeout=7.7", "execute", "-l", "python", "-c", "deadline"}, "8"},
+		{[]string{"execute", "-t", "9", "-l", "python", "-c", "deadline"}, "9"},
+		{[]string{"-t", "7", "execute", "--timeout", "9", "-l", "python", "-c", "deadline"}, "9"},
+		{[]string{"--timeout", "7", "execute", "-t", "0.4", "-l", "python", "-c", "deadline"}, "0"},
+	} {
+		if out, errOut, code := run(t, sock, "", tc.args...); out != tc.want || code != 0 {
+			t.Errorf("%v: %q exit %d, want %q (%s)", tc.args, out, code, tc.want, errOut)
+		}
+	}
+	if _, errOut, code := run(t, sock, "", "-t", "-1", "execute", "-l", "python", "-c", "x"); code != ctl.ExitFailed || !strings.Contains(errOut, "must be positive") {
+		t.Errorf("negative: exit %d, %q", code, errOut)
+	}
+	for _, args := range [][]string{{"-t", "5", "info"}, {"--timeout", "5", "session", "list"}, {"-t", "5", "mcp"}, {"info", "-t", "5"}} {
+		if _, errOut, code := run(t, sock, "", args...); code != 2 || !strings.Contains(errOut, "-t") {
+			t.Errorf("%v: exit %d, %q", args, code, errOut)
+		}
+	}
+}
+
+// TestSessionID runs in a session named by --session-id as by --session.
+func TestSessionID(t *testing.T) {
+	sock := startServer(t)
+	id, errOut, code := run(t, sock, "", "session", "create", "-l", "python")
+	if code != 0 {
+		t.Fatalf("create: exit %d %s", code, errOut)
+	}
+	id = strings.TrimSpace(id)
+	for _, flag := range []string{"--session", "--session-id", "-session-id"} {
+		out, errOut, _ := run(t, sock, "", "-o", "json", "execute", flag, id, "-c", "x")
+		var res api.ExecuteResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil || res.SessionID != id || res.Stdout != "code=x stdin= args=" {
+			t.Errorf("%s: %q %s", flag, out, errOut)
+		}
+	}
+	if _, _, code := run(t, sock, "", "execute", "--session-id", "0123456789abcdef0123456789abcdef", "-c", "x"); code != ctl.ExitFailed {
+		t.Errorf("an unknown session: exit %d", code)
 	}
 }
 

@@ -54,7 +54,7 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 		fs.StringVar(&o.code, n, "", "code inline, a file holding it, or - for standard input")
 	}
 	for _, n := range []string{"t", "timeout"} {
-		fs.Float64Var(&o.timeout, n, 0, "timeout in seconds (default: the daemon's)")
+		fs.Float64Var(&o.timeout, n, 0, "timeout in seconds (default: sandboxctl -t's, else the daemon's)")
 	}
 	fs.StringVar(&o.memory, "memory", "", "memory limit, such as 512m or 1g (default: the daemon's)")
 	for _, n := range []string{"i", "input"} {
@@ -62,7 +62,9 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	}
 	fs.StringVar(&o.inputFile, "input-file", "", "file to use as the program's standard input")
 	fs.Var(o.env, "env", "KEY=VALUE for the program's environment (repeatable)")
-	fs.StringVar(&o.session, "session", "", "run in this session (see sandboxctl session); -l defaults to the session's language")
+	for _, n := range []string{"session", "session-id"} {
+		fs.StringVar(&o.session, n, "", "run in this session (see sandboxctl session); -l defaults to the session's language")
+	}
 	fs.BoolVar(&o.noStream, "no-stream", false, "in text mode, wait for the whole result instead of printing output as it comes")
 	fs.Var(&o.files, "f", "a file to place in /workspace (repeatable); without -c, the first is the entrypoint")
 	fs.StringVar(&o.dir, "d", "", "a directory whose files are placed in /workspace (with --entrypoint)")
@@ -70,7 +72,12 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	fs.Var(&o.collect, "collect", "a glob of files under /workspace to return after the run (repeatable)")
 	fs.StringVar(&o.collectDir, "collect-dir", "", "write the returned files under this directory")
 	fs.StringVar(&o.runtime, "runtime", "", "OCI runtime, such as runsc (gVisor), for a language that runs on runc by default")
-	return func(c *cli, ctx context.Context, args []string) error { return c.execute(ctx, o, args) }
+	return func(c *cli, ctx context.Context, args []string) error {
+		if !given(fs, "t", "timeout") {
+			o.timeout = c.timeout
+		}
+		return c.execute(ctx, o, args)
+	}
 }
 
 // execute runs `sandboxctl execute`: it builds the request, runs it, prints
