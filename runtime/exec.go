@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
@@ -63,6 +64,11 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 				PidsLimitHits: after.PidsLimitHits - before.PidsLimitHits}
 		}
 	}
+	if p.Jail && err == nil && res.Clean {
+		// The cell may serve again: its next jail is built while it
+		// waits, off the next execution's path.
+		s.prepareJail()
+	}
 	if err == nil && !res.Killed && res.Signal == int(syscall.SIGKILL) {
 		res.OOMKilled = s.oomKilled(cctx, oomBefore)
 	}
@@ -72,6 +78,14 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 		}
 	}
 	return res, err
+}
+
+// prepareJail asks a cell's agent to build the jail of its next program
+// now. A jail it cannot build fails that program's run instead.
+func (s *Sandbox) prepareJail() {
+	if s.jail != nil {
+		s.agent.send(agentproto.Request{Jail: s.jail, Prepare: true})
+	}
 }
 
 // writeFiles writes files, whose names are plain file names, into dir.

@@ -199,6 +199,7 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 	}
 	s.procSpec = *sp.Process
 	s.jail = jailOf(sp, cfg.Limits.TmpfsBytes)
+	s.prepareJail()
 	return s, nil
 }
 

@@ -27,10 +27,52 @@ import (
 // its seccomp profile and limits, and its channel reaches only sandboxd.
 
 type agent struct {
-	mu     sync.Mutex
-	out    *json.Encoder
-	exited chan syscall.WaitStatus // the running program's status
+	mu  sync.Mutex
+	out *json.Encoder
+	// waits holds, by pid, where a started child's status goes.
+	waits map[int]chan syscall.WaitStatus
+	// next is a jail built ahead, waiting for its program (prepare). The
+	// request loop alone uses it.
+	next *child
+}
+
+// child is a program, or a jail's init, that the agent started, with the
+// agent's ends of its stdio.
+type child struct {
 	pid    int
+	exited chan syscall.WaitStatus // its status, once reaped
+	stdin  *os.File
+	stdout *os.File
+	stderr *os.File
+	// A jail's init: the pipe its status comes on, the one its program is
+	// handed over on, and the jail it builds.
+	status  *os.File
+	program *os.File
+	jail    agentproto.Jail
+	// mounts holds the jail's mount namespace, whose teardown (tens of
+	// mounts) would otherwise come with its init's exit, before the run's
+	// answer: it comes when this is closed, after.
+	mounts *os.File
+}
+
+// close closes the agent's ends of c's pipes.
+func (c *child) close() {
+	for _, f := range []*os.File{c.stdin, c.stdout, c.stderr, c.status, c.program, c.mounts} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// ended reports whether c has exited; its status stays for a receive.
+func (c *child) ended() bool {
+	select {
+	case ws := <-c.exited:
+		c.exited <- ws
+		return true
+	default:
+		return false
+	}
 }
 
 func (a *agent) send(f agentproto.Frame) {
@@ -60,7 +102,7 @@ func runAgent() {
 			}
 		}
 	}()
-	a := &agent{out: json.NewEncoder(os.Stdout)}
+	a := &agent{out: json.NewEncoder(os.Stdout), waits: map[int]chan syscall.WaitStatus{}}
 	go a.reap(chld)
 	reqs := make(chan agentproto.Request)
 	go a.read(os.Stdin, requestStall, reqs)
@@ -74,6 +116,10 @@ func runAgent() {
 			}
 			if req.Sync != "" {
 				a.send(agentproto.Frame{Sync: req.Sync})
+			}
+		case req.Prepare:
+			if req.Jail != nil {
+				a.prepare(*req.Jail)
 			}
 		case len(req.Collect) > 0:
 			a.collect(req)
@@ -180,8 +226,9 @@ func (a *agent) reap(chld chan os.Signal) {
 				break
 			}
 			a.mu.Lock()
-			if pid == a.pid && a.exited != nil {
-				a.exited <- ws
+			if c, ok := a.waits[pid]; ok {
+				delete(a.waits, pid)
+				c <- ws
 			}
 			a.mu.Unlock()
 		}
@@ -196,64 +243,46 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 		a.send(agentproto.Frame{Exit: &code, Error: err.Error()})
 		return true
 	}
-	if req.Jail == nil {
+	var c *child
+	var err error
+	if req.Jail != nil {
+		if c = a.preparedJail(*req.Jail); c == nil {
+			c, err = a.startJail(*req.Jail)
+		}
+		if err == nil {
+			c.handOver(req)
+		}
+	} else {
 		if err := place(req.Files); err != nil {
 			return fail(err)
 		}
-	}
-	stdinR, stdinW, err := os.Pipe()
-	if err != nil {
-		return fail(err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return fail(err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return fail(err)
-	}
-	dir := req.Dir
-	if dir == "" {
-		dir = Workspace
-	}
-	exited := make(chan syscall.WaitStatus, 1)
-	a.mu.Lock()
-	a.exited = exited
-	var pid int
-	var jailStatusR *os.File // a jailed run's status, from the jail's init
-	if req.Jail != nil {
-		pid, jailStatusR, err = startJail(req, [3]*os.File{stdinR, outW, errW})
-	} else {
-		pid, err = syscall.ForkExec(lookPath(req.Args[0], req.Env), req.Args, &syscall.ProcAttr{
-			Dir:   dir,
-			Env:   req.Env,
-			Files: []uintptr{stdinR.Fd(), outW.Fd(), errW.Fd()},
-			Sys:   &syscall.SysProcAttr{Setsid: true},
+		dir := req.Dir
+		if dir == "" {
+			dir = Workspace
+		}
+		c, err = a.spawn(func(stdio []uintptr) (int, error) {
+			return syscall.ForkExec(lookPath(req.Args[0], req.Env), req.Args, &syscall.ProcAttr{
+				Dir:   dir,
+				Env:   req.Env,
+				Files: stdio,
+				Sys:   &syscall.SysProcAttr{Setsid: true},
+			})
 		})
 	}
-	a.pid = pid
-	a.mu.Unlock()
-	stdinR.Close()
-	outW.Close()
-	errW.Close()
 	if err != nil {
-		stdinW.Close()
-		outR.Close()
-		errR.Close()
 		return fail(err)
 	}
 	// The program's stdin is fed in order, never blocking this loop: the
 	// queue is bounded by what sandboxd lets a caller send.
 	stdinQ := newQueue()
 	go func() {
-		defer stdinW.Close()
+		defer c.stdin.Close()
 		for {
 			chunk, ok := stdinQ.pop()
 			if !ok {
 				return
 			}
-			if _, err := stdinW.Write(chunk); err != nil {
+			if _, err := c.stdin.Write(chunk); err != nil {
 				return // the program closed its stdin
 			}
 		}
@@ -264,7 +293,7 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 		stdinQ.close()
 	}
 	var drained sync.WaitGroup
-	for stream, r := range map[int]*os.File{agentproto.Stdout: outR, agentproto.Stderr: errR} {
+	for stream, r := range map[int]*os.File{agentproto.Stdout: c.stdout, agentproto.Stderr: c.stderr} {
 		drained.Add(1)
 		go func() {
 			defer drained.Done()
@@ -288,7 +317,7 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 wait:
 	for {
 		select {
-		case ws = <-exited:
+		case ws = <-c.exited:
 			break wait
 		case next, ok := <-reqs:
 			if !ok {
@@ -319,17 +348,14 @@ wait:
 		killOthers()
 	}
 	drained.Wait()
-	a.mu.Lock()
-	a.exited, a.pid = nil, 0
-	a.mu.Unlock()
 	f := agentproto.Frame{}
 	code := ws.ExitStatus()
 	if ws.Signaled() {
 		f.Signal = int(ws.Signal())
 		code = 128 + f.Signal
 	}
-	if jailStatusR != nil {
-		st := readJailStatus(jailStatusR, ws)
+	if c.status != nil {
+		st := readJailStatus(c.status, ws)
 		code, f.Signal, f.Error = st.Exit, st.Signal, st.Error
 		f.Clean = cellClean()
 	}
@@ -338,7 +364,43 @@ wait:
 	for _, id := range syncs {
 		a.send(agentproto.Frame{Sync: id})
 	}
+	if c.mounts != nil {
+		c.mounts.Close()
+	}
 	return open
+}
+
+// spawn starts a child with fork, which gets the child's ends of three
+// new pipes for its stdio.
+func (a *agent) spawn(fork func(stdio []uintptr) (int, error)) (*child, error) {
+	var ends [6]*os.File // stdin's, stdout's and stderr's read and write ends
+	for i := 0; i < 6; i += 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range ends[:i] {
+				f.Close()
+			}
+			return nil, err
+		}
+		ends[i], ends[i+1] = r, w
+	}
+	c := &child{exited: make(chan syscall.WaitStatus, 1), stdin: ends[1], stdout: ends[2], stderr: ends[4]}
+	// Registered before the reaper can see it exit.
+	a.mu.Lock()
+	pid, err := fork([]uintptr{ends[0].Fd(), ends[3].Fd(), ends[5].Fd()})
+	if err == nil {
+		c.pid = pid
+		a.waits[pid] = c.exited
+	}
+	a.mu.Unlock()
+	ends[0].Close()
+	ends[3].Close()
+	ends[5].Close()
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // collect answers a collect request: one frame a file, then an exit frame;

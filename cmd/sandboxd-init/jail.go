@@ -4,9 +4,11 @@ package main
 // own that the agent builds inside the sandbox, so that a sandbox can
 // serve many executions with nothing of one left to the next. The agent
 // re-executes itself as the jail's init (runJail), which builds the jail,
-// drops every privilege, installs the program's seccomp filter, starts the
-// program, reaps what it leaves and, when it exits, ends the jail: the
-// kernel kills everything else in the jail's PID namespace.
+// drops every privilege, installs the program's seccomp filter, then waits
+// for its program, starts it, reaps what it leaves and, when it exits, ends
+// the jail: the kernel kills everything else in the jail's PID namespace.
+// The agent builds the next jail ahead, once a run is over (prepare), so
+// that a run only hands its program over.
 //
 // This is a wall between executions: nothing here is steered by the
 // program's bytes. The configuration comes from sandboxd through the agent;
@@ -21,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -35,16 +38,16 @@ import (
 // jailInitName is argv[0] of the agent re-executed as a jail's init.
 const jailInitName = "sandboxd-jail"
 
-// jailConfig is what the agent hands a jail's init, on its fd 4: a JSON
-// line, then the files' contents, raw, in order (as agentproto's requests
-// carry them), which the init writes into the jail's /workspace as they
-// come, never holding them whole.
-type jailConfig struct {
-	Args  []string        `json:"args"`
-	Env   []string        `json:"env"`
-	Dir   string          `json:"dir"`
-	Jail  agentproto.Jail `json:"jail"`
-	Files []jailFile      `json:"files,omitempty"`
+// What the agent hands a jail's init, on its fd 4: the jail (an
+// agentproto.Jail as a JSON line), at once; then, when a run comes, its
+// program (a jailProgram line) and the program's files' contents, raw, in
+// order (as agentproto's requests carry them), which the init writes into
+// the jail's /workspace as they come, never holding them whole.
+type jailProgram struct {
+	Args  []string   `json:"args"`
+	Env   []string   `json:"env"`
+	Dir   string     `json:"dir"`
+	Files []jailFile `json:"files,omitempty"`
 }
 
 // jailFile is a file the jail's init writes into the jail's /workspace;
@@ -68,63 +71,119 @@ type jailStatus struct {
 // its init gets, for the build only, the capabilities it needs there.
 const jailCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET
 
-// startJail starts a jail's init for req, with stdio as its fds 0-2. It
-// returns the init's pid and the pipe its status comes on.
-func startJail(req agentproto.Request, stdio [3]*os.File) (int, *os.File, error) {
+// startJail starts a jail's init, which builds j and waits for its
+// program (handOver).
+func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 	// A process that is not dumpable has its /proc files owned by root:
 	// the agent could not write its child's ID maps. Nothing but jails runs
 	// beside an agent that builds them, and they cannot see it.
 	unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	defer statusW.Close()
-	configR, configW, err := os.Pipe()
+	programR, programW, err := os.Pipe()
 	if err != nil {
 		statusR.Close()
-		return 0, nil, err
+		return nil, err
 	}
-	defer configR.Close()
+	defer programR.Close()
 	uid, gid := os.Getuid(), os.Getgid()
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{jailInitName}, &syscall.ProcAttr{
-		Dir:   "/",
-		Env:   []string{},
-		Files: []uintptr{stdio[0].Fd(), stdio[1].Fd(), stdio[2].Fd(), statusW.Fd(), configR.Fd()},
-		Sys: &syscall.SysProcAttr{
-			Cloneflags:                 jailCloneFlags,
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
-			GidMappingsEnableSetgroups: false,
-			// For the build only: mounts, the loopback link, dropping
-			// the bounding set. runJail drops them before the program.
-			// No Pdeathsig: it follows the forking thread, not the
-			// agent; the agent's end ends the sandbox, the jail with it.
-			AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
-		},
+	c, err := a.spawn(func(stdio []uintptr) (int, error) {
+		return syscall.ForkExec("/proc/self/exe", []string{jailInitName}, &syscall.ProcAttr{
+			Dir: "/",
+			// One P: the init makes a few syscalls and waits. Set, it
+			// also spares the Go runtime's read of the cgroup's CPU limit
+			// at start. The program's environment is its own.
+			Env:   []string{"GOMAXPROCS=1"},
+			Files: append(stdio, statusW.Fd(), programR.Fd()),
+			Sys: &syscall.SysProcAttr{
+				Cloneflags:                 jailCloneFlags,
+				UidMappings:                []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
+				GidMappings:                []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
+				GidMappingsEnableSetgroups: false,
+				// For the build only: mounts, the loopback link, dropping
+				// the bounding set. runJail drops them before the program.
+				// No Pdeathsig: it follows the forking thread, not the
+				// agent; the agent's end ends the sandbox, the jail with it.
+				AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
+			},
+		})
 	})
 	if err != nil {
-		configW.Close()
 		statusR.Close()
-		return 0, nil, fmt.Errorf("starting the jail: %w", err)
+		programW.Close()
+		return nil, fmt.Errorf("starting the jail: %w", err)
 	}
-	cfg := jailConfig{Args: req.Args, Env: req.Env, Dir: req.Dir, Jail: *req.Jail}
+	c.status, c.program, c.jail = statusR, programW, j
+	// Opened while the init may still be read (it is not dumpable once
+	// built); without it, the teardown comes before the answer.
+	c.mounts, _ = os.Open("/proc/" + strconv.Itoa(c.pid) + "/ns/mnt")
+	// A line of a few hundred bytes: the pipe holds it.
+	if err := json.NewEncoder(programW).Encode(j); err != nil {
+		a.discard(c)
+		return nil, fmt.Errorf("starting the jail: %w", err)
+	}
+	return c, nil
+}
+
+// prepare builds a jail j ahead, for the next run; one built for j already
+// stays.
+func (a *agent) prepare(j agentproto.Jail) {
+	if a.next = a.preparedJail(j); a.next != nil {
+		return
+	}
+	c, err := a.startJail(j)
+	if err != nil {
+		a.send(agentproto.Frame{Error: "preparing a jail: " + err.Error()})
+		return
+	}
+	a.next = c
+}
+
+// preparedJail returns the jail built ahead if it is a j and still waits
+// for its program; another is discarded.
+func (a *agent) preparedJail(j agentproto.Jail) *child {
+	c := a.next
+	a.next = nil
+	if c == nil {
+		return nil
+	}
+	if !c.ended() && reflect.DeepEqual(c.jail, j) {
+		return c
+	}
+	a.discard(c)
+	return nil
+}
+
+// discard ends a jail's init that has no program: it reads the end of its
+// program's pipe and exits.
+func (a *agent) discard(c *child) {
+	c.close()
+	<-c.exited
+}
+
+// handOver gives a jail's init its program, from req.
+func (c *child) handOver(req agentproto.Request) {
+	prog := jailProgram{Args: req.Args, Env: req.Env, Dir: req.Dir}
 	for _, f := range req.Files {
-		cfg.Files = append(cfg.Files, jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data))})
+		prog.Files = append(prog.Files, jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data))})
 	}
+	w := c.program
+	c.program = nil
 	go func() {
 		// Its write fails once the init is gone: nothing waits on it.
-		defer configW.Close()
-		if err := json.NewEncoder(configW).Encode(cfg); err != nil {
+		defer w.Close()
+		if err := json.NewEncoder(w).Encode(prog); err != nil {
 			return
 		}
 		for _, f := range req.Files {
-			if _, err := configW.Write(f.Data); err != nil {
+			if _, err := w.Write(f.Data); err != nil {
 				return
 			}
 		}
 	}()
-	return pid, statusR, nil
 }
 
 // readJailStatus reads what a jail's init reported, after it exited with
@@ -190,37 +249,38 @@ func runJail() {
 		}
 	}()
 	config := bufio.NewReader(os.NewFile(4, "config"))
-	var cfg jailConfig
-	line, err := config.ReadBytes('\n')
-	if err == nil {
-		err = json.Unmarshal(line, &cfg)
-	}
-	if err != nil {
+	var j agentproto.Jail
+	if err := readLine(config, &j); err != nil {
 		fail("jail config", err)
 	}
-	if len(cfg.Args) == 0 {
-		fail("jail config", errors.New("no program"))
-	}
-	if err := buildJail(cfg.Jail); err != nil {
+	if err := buildJail(j); err != nil {
 		fail("building the jail", err)
 	}
 	if err := dropPrivileges(); err != nil {
 		fail("dropping privileges", err)
 	}
-	if err := placeFrom(config, cfg.Files); err != nil {
-		fail("files", err)
-	}
-	unix.Close(4)
 	if err := installJailFilter(); err != nil {
 		fail("seccomp", err)
 	}
-	dir := cfg.Dir
+	// Built: from here on, the jail waits for its program.
+	var prog jailProgram
+	if err := readLine(config, &prog); err != nil {
+		fail("jail program", err)
+	}
+	if len(prog.Args) == 0 {
+		fail("jail program", errors.New("no program"))
+	}
+	if err := placeFrom(config, prog.Files); err != nil {
+		fail("files", err)
+	}
+	unix.Close(4)
+	dir := prog.Dir
 	if dir == "" {
 		dir = Workspace
 	}
-	pid, err := syscall.ForkExec(lookPath(cfg.Args[0], cfg.Env), cfg.Args, &syscall.ProcAttr{
+	pid, err := syscall.ForkExec(lookPath(prog.Args[0], prog.Env), prog.Args, &syscall.ProcAttr{
 		Dir:   dir,
-		Env:   cfg.Env,
+		Env:   prog.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
@@ -253,6 +313,15 @@ func runJail() {
 		// Exiting ends the jail: the kernel kills what the program left.
 		os.Exit(0)
 	}
+}
+
+// readLine reads a JSON line into v.
+func readLine(r *bufio.Reader, v any) error {
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(line, v)
 }
 
 // placeFrom writes files into the workspace, their contents read from r

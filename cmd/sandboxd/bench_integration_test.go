@@ -80,6 +80,7 @@ type throughputRow struct {
 type memoryRow struct {
 	PerSessionMiB     float64 `json:"per_session_mib"`
 	PerPooledMiB      float64 `json:"per_pooled_sandbox_mib"`
+	PerCellMiB        float64 `json:"per_pooled_cell_mib"`
 	DaemonPeakRSSMiB  float64 `json:"daemon_peak_rss_mib"`
 	SandboxesMeasured int     `json:"sandboxes_measured"`
 }
@@ -349,18 +350,32 @@ func memory(b *testing.B, served *daemonProc) memoryRow {
 	}
 	row.PerSessionMiB = perSandbox(before, during, settle())
 
-	poolSize := func(size int) {
-		d.reload(b, fmt.Sprintf("[pool]\nsize = %d\n", size)+runtimeLanguages(os.Getenv("BENCH_RUNTIME")))
-		deadline := time.Now().Add(2 * time.Minute)
-		for (metricValue(b, sock, "sandboxd_pool_ready") != float64(size) || metricValue(b, sock, "sandboxd_containers") != float64(size)) && time.Now().Before(deadline) {
-			time.Sleep(200 * time.Millisecond)
+	// The pools: with reuse at 1, one of plain sandboxes; with cells, as
+	// many cells beside it (one pool each of both kinds, of the same
+	// size): an idle cell's share is what the second adds, its jail built
+	// ahead included.
+	poolSize := func(size, reuse int) {
+		d.reload(b, fmt.Sprintf("[pool]\nsize = %d\nreuse = %d\n", size, reuse)+runtimeLanguages(os.Getenv("BENCH_RUNTIME")))
+		full := waitFor(2*time.Minute, func() bool {
+			target := metricValue(b, sock, "sandboxd_pool_target")
+			return metricValue(b, sock, "sandboxd_pool_ready") == target && metricValue(b, sock, "sandboxd_containers") == target
+		})
+		if !full {
+			b.Fatalf("the pools did not settle at size %d, reuse %d", size, reuse)
 		}
 	}
 	before = settle()
-	poolSize(n)
+	poolSize(n, 1)
 	during = settle()
-	poolSize(0)
+	poolSize(0, 1)
 	row.PerPooledMiB = perSandbox(before, during, settle())
+	if os.Getenv("BENCH_RUNTIME") == "" || os.Getenv("BENCH_RUNTIME") == "runc" {
+		before = settle()
+		poolSize(n, 50)
+		during = settle()
+		poolSize(0, 50)
+		row.PerCellMiB = perSandbox(before, during, settle()) - row.PerPooledMiB
+	}
 	row.DaemonPeakRSSMiB = mib(procStatusKB(b, served.pid(), "VmHWM"))
 	return row
 }
@@ -393,8 +408,8 @@ func printReport(r benchReport) {
 	printCPU(r.Throughput)
 	printBatch(r.Batch)
 	m := r.Memory
-	fmt.Printf("\nmemory: %.1f MiB per idle session, %.1f MiB per pooled sandbox (MemAvailable drop over %d); daemon peak RSS %.1f MiB\n",
-		m.PerSessionMiB, m.PerPooledMiB, m.SandboxesMeasured, m.DaemonPeakRSSMiB)
+	fmt.Printf("\nmemory: %.1f MiB per idle session, %.1f MiB per pooled sandbox, %.1f MiB per pooled cell with its jail built ahead (MemAvailable drop over %d of each); daemon peak RSS %.1f MiB\n",
+		m.PerSessionMiB, m.PerPooledMiB, m.PerCellMiB, m.SandboxesMeasured, m.DaemonPeakRSSMiB)
 }
 
 func percentile(d []time.Duration, p int) time.Duration {

@@ -294,13 +294,14 @@ func checkSandboxGone(t *testing.T, ns, id string, s watchedSandbox) {
 }
 
 // executionLeft is what sandboxLeft sees of a sandbox, less what a cell
-// kept for its uid's next execution holds between executions: its shim
-// and its agent. A cell's jail ends with its execution; a sandbox that is
-// not a cell goes whole.
+// kept for its uid's next execution holds between executions: its shim,
+// its agent and the init of the jail built for the next execution. A
+// cell's jail ends with its execution; a sandbox that is not a cell goes
+// whole.
 func executionLeft(ns, id string) []string {
 	return slices.DeleteFunc(sandboxLeft(ns, id), func(p string) bool {
 		_, what, _ := strings.Cut(p, " ")
-		return strings.HasPrefix(what, "/usr/bin/containerd-shim-runc-v2 ") || what == "/.sandboxd/init"
+		return strings.HasPrefix(what, "/usr/bin/containerd-shim-runc-v2 ") || what == "/.sandboxd/init" || what == "sandboxd-jail"
 	})
 }
 

@@ -55,6 +55,10 @@ type Request struct {
 	// Jail, when set, runs the program in a jail of its own that the agent
 	// builds inside the sandbox (see Jail): a run leaves nothing behind.
 	Jail *Jail `json:"jail,omitempty"`
+	// Prepare, with Jail and without Args, builds that jail now, so that
+	// the next run in the same jail only hands its program over. It is not
+	// answered: a jail that cannot be built fails that run.
+	Prepare bool `json:"prepare,omitempty"`
 
 	// Sync asks for a Sync frame carrying the same value once everything
 	// asked before has been answered: a daemon that attaches to a running
