@@ -47,6 +47,9 @@ func (r fakeRuntime) AdoptSessions(ctx context.Context) ([]daemon.Adopted, error
 // echo is a program that prints its code and stdin, and exits with the
 // code's length, or as the code says.
 func echo(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+	if p.Args[0] == "/usr/bin/gcc" {
+		return compile(p)
+	}
 	code := string(p.Files["main.py"])
 	in, _ := io.ReadAll(p.Stdin)
 	switch code {
@@ -71,6 +74,19 @@ func echo(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
 	return sandbox.ExitResult{ExitCode: len(code) % 256}, nil
 }
 
+// compile is a compiler that fails as the code says, or compiles.
+func compile(p sandbox.Process) (sandbox.ExitResult, error) {
+	switch string(p.Files["main.c"]) {
+	case "error":
+		p.Stdout.Write([]byte("in main:\n"))
+		p.Stderr.Write([]byte("main.c:1: error\n"))
+		return sandbox.ExitResult{ExitCode: 1}, nil
+	case "oom":
+		return sandbox.ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, nil
+	}
+	return sandbox.ExitResult{}, nil
+}
+
 func startServer(t *testing.T) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s.sock")
@@ -81,7 +97,9 @@ func startServer(t *testing.T) string {
 	srv := daemon.New(daemon.Config{
 		Runtime: fakeRuntime{&sandboxtest.Runtime{Exec: echo}},
 		Languages: []daemon.Language{{LanguageSpec: daemon.LanguageSpec{Name: "python", Extensions: []string{".py"},
-			FileName: "main.py", Run: []string{"/usr/bin/python3", "/sandbox/main.py"}}, Version: "3.11"}},
+			FileName: "main.py", Run: []string{"/usr/bin/python3", "/sandbox/main.py"}}, Version: "3.11"},
+			{LanguageSpec: daemon.LanguageSpec{Name: "c", FileName: "main.c", Compile: []string{"/usr/bin/gcc", "/sandbox/main.c"},
+				Run: []string{"/tmp/main"}}, Version: "12"}},
 		Limits:  daemon.DefaultLimits(1),
 		Version: ctl.Version,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -118,6 +136,23 @@ func TestExecute(t *testing.T) {
 	}
 	if out, _, _ := run(t, sock, "", "execute", "-l", "python", "-c", "binary"); out != "\xff\x00\xfe" {
 		t.Errorf("binary: %q", out)
+	}
+}
+
+// A compiler's output goes to stderr in text mode, streamed or not: it is
+// diagnostics, whichever of its streams the compiler wrote. A limit that
+// ended the compile is named.
+func TestExecuteCompileFailure(t *testing.T) {
+	sock := startServer(t)
+	for _, mode := range [][]string{nil, {"--no-stream"}} {
+		out, errOut, code := run(t, sock, "", append(append([]string{"execute"}, mode...), "-l", "c", "-c", "error")...)
+		if out != "" || errOut != "in main:\nmain.c:1: error\n" || code != 1 {
+			t.Errorf("%v: stdout %q, stderr %q, exit %d", mode, out, errOut, code)
+		}
+		out, errOut, code = run(t, sock, "", append(append([]string{"execute"}, mode...), "-l", "c", "-c", "oom")...)
+		if out != "" || errOut != "sandboxctl: the compiler reached the memory limit\n" || code != ctl.ExitKilled {
+			t.Errorf("%v: stdout %q, stderr %q, exit %d", mode, out, errOut, code)
+		}
 	}
 }
 

@@ -258,7 +258,13 @@ func (c *cli) printResult(res *api.ExecuteResult, o *execOptions) error {
 	case c.format == "json":
 		c.printJSON(res)
 	case c.format == "text" && !c.streamsText(o):
-		if err := writeStream(c.stdout, res.Stdout, res.StdoutEncoding); err != nil {
+		stdout := c.stdout
+		if res.Phase == api.PhaseCompile {
+			// The compiler's output is diagnostics, whichever stream it
+			// wrote: on stderr, as the stream sends it.
+			stdout = c.stderr
+		}
+		if err := writeStream(stdout, res.Stdout, res.StdoutEncoding); err != nil {
 			return fmt.Errorf("stdout: %w", err)
 		}
 		if err := writeStream(c.stderr, res.Stderr, res.StderrEncoding); err != nil {
@@ -277,8 +283,8 @@ func (c *cli) printResult(res *api.ExecuteResult, o *execOptions) error {
 		}
 	}
 	if c.verbose {
-		fmt.Fprintf(c.stderr, "id=%s status=%s exit_code=%d duration=%dms cpu=%dms memory_peak=%d\n",
-			res.ID, res.Status, res.ExitCode, res.DurationMS, res.Usage.CPUMS, res.Usage.MemoryPeakBytes)
+		fmt.Fprintf(c.stderr, "id=%s status=%s phase=%s exit_code=%d duration=%dms cpu=%dms memory_peak=%d\n",
+			res.ID, res.Status, res.Phase, res.ExitCode, res.DurationMS, res.Usage.CPUMS, res.Usage.MemoryPeakBytes)
 	}
 	return nil
 }

@@ -200,6 +200,12 @@ type outcome struct {
 	compiled       bool
 	stdout, stderr *cappedBuffer
 	duration       time.Duration
+	// phase is the step the execution ended in (api.PhaseCompile or
+	// api.PhaseRun).
+	phase string
+	// pidsLimit says the step was refused forks at the sandbox's pids
+	// limit, which does not kill a process but fails it.
+	pidsLimit bool
 	// filesLost says the files to collect went with the sandbox, which
 	// the kernel ended with the program.
 	filesLost bool
@@ -241,29 +247,32 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 		return out
 	}
 	out := s.limits().OutputBytes
-	o := outcome{compiled: true, stdout: newCappedBuffer(out), stderr: newCappedBuffer(out)}
+	o := outcome{compiled: true, phase: api.PhaseRun, stdout: newCappedBuffer(out), stderr: newCappedBuffer(out)}
 	var err error
 	if len(lang.Compile) > 0 {
+		o.phase = api.PhaseCompile
+		// The compiler's output is diagnostics, whichever of its streams
+		// it writes them to: both go out as stderr events as they come,
+		// and a program's stdout events carry only the program's output.
+		const compilerStdout, compilerStderr = "compiler stdout", "compiler stderr"
+		o.stdout.tee, o.stderr.tee = st.outputAs(compilerStdout, api.EventStderr), st.outputAs(compilerStderr, api.EventStderr)
+		before, beforeErr := sb.Stats(ctx) // for compileLimit
 		o.exit, err = sb.Exec(ctx, sandbox.Process{Args: cmd(lang.Compile), Env: env, Stdout: o.stdout, Stderr: o.stderr,
 			Files: files, FilesDir: filesDir, WorkspaceFiles: workspace})
+		st.flush(compilerStdout, api.EventStderr)
+		st.flush(compilerStderr, api.EventStderr)
 		workspace = nil // placed
 		o.compiled = err == nil && o.exit.ExitCode == 0 && !o.exit.Killed
-		if o.compiled {
-			// A successful compiler's chatter is not the program's output.
-			o.stdout, o.stderr = newCappedBuffer(out), newCappedBuffer(out)
-		} else if err == nil && st != nil {
-			// A failed compiler's output is the result's: it is streamed
-			// as a program's would be, so that a client that shows the
-			// chunks shows it. The run is over, whatever its deadline.
-			st.runOver()
-			for _, b := range []struct {
-				kind string
-				buf  *cappedBuffer
-			}{{api.EventStdout, o.stdout}, {api.EventStderr, o.stderr}} {
-				if data := b.buf.Bytes(); len(data) > 0 {
-					st.output(b.kind)(data)
-				}
+		if err == nil && !o.compiled && beforeErr == nil {
+			if after, err := sb.Stats(ctx); err == nil {
+				o.compileLimit(before, after)
 			}
+		}
+		if o.compiled {
+			// A successful compiler's chatter, streamed, is not the
+			// program's output.
+			o.stdout, o.stderr = newCappedBuffer(out), newCappedBuffer(out)
+			o.phase = api.PhaseRun
 		}
 	}
 	if err == nil && o.compiled {
@@ -309,6 +318,44 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 	return o, nil
 }
 
+// compileLimit tells, for a failed compile, whether it ended at one of the
+// sandbox's limits rather than on the code, from the kernel's counters
+// before and after it. A compiler driver (g++, go build) whose own child
+// the OOM killer ends, or that is refused a fork, exits 1 like a compiler
+// that found an error: only the cgroup's counters tell them apart.
+func (o *outcome) compileLimit(before, after sandbox.Stats) {
+	switch {
+	case o.exit.Killed || o.exit.OOMKilled || o.exit.SandboxKilled != "":
+		// The runtime said already.
+	case after.OOMKills > before.OOMKills:
+		o.exit.OOMKilled = true
+		o.exit.ExitCode, o.exit.Signal = 128+int(unix.SIGKILL), int(unix.SIGKILL)
+	case after.PidsLimitHits > before.PidsLimitHits:
+		o.pidsLimit = true
+	}
+}
+
+// compileError says the compiler failed on the code, not at a limit.
+func (o *outcome) compileError() bool {
+	return !o.compiled && !o.pidsLimit && o.exit.SandboxKilled == ""
+}
+
+// note is the result's message: how the execution ended, when its status
+// alone does not say it.
+func (o *outcome) note() string {
+	switch {
+	case o.phase == api.PhaseCompile && o.pidsLimit:
+		return "the compiler reached the sandbox's process limit"
+	case o.exit.SandboxKilled != "":
+		return o.exit.SandboxKilled
+	case o.phase == api.PhaseCompile && o.exit.OOMKilled:
+		return "the compiler reached the memory limit"
+	case o.phase == api.PhaseCompile && o.exit.Killed:
+		return "the timeout came while compiling"
+	}
+	return ""
+}
+
 // finish fills a result from an outcome and logs the execution.
 func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	res.DurationMS = o.duration.Milliseconds()
@@ -318,8 +365,9 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	res.Stdout, res.StdoutEncoding = encodeOutput(o.stdout.Bytes())
 	res.Stderr, res.StderrEncoding = encodeOutput(o.stderr.Bytes())
 	res.StdoutTruncated, res.StderrTruncated = o.stdout.Truncated(), o.stderr.Truncated()
-	res.Status, res.Signal = status(o.exit, o.compiled)
-	res.Message = o.exit.SandboxKilled
+	res.Status, res.Signal = status(o.exit, o.compileError())
+	res.Phase = o.phase
+	res.Message = o.note()
 	if o.filesLost {
 		if res.Message == "" {
 			res.Message = "the sandbox ended at its memory limit"
@@ -400,14 +448,15 @@ func describeRoot(image string) string {
 	return "image " + image
 }
 
-// status classifies an exit.
-func status(e sandbox.ExitResult, compiled bool) (status, signal string) {
+// status classifies how an execution's last step ended; compileError says
+// it was a compile that failed on the code.
+func status(e sandbox.ExitResult, compileError bool) (status, signal string) {
 	switch {
 	case e.Killed:
 		return api.StatusTimedOut, "SIGKILL"
 	case e.OOMKilled:
 		return api.StatusOOMKilled, "SIGKILL"
-	case !compiled:
+	case compileError:
 		return api.StatusCompileError, ""
 	case e.ExitCode == 0:
 		return api.StatusOK, ""

@@ -155,6 +155,34 @@ func TestStreamHoldsBackACutCharacter(t *testing.T) {
 	}
 }
 
+// Writers that share an event type (the compiler's stdout and stderr, both
+// sent as stderr) each complete their own cut characters: another's chunk
+// in between is not glued to the cut one.
+func TestStreamHoldsBackEachWritersCutCharacter(t *testing.T) {
+	w := httptest.NewRecorder()
+	st := newStream(w)
+	out, errOut := st.outputAs("compiler stdout", api.EventStderr), st.outputAs("compiler stderr", api.EventStderr)
+	out([]byte("a\xe2\x82"))
+	errOut([]byte("b\xe2"))
+	out([]byte("\xac!"))
+	st.flush("compiler stdout", api.EventStderr)
+	st.flush("compiler stderr", api.EventStderr) // a writer that ended inside a character
+	var chunks []string
+	for _, line := range strings.Split(strings.TrimSpace(w.Body.String()), "\n") {
+		var ev api.StreamEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if ev.Type != api.EventStderr {
+			t.Errorf("event %+v", ev)
+		}
+		chunks = append(chunks, ev.Data+ev.Encoding)
+	}
+	if !slices.Equal(chunks, []string{"a", "b", "\u20ac!", "4g==base64"}) {
+		t.Errorf("chunks %q, want [a b €! 4g==base64]", chunks)
+	}
+}
+
 // decodeBase64 agrees with the standard library's DecodeString, padding,
 // newlines and corrupt input included.
 func TestDecodeBase64(t *testing.T) {

@@ -105,11 +105,11 @@ func TestStatuses(t *testing.T) {
 		{sandbox.ExitResult{ExitCode: 137, OOMKilled: true}, api.StatusOOMKilled, "SIGKILL"},
 		{sandbox.ExitResult{ExitCode: 137, Killed: true}, api.StatusTimedOut, "SIGKILL"},
 	} {
-		if st, sig := status(tc.exit, true); st != tc.status || sig != tc.signal {
+		if st, sig := status(tc.exit, false); st != tc.status || sig != tc.signal {
 			t.Errorf("%+v: %s %s, want %s %s", tc.exit, st, sig, tc.status, tc.signal)
 		}
 	}
-	if st, _ := status(sandbox.ExitResult{ExitCode: 1}, false); st != api.StatusCompileError {
+	if st, _ := status(sandbox.ExitResult{ExitCode: 1}, true); st != api.StatusCompileError {
 		t.Errorf("compile failure: %s", st)
 	}
 }
@@ -127,37 +127,161 @@ func TestCompileErrorSkipsRun(t *testing.T) {
 	}
 }
 
-// A compile error's output is streamed, as a program's is: the chunks a
-// streaming client shows are the result's output.
+// A compiler's output is streamed as it writes it, as stderr events
+// whichever of its streams it wrote (it is diagnostics, not the program's
+// output); the result keeps it as the compiler wrote it.
 func TestStreamedCompileError(t *testing.T) {
+	w := httptest.NewRecorder()
+	var whileCompiling string
 	rt := &sandboxtest.Runtime{Exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
-		p.Stdout.Write([]byte("note"))
+		p.Stdout.Write([]byte("note "))
 		p.Stderr.Write([]byte("main.c:1: error"))
+		whileCompiling = w.Body.String() // what the client had before the compiler's exit
 		return sandbox.ExitResult{ExitCode: 1}, nil
 	}}
 	req := httptest.NewRequest("POST", "/v1/execute", strings.NewReader(`{"language":"c","code":"x"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", api.NDJSON)
-	w := httptest.NewRecorder()
 	newTestServer(t, rt, nil).ServeHTTP(w, req)
-	var stdout, stderr string
+	if _, streamed, _ := readEvents(t, whileCompiling); streamed[api.EventStderr] != "note main.c:1: error" {
+		t.Errorf("streamed while the compiler ran: %q", whileCompiling)
+	}
+	res, streamed, _ := readEvents(t, w.Body.String())
+	if streamed[api.EventStdout] != "" || streamed[api.EventStderr] != "note main.c:1: error" {
+		t.Errorf("streamed %q", streamed)
+	}
+	if res.Status != api.StatusCompileError || res.Phase != api.PhaseCompile || res.ExitCode != 1 ||
+		res.Stdout != "note " || res.Stderr != "main.c:1: error" || res.Message != "" {
+		t.Errorf("result %+v", res)
+	}
+}
+
+// readEvents reads a streamed execution: its result, and the data of its
+// output events by type, in order.
+func readEvents(t *testing.T, body string) (api.ExecuteResult, map[string]string, []api.StreamEvent) {
+	t.Helper()
 	var res api.ResultEvent
-	for _, line := range strings.Split(strings.TrimSpace(w.Body.String()), "\n") {
+	streamed := map[string]string{}
+	var events []api.StreamEvent
+	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
 		var ev api.StreamEvent
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("%q: %v", line, err)
 		}
+		events = append(events, ev)
 		switch ev.Type {
-		case api.EventStdout:
-			stdout += ev.Data
-		case api.EventStderr:
-			stderr += ev.Data
+		case api.EventStdout, api.EventStderr:
+			streamed[ev.Type] += ev.Data
 		case api.EventResult:
 			json.Unmarshal([]byte(line), &res)
 		}
 	}
-	if stdout != "note" || stderr != "main.c:1: error" || res.Status != api.StatusCompileError || res.Stderr != stderr || res.Stdout != stdout {
-		t.Errorf("streamed %q and %q; result %+v", stdout, stderr, res)
+	return res.ExecuteResult, streamed, events
+}
+
+// A compile ended by a limit is the limit's verdict, in phase compile, not
+// a compile_error: a compiler driver whose child the OOM killer ended, or
+// that was refused a fork, exits 1 as one that found an error, and only
+// the cgroup's counters, before and after the compile, tell them apart.
+func TestCompileAtALimit(t *testing.T) {
+	const killed = "g++: fatal error: Killed signal terminated program cc1plus\n"
+	for _, tc := range []struct {
+		name string
+		// compile writes what the compiler would and counts what the
+		// kernel would in counters.
+		compile  func(ctx context.Context, p sandbox.Process, counters *sandbox.Stats) sandbox.ExitResult
+		counted  sandbox.Stats // before the compile: an earlier execution's
+		status   string
+		exitCode int
+		signal   string
+		message  string
+	}{
+		{"oom", func(_ context.Context, p sandbox.Process, c *sandbox.Stats) sandbox.ExitResult {
+			p.Stderr.Write([]byte(killed))
+			c.OOMKills++
+			return sandbox.ExitResult{ExitCode: 1}
+		}, sandbox.Stats{}, api.StatusOOMKilled, 137, "SIGKILL", "the compiler reached the memory limit"},
+		{"oom after earlier ones", func(_ context.Context, p sandbox.Process, c *sandbox.Stats) sandbox.ExitResult {
+			p.Stderr.Write([]byte(killed))
+			c.OOMKills++
+			return sandbox.ExitResult{ExitCode: 1}
+		}, sandbox.Stats{OOMKills: 2, PidsLimitHits: 1}, api.StatusOOMKilled, 137, "SIGKILL", "the compiler reached the memory limit"},
+		{"the compiler itself oom-killed", func(_ context.Context, p sandbox.Process, c *sandbox.Stats) sandbox.ExitResult {
+			c.OOMKills++
+			return sandbox.ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}
+		}, sandbox.Stats{}, api.StatusOOMKilled, 137, "SIGKILL", "the compiler reached the memory limit"},
+		{"pids", func(_ context.Context, p sandbox.Process, c *sandbox.Stats) sandbox.ExitResult {
+			p.Stderr.Write([]byte("go: fork/exec /usr/lib/go/pkg/tool/linux_amd64/compile: resource temporarily unavailable\n"))
+			c.PidsLimitHits++
+			return sandbox.ExitResult{ExitCode: 1}
+		}, sandbox.Stats{}, api.StatusFailed, 1, "", "the compiler reached the sandbox's process limit"},
+		{"the sandbox ended at its process limit", func(_ context.Context, p sandbox.Process, c *sandbox.Stats) sandbox.ExitResult {
+			return sandbox.ExitResult{ExitCode: 137, Signal: 9, SandboxKilled: "the sandbox reached its process limit"}
+		}, sandbox.Stats{}, api.StatusSignaled, 137, "SIGKILL", "the sandbox reached its process limit"},
+		{"timeout", func(ctx context.Context, p sandbox.Process, c *sandbox.Stats) sandbox.ExitResult {
+			<-ctx.Done()
+			return sandbox.ExitResult{ExitCode: 137, Signal: 9, Killed: true}
+		}, sandbox.Stats{}, api.StatusTimedOut, 137, "SIGKILL", "the timeout came while compiling"},
+		{"an error in the code, after an earlier oom", func(_ context.Context, p sandbox.Process, c *sandbox.Stats) sandbox.ExitResult {
+			p.Stderr.Write([]byte("main.c:1: error"))
+			return sandbox.ExitResult{ExitCode: 1}
+		}, sandbox.Stats{OOMKills: 1, PidsLimitHits: 1}, api.StatusCompileError, 1, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			counters, runs := tc.counted, 0
+			rt := &sandboxtest.Runtime{
+				Exec: func(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					runs++
+					return tc.compile(ctx, p, &counters), nil
+				},
+				Stats: func() (sandbox.Stats, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					return counters, nil
+				},
+			}
+			_, res, _ := post(t, newTestServer(t, rt, nil), `{"language":"c","code":"x","timeout_ms":100}`)
+			if res.Status != tc.status || res.Phase != api.PhaseCompile || res.ExitCode != tc.exitCode || res.Signal != tc.signal ||
+				res.Message != tc.message || res.OOMKilled != (tc.status == api.StatusOOMKilled) || res.TimedOut != (tc.status == api.StatusTimedOut) {
+				t.Errorf("result %+v", res)
+			}
+			if runs != 1 {
+				t.Errorf("%d processes ran: the program ran after a failed compile", runs)
+			}
+		})
+	}
+}
+
+// An execution that got past the compile ended in phase run, whatever its
+// verdict; so did one of a language that does not compile.
+func TestRunPhase(t *testing.T) {
+	var mu sync.Mutex
+	var counters sandbox.Stats
+	rt := &sandboxtest.Runtime{
+		Exec: func(_ context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+			if p.Args[0] != "/tmp/main" && p.Args[0] != "/usr/bin/python3" {
+				return sandbox.ExitResult{}, nil // the compiler
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			counters.OOMKills++
+			return sandbox.ExitResult{ExitCode: 137, Signal: 9, OOMKilled: true}, nil
+		},
+		Stats: func() (sandbox.Stats, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return counters, nil
+		},
+	}
+	s := newTestServer(t, rt, nil)
+	for _, lang := range []string{"c", "python"} {
+		_, res, _ := post(t, s, `{"language":"`+lang+`","code":"x"}`)
+		if res.Status != api.StatusOOMKilled || res.Phase != api.PhaseRun || res.Message != "" {
+			t.Errorf("%s: result %+v", lang, res)
+		}
 	}
 }
 

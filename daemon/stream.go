@@ -32,8 +32,8 @@ type stream struct {
 	// broken says a write failed: the client is gone or too slow, and
 	// nothing more is sent.
 	broken bool
-	// pending holds, per stream, the start of a UTF-8 sequence cut by a
-	// chunk's end, sent with the next chunk.
+	// pending holds, per writer (see outputAs), the start of a UTF-8
+	// sequence cut by a chunk's end, sent with the next chunk.
 	pending map[string][]byte
 	// owner is the caller's uid: only it (or root) may feed live stdin.
 	owner uint32
@@ -115,15 +115,20 @@ func (s *stream) start(ev api.StreamEvent) {
 	s.send(ev)
 }
 
-// output returns the tee of one output stream.
-func (s *stream) output(kind string) func([]byte) {
+// output returns the tee of one of the program's output streams.
+func (s *stream) output(kind string) func([]byte) { return s.outputAs(kind, kind) }
+
+// outputAs returns a tee whose chunks go out as events of kind; writer
+// names what writes them, so that a UTF-8 sequence one writer cut is
+// completed by its own next chunk, not by another's.
+func (s *stream) outputAs(writer, kind string) func([]byte) {
 	if s == nil {
 		return nil
 	}
 	return func(p []byte) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		data := append(s.pending[kind], p...)
+		data := append(s.pending[writer], p...)
 		// Hold back an incomplete sequence at the end, up to 3 bytes.
 		cut := len(data)
 		for i := len(data) - 1; i >= 0 && i >= len(data)-3; i-- {
@@ -134,10 +139,24 @@ func (s *stream) output(kind string) func([]byte) {
 				break
 			}
 		}
-		s.pending[kind] = append([]byte(nil), data[cut:]...)
+		s.pending[writer] = append([]byte(nil), data[cut:]...)
 		if cut > 0 {
 			s.chunk(kind, data[:cut])
 		}
+	}
+}
+
+// flush sends what a writer of outputAs held back, as an event of kind:
+// the writer is done.
+func (s *stream) flush(writer, kind string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending[writer]) > 0 {
+		s.chunk(kind, s.pending[writer])
+		s.pending[writer] = nil
 	}
 }
 
@@ -153,14 +172,11 @@ func (s *stream) chunk(kind string, data []byte) {
 func (s *stream) result(res *api.ExecuteResult) {
 	s.runOver()
 	s.start(api.StreamEvent{Type: api.EventStart, ID: res.ID, SessionID: res.SessionID, Language: res.Language})
+	for _, kind := range []string{api.EventStdout, api.EventStderr} {
+		s.flush(kind, kind)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, kind := range []string{api.EventStdout, api.EventStderr} {
-		if len(s.pending[kind]) > 0 {
-			s.chunk(kind, s.pending[kind])
-			s.pending[kind] = nil
-		}
-	}
 	s.sendFinal(api.ResultEvent{Type: api.EventResult, ExecuteResult: *res})
 }
 

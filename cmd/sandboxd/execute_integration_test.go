@@ -162,7 +162,7 @@ func TestExitCodesAndStreams(t *testing.T) {
 
 func TestCompileError(t *testing.T) {
 	res := execute(t, api.ExecuteRequest{Language: "c", Code: "int main(void) { return nope; }"})
-	if res.Status != api.StatusCompileError || res.ExitCode == 0 || !strings.Contains(res.Stderr, "nope") {
+	if res.Status != api.StatusCompileError || res.Phase != api.PhaseCompile || res.ExitCode == 0 || !strings.Contains(res.Stderr, "nope") {
 		t.Fatalf("status %q exit %d stderr %q", res.Status, res.ExitCode, res.Stderr)
 	}
 }
@@ -857,21 +857,7 @@ sleep 1; echo alive`})
 // is compiled at every run, which the default timeout does not allow).
 // Sandboxes read the cache and cannot write it.
 func TestGoBuildCache(t *testing.T) {
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		log := mainDaemon.logged()
-		building := strings.Index(log, `msg="building the Go standard library's cache"`)
-		ready := strings.Index(log, `msg="Go cache ready"`)
-		// Built before the suite's daemon started (it then uses it from
-		// the start), or built since and applied (a reload follows).
-		if building < 0 || ready > building && strings.Contains(log[ready:], "msg=reloaded") {
-			break
-		}
-		if strings.Contains(log, `msg="Go cache not built`) || time.Now().After(deadline) {
-			t.Fatalf("the Go cache is not ready:\n%s", log)
-		}
-		time.Sleep(time.Second)
-	}
+	waitGoCache(t)
 	const prog = `package main
 
 import (
@@ -893,5 +879,26 @@ func main() {
 	}
 	if m, _ := filepath.Glob("/var/cache/sandboxd/go-build-*/planted"); len(m) > 0 {
 		t.Fatalf("a sandbox wrote into the shared cache: %v", m)
+	}
+}
+
+// waitGoCache waits until the suite's daemon builds Go programs against
+// its cache of the standard library.
+func waitGoCache(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		log := mainDaemon.logged()
+		building := strings.Index(log, `msg="building the Go standard library's cache"`)
+		ready := strings.Index(log, `msg="Go cache ready"`)
+		// Built before the suite's daemon started (it then uses it from
+		// the start), or built since and applied (a reload follows).
+		if building < 0 || ready > building && strings.Contains(log[ready:], "msg=reloaded") {
+			return
+		}
+		if strings.Contains(log, `msg="Go cache not built`) || time.Now().After(deadline) {
+			t.Fatalf("the Go cache is not ready:\n%s", log)
+		}
+		time.Sleep(time.Second)
 	}
 }

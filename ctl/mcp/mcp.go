@@ -107,6 +107,14 @@ func summary(res *api.ExecuteResult) string {
 	if res.Signal != "" {
 		fmt.Fprintf(&b, ", signal %s", res.Signal)
 	}
+	if res.Phase == api.PhaseCompile && res.Status != api.StatusCompileError {
+		// A limit that ended the compiler is for the caller to raise, not
+		// an error in the code to fix.
+		b.WriteString(", while compiling")
+	}
+	if res.Message != "" {
+		fmt.Fprintf(&b, "\n%s", res.Message)
+	}
 	for _, s := range []struct{ name, data, enc string }{{"stdout", res.Stdout, res.StdoutEncoding}, {"stderr", res.Stderr, res.StderrEncoding}} {
 		if s.data != "" {
 			fmt.Fprintf(&b, "\n--- %s", s.name)

@@ -26,6 +26,12 @@ const (
 	StatusCompileError = "compile_error"
 )
 
+// Phases of an execution: the step it ended in.
+const (
+	PhaseCompile = "compile" // a compiled language's compile step
+	PhaseRun     = "run"
+)
+
 // EncodingBase64 marks an output stream that is not valid UTF-8.
 const EncodingBase64 = "base64"
 
@@ -92,10 +98,17 @@ type ExecuteResult struct {
 	TimedOut        bool   `json:"timed_out"`
 	OOMKilled       bool   `json:"oom_killed"`
 	DurationMS      int64  `json:"duration_ms"`
+	// Phase is the step the execution ended in: PhaseCompile when a
+	// compiled language's compiler failed or was ended by a limit (the
+	// status says which: compile_error, oom_killed, timed_out…),
+	// PhaseRun otherwise. It is empty only when the execution timed out
+	// before either step began (waiting for its session's turn).
+	Phase string `json:"phase,omitempty"`
 	// Message is sandboxd's note on how the execution ended, when the
 	// status alone does not say it: "the sandbox reached its process
-	// limit"; and, when the files to collect went with a sandbox the
-	// kernel ended, "no files were collected".
+	// limit"; the limit that ended a compile; and, when the files to
+	// collect went with a sandbox the kernel ended, "no files were
+	// collected".
 	Message string `json:"message,omitempty"`
 	Usage   Usage  `json:"usage"`
 	Files   []File `json:"files,omitempty"`

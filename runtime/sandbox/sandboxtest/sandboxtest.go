@@ -49,6 +49,9 @@ type Runtime struct {
 	// Collect answers every sandbox's Collect. When nil, nothing is
 	// collected.
 	Collect func() ([]sandbox.Collected, error)
+	// Stats answers every sandbox's Stats. When nil, every sandbox has
+	// counted 5ms of CPU and a 1 MiB memory peak.
+	Stats func() (sandbox.Stats, error)
 	// Creating, when set, is called by Create once the sandbox's container
 	// is listed and before Create returns: a test that blocks in it sees
 	// the daemon while a sandbox is being created.
@@ -286,9 +289,12 @@ func (s *Sandbox) SetRecord(_ context.Context, rec sandbox.SessionRecord) error 
 	return nil
 }
 
-// Stats reports 5ms of CPU and a 1 MiB memory peak for every sandbox, so
-// that a test sees usage carried through to results.
+// Stats answers with the runtime's Stats, or reports 5ms of CPU and a
+// 1 MiB memory peak, so that a test sees usage carried through to results.
 func (s *Sandbox) Stats(context.Context) (sandbox.Stats, error) {
+	if s.r.Stats != nil {
+		return s.r.Stats()
+	}
 	return sandbox.Stats{CPUNanos: 5e6, MemoryPeakBytes: 1 << 20}, nil
 }
 
