@@ -77,9 +77,10 @@ var nodeCalls = map[string]uint{"mknod": 1, "mknodat": 2}
 // nodeTypes are the file types nodeCalls may create; 0 is a regular file.
 var nodeTypes = []uint64{0, unix.S_IFREG, unix.S_IFIFO, unix.S_IFSOCK}
 
-// nodeRules allow nodeCalls for nodeTypes: one rule per call and type, as
-// runc ORs conditions on one argument only by making each a rule of its own
-// (opencontainers/runc#2735), which gVisor's conversion need not do.
+// nodeRules allow nodeCalls for nodeTypes, one rule per call and type:
+// runc ORs two conditions on one argument of a rule only by a quirk
+// (opencontainers/runc#2735) that gVisor's reading of the profile need not
+// share.
 func nodeRules() []specs.LinuxSyscall {
 	var rules []specs.LinuxSyscall
 	for _, name := range slices.Sorted(maps.Keys(nodeCalls)) {
