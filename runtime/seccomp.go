@@ -2,12 +2,14 @@ package runtime
 
 import (
 	"context"
+	"maps"
 	"slices"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // DeniedSyscalls are removed from containerd's default seccomp profile.
@@ -32,9 +34,10 @@ var DeniedSyscalls = []string{
 }
 
 // Profile returns the sandbox seccomp profile for spec s: containerd's
-// default profile for s's capabilities, less DeniedSyscalls, for the
-// native architecture only. Its default action refuses every syscall the
-// profile does not allow.
+// default profile for s's capabilities, less DeniedSyscalls, with mknod
+// and mknodat allowed only for files that are no device (nodeCalls), for
+// the native architecture only. Its default action refuses every syscall
+// the profile does not allow.
 //
 // Only the native ABI: containerd's default also admits the 32-bit ones
 // (x86 and x32 beside x86-64, arm beside arm64), a second syscall table
@@ -50,16 +53,46 @@ func Profile(s *specs.Spec) *specs.LinuxSeccomp {
 			continue
 		}
 		rule.Names = slices.DeleteFunc(slices.Clone(rule.Names), func(n string) bool {
-			return slices.Contains(DeniedSyscalls, n)
+			_, node := nodeCalls[n]
+			return node || slices.Contains(DeniedSyscalls, n)
 		})
 		if len(rule.Names) > 0 {
 			kept = append(kept, rule)
 		}
 	}
-	p.Syscalls = kept
+	p.Syscalls = append(kept, nodeRules()...)
 	// containerd lists the native architecture first.
 	p.Architectures = p.Architectures[:1]
 	return p
+}
+
+// nodeCalls create a file of the type their mode argument names (its
+// S_IFMT bits), by the index of that argument. The profile lets them create
+// regular files, FIFOs and sockets, and refuses every other type: device
+// nodes above all. The kernel refuses those without CAP_MKNOD, but gVisor's
+// does not, and it honours no nodev: a node made in /tmp would open the
+// device it names in gVisor's kernel (FUSE, TUN...).
+var nodeCalls = map[string]uint{"mknod": 1, "mknodat": 2}
+
+// nodeTypes are the file types nodeCalls may create; 0 is a regular file.
+var nodeTypes = []uint64{0, unix.S_IFREG, unix.S_IFIFO, unix.S_IFSOCK}
+
+// nodeRules allow nodeCalls for nodeTypes, one rule per call and type:
+// runc ORs two conditions on one argument of a rule only by a quirk
+// (opencontainers/runc#2735) that gVisor's reading of the profile need not
+// share.
+func nodeRules() []specs.LinuxSyscall {
+	var rules []specs.LinuxSyscall
+	for _, name := range slices.Sorted(maps.Keys(nodeCalls)) {
+		for _, t := range nodeTypes {
+			rules = append(rules, specs.LinuxSyscall{
+				Names:  []string{name},
+				Action: specs.ActAllow,
+				Args:   []specs.LinuxSeccompArg{{Index: nodeCalls[name], Value: unix.S_IFMT, ValueTwo: t, Op: specs.OpMaskedEqual}},
+			})
+		}
+	}
+	return rules
 }
 
 func withSeccomp(appKernel bool) oci.SpecOpts {

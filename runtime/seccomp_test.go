@@ -482,3 +482,42 @@ func backquoted(s string) []string {
 	}
 	return spans
 }
+
+// TestSeccompDeviceNodes holds every profile, a cell's too, to what
+// mknod and mknodat may make: regular files, FIFOs and sockets, whatever
+// the permission bits; no device, whatever bits lie above the mode's 32.
+func TestSeccompDeviceNodes(t *testing.T) {
+	profiles := seccompProfiles(t)
+	c := testSpecConfig()
+	c.Jails = true
+	cell, err := GenerateSpec("sandboxd", c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	profiles["runc cell"] = cell.Linux.Seccomp
+	allow := verdict{action: specs.ActAllow}
+	atFDCWD := int64(unix.AT_FDCWD)
+	for rt, p := range profiles {
+		for _, c := range []struct {
+			mode uint64
+			want verdict
+		}{
+			{unix.S_IFIFO | 0o644, allow},
+			{unix.S_IFREG | 0o600, allow},
+			{0o644, allow}, // mknod's regular file
+			{unix.S_IFSOCK | 0o755, allow},
+			{unix.S_IFCHR | 0o666, eperm},
+			{unix.S_IFBLK | 0o660, eperm},
+			{unix.S_IFCHR, eperm},
+			{1<<32 | unix.S_IFBLK, eperm},
+			{unix.S_IFDIR | 0o755, eperm},
+			{unix.S_IFLNK | 0o777, eperm},
+		} {
+			for name, args := range map[string][]uint64{"mknod": {0, c.mode, 0}, "mknodat": {uint64(atFDCWD), 0, c.mode, 0}} {
+				if got, err := decide(p, name, args); err != nil || got != c.want {
+					t.Errorf("%s: %s(mode %#o): %v, %v; want %v", rt, name, c.mode, got, err, c.want)
+				}
+			}
+		}
+	}
+}

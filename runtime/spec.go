@@ -48,7 +48,8 @@ type SpecConfig struct {
 // appKernelTasksPerProcess is how many host tasks gVisor (ptrace platform)
 // uses per program process, counted here: 41 for an idle sandbox, 311
 // with 20 more processes. The host's pids limit of a gVisor sandbox is the
-// programs' limit times this, so that it bounds about as many programs.
+// programs' limit times this: a backstop behind RLIMIT_NPROC, which gVisor's
+// kernel applies to the programs' own tasks (see withRlimits).
 const appKernelTasksPerProcess = 16
 
 // SpecOpts returns the composed options that turn containerd's default spec
@@ -64,7 +65,7 @@ func SpecOpts(c SpecConfig) []oci.SpecOpts {
 		withUser(c.UID, c.GID),
 		withNoCapabilities,
 		oci.WithNoNewPrivileges,
-		withRlimits(c.Limits),
+		withRlimits(c.Limits, c.AppKernel),
 		withMounts(c),
 		withResources(c.Limits, c.SwapLimit, c.AppKernel),
 		withOOMScoreAdj(1000),
@@ -116,7 +117,7 @@ func withNoCapabilities(_ context.Context, _ oci.Client, _ *containers.Container
 	return nil
 }
 
-func withRlimits(l sandbox.Limits) oci.SpecOpts {
+func withRlimits(l sandbox.Limits, appKernel bool) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		s.Process.Rlimits = []specs.POSIXRlimit{
 			{Type: "RLIMIT_NOFILE", Hard: l.NoFile, Soft: l.NoFile},
@@ -124,6 +125,17 @@ func withRlimits(l sandbox.Limits) oci.SpecOpts {
 			{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
 			// Locked memory escapes reclaim; a sandbox has no use for it.
 			{Type: "RLIMIT_MEMLOCK", Hard: 0, Soft: 0},
+		}
+		if appKernel {
+			// gVisor's kernel keeps the programs' threads and processes
+			// to itself, where the host's pids cgroup cannot count them.
+			// That kernel counts the tasks of the sandbox's user against
+			// RLIMIT_NPROC; every task of the sandbox is that user's, so
+			// the limit holds as the pids cgroup does under runc: a clone
+			// past it fails with EAGAIN. Not under runc, where it would
+			// count every sandbox of the host together, all one user's.
+			n := uint64(l.Pids)
+			s.Process.Rlimits = append(s.Process.Rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: n, Soft: n})
 		}
 		return nil
 	}
@@ -153,12 +165,29 @@ func withMounts(c SpecConfig) oci.SpecOpts {
 			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", tmpfsSize}},
 			{Destination: WorkDir, Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=700", uid, gid, tmpfsSize}},
 		}
+		if c.AppKernel {
+			s.Mounts = append(s.Mounts, appKernelDevCovers()...)
+		}
 		s.Mounts = append(s.Mounts, c.RootMounts...)
 		if c.FilesDir != "" {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: SandboxDir, Type: "bind", Source: c.FilesDir, Options: []string{"rbind", "ro", "nosuid", "nodev"}})
 		}
 		return nil
 	}
+}
+
+// appKernelDevCovers hide the devices gVisor's /dev has beyond runc's.
+// gVisor makes /dev itself, whatever the spec mounts there, with a node
+// for every device its kernel implements: FUSE and TUN too, which a
+// sandbox has no use for. Each is covered by an empty read-only tmpfs,
+// which gVisor's kernel mounts over a file too: /dev/fuse becomes a
+// directory nobody may open. (A bind mount would need its mount point made
+// in the host's root, which an image's read-only view cannot take.)
+func appKernelDevCovers() []specs.Mount {
+	cover := func(dest, mode string) specs.Mount {
+		return specs.Mount{Destination: dest, Type: "tmpfs", Source: "tmpfs", Options: []string{"ro", "nosuid", "noexec", "nodev", "mode=" + mode, "size=4k"}}
+	}
+	return []specs.Mount{cover("/dev/net", "755"), cover("/dev/fuse", "000")}
 }
 
 func withResources(l sandbox.Limits, swap, appKernel bool) oci.SpecOpts {

@@ -99,10 +99,17 @@ func TestSpecHardening(t *testing.T) {
 	}
 }
 
-// Under gVisor, the host's pids limit leaves gVisor's own tasks room; its
-// seccomp profile is compared with runc's by TestSeccompAppKernelRules.
+// Under gVisor, the host's pids limit leaves gVisor's own tasks room, and
+// RLIMIT_NPROC holds the programs to the pids limit inside its kernel;
+// gVisor's extra devices are covered. Its seccomp profile is compared with
+// runc's by TestSeccompAppKernelRules.
 func TestSpecForAppKernel(t *testing.T) {
 	c := testSpecConfig()
+	c.Limits.Pids = 77
+	runc, err := GenerateSpec("sandboxd", c)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.AppKernel = true
 	s, err := GenerateSpec("sandboxd", c)
 	if err != nil {
@@ -110,5 +117,32 @@ func TestSpecForAppKernel(t *testing.T) {
 	}
 	if *s.Linux.Resources.Pids.Limit != c.Limits.Pids*appKernelTasksPerProcess {
 		t.Errorf("pids %d", *s.Linux.Resources.Pids.Limit)
+	}
+	nproc := func(s *specs.Spec) []specs.POSIXRlimit {
+		return slices.DeleteFunc(slices.Clone(s.Process.Rlimits), func(r specs.POSIXRlimit) bool { return r.Type != "RLIMIT_NPROC" })
+	}
+	if got := nproc(s); len(got) != 1 || got[0].Soft != 77 || got[0].Hard != 77 {
+		t.Errorf("gVisor: RLIMIT_NPROC %+v, want 77, the pids limit", got)
+	}
+	// Under runc every sandbox's user is the same host uid: an RLIMIT_NPROC
+	// would count them all together.
+	if got := nproc(runc); len(got) != 0 {
+		t.Errorf("runc: RLIMIT_NPROC %+v", got)
+	}
+	covers := map[string]specs.Mount{}
+	for _, m := range s.Mounts {
+		if m.Destination == "/dev/net" || m.Destination == "/dev/fuse" {
+			covers[m.Destination] = m
+		}
+	}
+	for dest, mode := range map[string]string{"/dev/net": "mode=755", "/dev/fuse": "mode=000"} {
+		if m := covers[dest]; m.Type != "tmpfs" || !slices.Contains(m.Options, "ro") || !slices.Contains(m.Options, mode) {
+			t.Errorf("%s: %+v, want a read-only tmpfs, %s", dest, m, mode)
+		}
+	}
+	for _, m := range runc.Mounts {
+		if m.Destination == "/dev/net" || m.Destination == "/dev/fuse" {
+			t.Errorf("runc: %+v", m)
+		}
 	}
 }

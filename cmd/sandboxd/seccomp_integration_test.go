@@ -33,6 +33,7 @@ var syscallNumbers = map[string]map[string]int{
 		"kexec_load": 246, "kexec_file_load": 320, "init_module": 175, "finit_module": 313, "delete_module": 176,
 		"acct": 163, "swapon": 167, "swapoff": 168, "reboot": 169, "syslog": 103, "quotactl": 179,
 		"lookup_dcookie": 212, "vhangup": 153, "iopl": 172, "ioperm": 173, "uselib": 134, "nfsservctl": 180,
+		"mknod": 133, "mknodat": 259,
 		"personality": 135, "close": 3,
 	},
 	"arm64": {
@@ -48,6 +49,7 @@ var syscallNumbers = map[string]map[string]int{
 		"kexec_load": 104, "kexec_file_load": 294, "init_module": 105, "finit_module": 273, "delete_module": 106,
 		"acct": 89, "swapon": 224, "swapoff": 225, "reboot": 142, "syslog": 116, "quotactl": 60,
 		"lookup_dcookie": 18, "vhangup": 58, "iopl": -1, "ioperm": -1, "uselib": -1, "nfsservctl": 42,
+		"mknod": -1, "mknodat": 33,
 		"personality": 92, "close": 57,
 	},
 }
