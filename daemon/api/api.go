@@ -112,6 +112,38 @@ type ExecuteResult struct {
 	Message string `json:"message,omitempty"`
 	Usage   Usage  `json:"usage"`
 	Files   []File `json:"files,omitempty"`
+
+	// A cell of an interpreter session (see CreateSessionRequest).
+	// Value is the text form of the cell's last expression, as a REPL
+	// shows it (repr in python, util.inspect in node); omitted when the
+	// cell ends with a statement or its value is None/undefined.
+	Value string `json:"value,omitempty"`
+	// Error is set when the cell raised: the status is then failed and
+	// the interpreter's state is kept.
+	Error *CellError `json:"error,omitempty"`
+	// Outputs are the rich outputs the cell displayed, in order.
+	Outputs []Output `json:"outputs,omitempty"`
+	// StateLost says the interpreter was restarted (a timeout it did not
+	// answer, an OOM kill, a restart asked for) since the last result its
+	// caller received: the variables and imports of earlier cells are
+	// gone.
+	StateLost bool `json:"state_lost,omitempty"`
+}
+
+// CellError is an exception a cell raised.
+type CellError struct {
+	Name      string `json:"name"`
+	Message   string `json:"message"`
+	Traceback string `json:"traceback,omitempty"`
+}
+
+// Output is a rich output of a cell: a figure drawn, an object displayed.
+type Output struct {
+	// MIME is image/png, image/svg+xml, text/html, application/json or
+	// text/plain.
+	MIME string `json:"mime"`
+	// Data is the content: base64 for image/png, text otherwise.
+	Data string `json:"data"`
 }
 
 // NDJSON is the media type of streamed executions: ask for it in Accept.
@@ -254,6 +286,11 @@ type CreateSessionRequest struct {
 	Env           map[string]string `json:"env,omitempty"`
 	// Runtime is as ExecuteRequest's.
 	Runtime string `json:"runtime,omitempty"`
+	// Interpreter runs one long-lived interpreter of Language (python or
+	// javascript) in the session: each execution of that language is a
+	// cell run in its global state, as in a notebook. Executions of other
+	// languages still run beside it.
+	Interpreter bool `json:"interpreter,omitempty"`
 }
 
 // SessionLimits cover a whole session.
@@ -280,7 +317,24 @@ type Session struct {
 	MemoryUsageBytes int64         `json:"memory_usage_bytes"`
 	Limits           SessionLimits `json:"limits"`
 	Runtime          string        `json:"runtime"`
+	// Interpreter is set for an interpreter session.
+	Interpreter *Interpreter `json:"interpreter,omitempty"`
 }
+
+// Interpreter is the state of an interpreter session's interpreter.
+type Interpreter struct {
+	// Restarts counts the interpreter's restarts: timeouts it did not
+	// answer, OOM kills, restarts asked for.
+	Restarts int64 `json:"restarts"`
+	// State is "fresh" (no cell has run since it started) or "kept".
+	State string `json:"state"`
+}
+
+// The states of an interpreter.
+const (
+	InterpreterFresh = "fresh"
+	InterpreterKept  = "kept"
+)
 
 // SessionsResponse is the answer to GET /v1/sessions.
 type SessionsResponse struct {
