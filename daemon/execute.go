@@ -141,6 +141,11 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	if err != nil {
 		return nil, err
 	}
+	if c.cell = x.interp != nil && c.lang.Name == x.lang; c.cell {
+		if err := checkCell(req); err != nil {
+			return nil, err
+		}
+	}
 	if c.class.Image != x.class.Image {
 		return nil, invalid("language %s does not run in session %s, whose root is %s", c.lang.Name, x.id, describeRoot(x.class.Image))
 	}
@@ -173,6 +178,9 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	}
 	defer slot.release()
 	o, err := s.runSteps(runCtx, x.sb, c, req, id, x.id, st, false)
+	if c.cell {
+		x.noteCell(o.exit.Cell)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -186,6 +194,9 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	}
 	s.touch(ctx, x, true)
 	s.finish(res, o, caller)
+	if c.cell {
+		s.cellResult(x, res, o.exit.Cell)
+	}
 	return res, nil
 }
 
@@ -282,8 +293,13 @@ func (s *Server) runSteps(ctx context.Context, sb Sandbox, c checked, req *api.E
 		if live != nil {
 			stdin = io.MultiReader(stdin, live.r)
 		}
-		o.exit, err = sb.Exec(ctx, sandbox.Process{Args: args, Env: env, Stdin: stdin, Stdout: o.stdout, Stderr: o.stderr,
-			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace, StdinLive: live != nil, Jail: jail})
+		p := sandbox.Process{Args: args, Env: env, Stdin: stdin, Stdout: o.stdout, Stderr: o.stderr,
+			Last: true, Files: files, FilesDir: filesDir, WorkspaceFiles: workspace, StdinLive: live != nil, Jail: jail}
+		if c.cell {
+			p = sandbox.Process{Env: env, Stdout: o.stdout, Stderr: o.stderr, WorkspaceFiles: workspace,
+				Cell: &sandbox.Cell{Language: lang.Name, Code: req.Code}}
+		}
+		o.exit, err = sb.Exec(ctx, p)
 	}
 	o.duration = time.Since(start)
 	if err != nil {

@@ -29,6 +29,7 @@ func (s *Server) routes() {
 		{"GET /v1/sessions", s.serveListSessions},
 		{"GET /v1/sessions/{id}", s.serveShowSession},
 		{"DELETE /v1/sessions/{id}", s.serveDeleteSession},
+		{"POST /v1/sessions/{id}/restart", s.serveRestartSession},
 		{"GET /v1/sessions/{id}/files/{path...}", s.serveGetFile},
 		{"PUT /v1/sessions/{id}/files/{path...}", s.servePutFile},
 		{"POST /v1/executions/{id}/stdin", s.serveStdin},

@@ -31,6 +31,9 @@ type LanguageSpec struct {
 	Image string
 	// Runtime is the OCI runtime: runc when empty, or runsc, say.
 	Runtime string
+	// Interpreter says sessions may run a long-lived interpreter of the
+	// language (the runtime has a driver for it).
+	Interpreter bool
 }
 
 // Language is a LanguageSpec whose tools were found, with absolute paths.
@@ -44,9 +47,9 @@ type Language struct {
 var Languages = []LanguageSpec{
 	{Name: "python", Aliases: []string{"py", "python3"}, Extensions: []string{".py"}, FileName: "main.py",
 		Run: []string{"python3", "/sandbox/main.py"}, Version: []string{"python3", "--version"},
-		Env: []string{"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"}},
+		Env: []string{"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"}, Interpreter: true},
 	{Name: "javascript", Aliases: []string{"js", "node", "nodejs"}, Extensions: []string{".js", ".mjs", ".cjs"}, FileName: "main.js",
-		Run: []string{"node", "/sandbox/main.js"}, Version: []string{"node", "--version"}},
+		Run: []string{"node", "/sandbox/main.js"}, Version: []string{"node", "--version"}, Interpreter: true},
 	{Name: "typescript", Aliases: []string{"ts"}, Extensions: []string{".ts"}, FileName: "main.ts",
 		Compile: []string{"tsc", "--outDir", "/tmp/out", "/sandbox/main.ts"},
 		Run:     []string{"node", "/tmp/out/main.js"}, Version: []string{"tsc", "--version"}},

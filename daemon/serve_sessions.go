@@ -51,6 +51,21 @@ func (s *Server) serveDeleteSession(w http.ResponseWriter, r *http.Request) erro
 	return nil
 }
 
+// serveRestartSession restarts an interpreter session's interpreter: its
+// state goes, its files stay.
+func (s *Server) serveRestartSession(w http.ResponseWriter, r *http.Request) error {
+	x, err := s.sessionFor(r.PathValue("id"), callerOf(r.Context()))
+	if err != nil {
+		return err
+	}
+	info, err := s.restartInterpreter(r.Context(), x)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
 func (s *Server) serveGetFile(w http.ResponseWriter, r *http.Request) error {
 	x, err := s.sessionFor(r.PathValue("id"), callerOf(r.Context()))
 	if err != nil {

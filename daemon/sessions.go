@@ -43,6 +43,8 @@ type session struct {
 	executions int64
 	deleted    bool
 	cpuNanos   uint64 // the session's CPU counter after its last execution
+	// interp is set for an interpreter session.
+	interp *interpState
 
 	// persisting serializes the record writes of touch.
 	persisting sync.Mutex
@@ -63,8 +65,12 @@ func (x *session) expiresAt() time.Time {
 func (x *session) record() sandbox.SessionRecord {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return sandbox.SessionRecord{Owner: x.owner, Language: x.lang, Created: x.created, LastUsed: x.lastUsed,
+	r := sandbox.SessionRecord{Owner: x.owner, Language: x.lang, Created: x.created, LastUsed: x.lastUsed,
 		Executions: x.executions, Limits: sandbox.SessionLimits(x.limits), Image: x.class.Image, Runtime: x.class.Runtime}
+	if x.interp != nil {
+		r.Interpreter, r.Restarts = true, x.interp.restarts
+	}
+	return r
 }
 
 // sessionFromRecord is a session that an earlier daemon left.
@@ -74,6 +80,11 @@ func sessionFromRecord(sb Sandbox, r sandbox.SessionRecord) (*session, error) {
 		limits: api.SessionLimits(r.Limits), class: sandboxClass{Image: r.Image, Runtime: r.Runtime}}
 	if x.class.Runtime == "" { // made before runtimes were chosen
 		x.class.Runtime = sandbox.DefaultOCIRuntime
+	}
+	if r.Interpreter {
+		// It lives in the sandbox: as it was, unless it died meanwhile,
+		// which its next cell tells.
+		x.interp = &interpState{restarts: r.Restarts}
 	}
 	if !sessionIDRE.MatchString(x.id) {
 		return nil, fmt.Errorf("session %s: not a session id", sb.ID())
@@ -221,6 +232,9 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 	if err != nil {
 		return nil, err
 	}
+	if req.Interpreter && !lang.Interpreter {
+		return nil, invalid("language %s has no interpreter sessions (python and javascript have)", lang.Name)
+	}
 	owner := callerUID(c)
 	// Count and reserve under one lock, so that racing creations cannot
 	// pass the caps together.
@@ -255,6 +269,9 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 	x := &session{id: newID(), owner: owner, lang: lang.Name, class: class, lock: make(chan struct{}, 1), created: now, lastUsed: now,
 		limits: api.SessionLimits{MemoryBytes: memory, CPUs: l.CPUs, Pids: l.Pids, TmpfsBytes: l.TmpfsBytes,
 			IdleTimeoutMS: idle.Milliseconds(), MaxLifetimeMS: life.Milliseconds()}}
+	if req.Interpreter {
+		x.interp = &interpState{fresh: true}
+	}
 	// The language's environment comes with each execution, whatever its
 	// language; the session's own is the base.
 	env := append(append([]string(nil), baseEnv...), envList(req.Env)...)
@@ -273,10 +290,20 @@ func (s *Server) createSession(ctx context.Context, req *api.CreateSessionReques
 		return nil, s.createErrorFor(ctx, err, lang)
 	}
 	x.sb = sb
+	if x.interp != nil {
+		// Started now: a cell finds it running, and a language that cannot
+		// run one is said at once.
+		if err := s.startInterpreter(ctx, x, lang); err != nil {
+			if derr := sb.Delete(context.WithoutCancel(ctx)); derr != nil {
+				s.deleteLater(sb)
+			}
+			return nil, err
+		}
+	}
 	s.smu.Lock()
 	s.sessions[x.id] = x
 	s.smu.Unlock()
-	s.log.Info("session created", "session_id", x.id, "language", x.lang, "uid", c.UID, "pid", c.PID)
+	s.log.Info("session created", "session_id", x.id, "language", x.lang, "interpreter", x.interp != nil, "uid", c.UID, "pid", c.PID)
 	return s.sessionInfo(ctx, x, false), nil
 }
 
@@ -290,8 +317,9 @@ func (s *Server) sessionInfo(ctx context.Context, x *session, withUsage bool) *a
 		LastUsedAt: x.lastUsed.UTC().Format(timeFormat),
 		State:      api.SessionRunning,
 		Executions: x.executions,
-		Limits:     x.limits,
-		Runtime:    x.class.Runtime,
+		Limits:      x.limits,
+		Runtime:     x.class.Runtime,
+		Interpreter: x.interpreterInfo(),
 	}
 	x.mu.Unlock()
 	if !x.sb.Alive() {

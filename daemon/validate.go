@@ -40,6 +40,8 @@ type checked struct {
 	timeout time.Duration
 	memory  int64
 	files   []sandbox.File
+	// cell: the code runs as a cell of its session's interpreter.
+	cell bool
 }
 
 // validate checks a request against the limits. In a session, the

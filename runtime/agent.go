@@ -173,6 +173,14 @@ func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.Exi
 		}
 		req.Jail = s.jail
 	}
+	if p.Cell != nil {
+		args, err := driverArgs(p.Cell.Language)
+		if err != nil {
+			return sandbox.ExitResult{}, err
+		}
+		req.Args = args
+		req.Cell = &agentproto.Cell{ID: s.cells.Add(1), Code: p.Cell.Code, Restart: p.Cell.Restart}
+	}
 	sent := make(chan error, 1)
 	go func() {
 		err := a.send(req)
@@ -210,6 +218,9 @@ func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.Exi
 			switch {
 			case f.Exit != nil:
 				res.ExitCode, res.Signal, res.Clean = *f.Exit, f.Signal, f.Clean
+				if p.Cell != nil {
+					res.Cell = &sandbox.CellResult{Result: f.Cell, Lost: f.Lost, Starts: f.Starts}
+				}
 				if f.Error != "" {
 					fmt.Fprintf(p.Stderr, "sandboxd: %s\n", f.Error)
 				}

@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	initHash := strings.Repeat("0", 64)
 	if cfg.Init != "" {
-		if initHash, err = fileHash(cfg.Init); err != nil {
+		if initHash, err = baseHash(cfg.Init); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("init: %w", err)
 		}

@@ -2,8 +2,6 @@ package runtime
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -265,7 +263,10 @@ func populateBase(root, init string) error {
 	if err := os.Chmod(filepath.Join(root, "tmp"), 0o777|os.ModeSticky); err != nil {
 		return err
 	}
-	return copyFile(init, filepath.Join(root, InitPath), 0o555)
+	if err := copyFile(init, filepath.Join(root, InitPath), 0o555); err != nil {
+		return err
+	}
+	return writeDrivers(root)
 }
 
 // withView makes the container's root a read-only view of base: nothing a
@@ -340,18 +341,4 @@ func (c *Client) removeStale(ctx context.Context, views bool) {
 			}
 		}
 	}
-}
-
-// fileHash is the hex SHA-256 of a file.
-func fileHash(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }

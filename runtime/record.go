@@ -22,13 +22,16 @@ const (
 	labelLimits     = "io.sandboxd.session.limits"
 	labelImage      = "io.sandboxd.session.image"
 	labelRuntime    = "io.sandboxd.session.runtime"
+	// labelInterpreter, on an interpreter session only, counts its
+	// interpreter's restarts.
+	labelInterpreter = "io.sandboxd.session.interpreter"
 )
 
 // recordLabels encodes a session's record as labels; times in
 // milliseconds since the epoch.
 func recordLabels(r sandbox.SessionRecord) map[string]string {
 	limits, _ := json.Marshal(r.Limits)
-	return map[string]string{
+	l := map[string]string{
 		labelOwner:      strconv.FormatUint(uint64(r.Owner), 10),
 		labelLanguage:   r.Language,
 		labelCreated:    strconv.FormatInt(r.Created.UnixMilli(), 10),
@@ -38,6 +41,10 @@ func recordLabels(r sandbox.SessionRecord) map[string]string {
 		labelImage:      r.Image,
 		labelRuntime:    r.Runtime,
 	}
+	if r.Interpreter {
+		l[labelInterpreter] = strconv.FormatInt(r.Restarts, 10)
+	}
+	return l
 }
 
 // recordFromLabels reads a session's record back.
@@ -63,6 +70,12 @@ func recordFromLabels(l map[string]string) (sandbox.SessionRecord, error) {
 	}
 	if err := json.Unmarshal([]byte(l[labelLimits]), &r.Limits); err != nil {
 		return sandbox.SessionRecord{}, fmt.Errorf("limits: %w", err)
+	}
+	if v, ok := l[labelInterpreter]; ok {
+		if r.Restarts, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return sandbox.SessionRecord{}, fmt.Errorf("%s: %w", labelInterpreter, err)
+		}
+		r.Interpreter = true
 	}
 	return r, nil
 }

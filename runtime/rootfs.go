@@ -101,6 +101,9 @@ func (h *HostRootFS) Prepare() (string, []specs.Mount, error) {
 	if err := copyFile(h.Init, filepath.Join(root, InitPath), 0o555); err != nil {
 		return "", nil, fmt.Errorf("rootfs: init: %w", err)
 	}
+	if err := writeDrivers(root); err != nil {
+		return "", nil, fmt.Errorf("rootfs: %w", err)
+	}
 	for name, content := range etcFiles(h.UID, h.GID) {
 		if err := writeFileAtomic(filepath.Join(root, "etc", name), []byte(content), 0o644); err != nil {
 			return "", nil, fmt.Errorf("rootfs: %w", err)

@@ -72,6 +72,8 @@ type Sandbox struct {
 	agent *agentConn
 	// jail is what a cell's programs run in; nil for other sandboxes.
 	jail *agentproto.Jail
+	// cells numbers the cells sent to the sandbox's interpreter.
+	cells atomic.Int64
 
 	mu      sync.Mutex
 	final   *sandbox.Stats // the counters read just before the sandbox was killed

@@ -32,8 +32,12 @@ type agent struct {
 	// waits holds, by pid, where a started child's status goes.
 	waits map[int]chan syscall.WaitStatus
 	// next is a jail built ahead, waiting for its program (prepare). The
-	// request loop alone uses it.
+	// request loop alone uses it, and interp.
 	next *child
+	// interp is an interpreter session's interpreter, once started;
+	// starts counts those started.
+	interp *interp
+	starts int64
 }
 
 // child is a program, or a jail's init, that the agent started, with the
@@ -112,7 +116,7 @@ func runAgent() {
 			os.Exit(0)
 		case req.Kill || req.Sync != "":
 			if req.Kill {
-				killOthers()
+				a.killOthers()
 			}
 			if req.Sync != "" {
 				a.send(agentproto.Frame{Sync: req.Sync})
@@ -133,6 +137,10 @@ func runAgent() {
 			// input for a run that is over
 		case len(req.Args) == 0:
 			a.send(agentproto.Frame{Error: "a request without args"})
+		case req.Cell != nil:
+			if !a.runCell(req, reqs) {
+				select {} // as below
+			}
 		default:
 			if !a.run(req, reqs) {
 				// sandboxd is gone for good: stay as a plain init, so
@@ -323,12 +331,12 @@ wait:
 			if !ok {
 				// sandboxd left in the middle: nobody wants this run.
 				open, reqs = false, nil
-				killOthers()
+				a.killOthers()
 			} else if next.Exit {
 				os.Exit(0)
 			} else if next.Kill || next.Sync != "" {
 				if next.Kill {
-					killOthers()
+					a.killOthers()
 				}
 				if next.Sync != "" {
 					syncs = append(syncs, next.Sync)
@@ -345,7 +353,7 @@ wait:
 	stdinQ.close()
 	if req.Last || !open {
 		// Orphans would hold the output open; the execution is over.
-		killOthers()
+		a.killOthers()
 	}
 	drained.Wait()
 	f := agentproto.Frame{}
@@ -501,11 +509,6 @@ func place(files []agentproto.File) error {
 	return placeFrom(io.MultiReader(data...), listed)
 }
 
-// killOthers kills every process the sandbox's user runs but this one.
-// kill(-1) is atomic against fork: nothing escapes by forking.
-func killOthers() {
-	syscall.Kill(-1, syscall.SIGKILL)
-}
 
 // queue is an unbounded FIFO of byte chunks.
 type queue struct {

@@ -60,6 +60,11 @@ type Request struct {
 	// answered: a jail that cannot be built fails that run.
 	Prepare bool `json:"prepare,omitempty"`
 
+	// Cell, with Args (the interpreter's driver, runtime/drivers), runs
+	// code as a cell of the sandbox's long-lived interpreter, which it
+	// starts when none runs. See Cell.
+	Cell *Cell `json:"cell,omitempty"`
+
 	// Sync asks for a Sync frame carrying the same value once everything
 	// asked before has been answered: a daemon that attaches to a running
 	// agent (after a restart) discards what the stream holds until then.
@@ -82,6 +87,30 @@ type Frame struct {
 	// Clean, on the exit frame of a jailed run, says that nothing of the
 	// run is left: no process but the agent runs in the sandbox.
 	Clean bool `json:"clean,omitempty"`
+	// Cell, on the exit frame of a cell, is the driver's result line
+	// (value, error, outputs), as it wrote it; absent when the interpreter
+	// died or was killed during the cell.
+	Cell json.RawMessage `json:"cell,omitempty"`
+	// Lost, on the exit frame of a cell, says the interpreter that held
+	// the session's state died or was killed since the last cell (its
+	// state is gone); Starts counts the interpreters started.
+	Lost   bool  `json:"lost,omitempty"`
+	Starts int64 `json:"starts,omitempty"`
+}
+
+// Cell is code for the interpreter of a session. The agent writes it to
+// the driver, streams what the interpreter writes meanwhile as output
+// frames, and answers with an exit frame carrying the driver's result.
+// A kill request interrupts the cell (SIGINT); an interpreter that does
+// not answer within a grace is killed and started anew at the next cell.
+// What the cell started besides is killed when it ends; the interpreter
+// stays.
+type Cell struct {
+	ID   int64  `json:"id"`
+	Code string `json:"code"`
+	// Restart ends the interpreter and starts a fresh one, running no
+	// code.
+	Restart bool `json:"restart,omitempty"`
 }
 
 // Jail describes the jail a program runs in: new user (the sandbox's user

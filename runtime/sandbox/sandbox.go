@@ -82,6 +82,32 @@ type Process struct {
 	// when it exits, nothing it started is left. WorkspaceFiles are then
 	// written into the jail's /workspace.
 	Jail bool
+	// Cell runs code in the sandbox's long-lived interpreter, which Args
+	// (its driver) starts when none runs: an interpreter session's cell.
+	Cell *Cell
+}
+
+// Cell is code for a session's interpreter.
+type Cell struct {
+	// Language names the interpreter: python or javascript.
+	Language string
+	Code     string
+	// Restart ends the interpreter and starts a fresh one, running no
+	// code.
+	Restart bool
+}
+
+// CellResult is how a cell ended.
+type CellResult struct {
+	// Result is the driver's result (runtime/drivers): value, error and
+	// outputs, as JSON; nil when the interpreter died or was killed during
+	// the cell.
+	Result []byte
+	// Lost says the interpreter that held the session's state died or was
+	// killed since the last cell: its state is gone.
+	Lost bool
+	// Starts counts the interpreters the sandbox has started.
+	Starts int64
 }
 
 // ExitResult is how a process ended.
@@ -100,6 +126,8 @@ type ExitResult struct {
 	// during it; its memory peak is the cell's own where the kernel cannot
 	// reset it (cgroup v2).
 	Usage *Stats
+	// Cell is set after a cell (Process.Cell).
+	Cell *CellResult
 }
 
 // Stats are a sandbox's kernel counters.
@@ -147,6 +175,10 @@ type SessionRecord struct {
 	// Image and Runtime are the session's sandbox class.
 	Image   string
 	Runtime string
+	// Interpreter is set for an interpreter session; Restarts counts its
+	// interpreter's restarts.
+	Interpreter bool
+	Restarts    int64
 }
 
 // SessionLimits are the limits a session was created with.
