@@ -137,10 +137,11 @@ var Languages = []LanguageSpec{
 	{Name: "awk", Aliases: []string{"gawk"}, Extensions: []string{".awk"}, FileName: "main.awk", Package: "gawk",
 		Run: []string{"gawk", "-f", "/sandbox/main.awk"}, Version: []string{"gawk", "--version"}},
 	{Name: "clojure", Aliases: []string{"clj"}, Extensions: []string{".clj"}, FileName: "main.clj", Package: "clojure",
-		// Debian's clojure script calls java through /etc/alternatives.
-		Run: []string{"clojure", "/sandbox/main.clj"}, Version: []string{"dpkg-query", "-W", "-f=${Version}", "clojure"},
-		Env:       []string{"JAVA_TOOL_OPTIONS=-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto"},
-		HostPaths: []string{"/etc/alternatives", "/etc/java-*"}},
+		// Debian's clojure script calls java through /etc/alternatives,
+		// which sandboxes lack: its command, with java found here.
+		Run:   []string{"java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", "/usr/share/java/clojure.jar", "clojure.main", "/sandbox/main.clj"},
+		Tools: []string{"clojure"}, Version: []string{"dpkg-query", "-W", "-f=${Version}", "clojure"},
+		HostPaths: []string{"/etc/java-*"}},
 	{Name: "cobol", Aliases: []string{"cob", "gnucobol"}, Extensions: []string{".cob", ".cbl"}, FileName: "main.cob", Package: "gnucobol3",
 		Compile: []string{"cobc", "-x", "-free", "-o", "/tmp/main", "/sandbox/main.cob"},
 		Run:     []string{"/tmp/main"}, Version: []string{"cobc", "--version"},
@@ -292,7 +293,17 @@ func resolve(cmd []string) (_ []string, missing string) {
 		first, _, _ := strings.Cut(cmd[0], "|")
 		return nil, filepath.Base(first)
 	}
-	return append([]string{p}, cmd[1:]...), ""
+	out := append([]string{p}, cmd[1:]...)
+	// A host file named in the arguments (a jar) may be a link through
+	// /etc/alternatives too: it is named by its target.
+	for i, a := range out[1:] {
+		if strings.HasPrefix(a, "/usr/") {
+			if real, err := filepath.EvalSymlinks(a); err == nil && visibleInSandbox(real) {
+				out[i+1] = real
+			}
+		}
+	}
+	return out, ""
 }
 
 var versionRE = regexp.MustCompile(`\d+\.\d+(\.\d+)?`)
