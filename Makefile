@@ -34,7 +34,7 @@ integration: build
 # test-languages installs every built-in language's Debian package
 # (.ci/deps-languages, once: about 4 minutes) and runs the same program in
 # each one through the daemon, as `make test` does for the core set: a
-# language defined but not runnable fails. About 1.5 minutes more.
+# language defined but not runnable fails. About a minute more.
 test-languages: build
 	./.ci/deps-languages
 	SANDBOXD_TEST_LANGUAGES=all $(GO) test -count=1 -tags integration -timeout 30m -run '^TestLanguages' -v ./cmd/sandboxd/

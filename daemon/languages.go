@@ -83,8 +83,10 @@ func (l Language) withDefaults(lim Limits) Limits {
 // .ci/deps installs the core set (python to java, first below), which the
 // integration tests run on CI; .ci/deps-languages the rest, which `make
 // test-languages` runs. Tools that look for a home or a cache find
-// /workspace and /tmp writable; those that call `java` or `cc` through
-// /etc/alternatives, which sandboxes lack, are pointed at the tool.
+// /workspace and /tmp writable. Sandboxes lack the host's /etc: tools that
+// call `java` or `cc` through /etc/alternatives are pointed at the tool,
+// and languages that load a library or run a compiler through a link
+// there mount it (its links, read-only), as others their configuration.
 var Languages = []LanguageSpec{
 	{Name: "python", Aliases: []string{"py", "python3"}, Extensions: []string{".py"}, FileName: "main.py", Package: "python3",
 		Run: []string{"python3", "/sandbox/main.py"}, Version: []string{"python3", "--version"},
@@ -205,18 +207,22 @@ var Languages = []LanguageSpec{
 	{Name: "octave", Aliases: []string{"matlab"}, Extensions: []string{".m"}, FileName: "main.m", Package: "octave",
 		Run:     []string{"octave-cli", "--no-gui", "--quiet", "--no-init-file", "--no-history", "/sandbox/main.m"},
 		Version: []string{"octave-cli", "--version"},
-		Env:     []string{"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"}},
+		// BLAS and LAPACK are found through links in /etc/alternatives.
+		HostPaths: []string{"/etc/alternatives"},
+		Env:       []string{"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"}},
 	{Name: "pascal", Aliases: []string{"fpc", "pas"}, Extensions: []string{".pas", ".pp"}, FileName: "main.pas", Package: "fp-compiler",
-		// fpc writes its diagnostics to stdout: -Fe sends them to stderr.
+		// fpc writes its diagnostics to stdout: -Fe sends them to stderr. It
+		// runs its compiler (ppcx64) through /etc/alternatives.
 		Compile: []string{"fpc", "-O2", "-v0ew", "-Fe/dev/stderr", "-FU/tmp", "-o/tmp/main", "/sandbox/main.pas"},
 		Run:     []string{"/tmp/main"}, Version: []string{"fpc", "-iV"},
-		HostPaths: []string{"/etc/fpc-*.cfg", "/etc/fpc.cfg"}},
+		HostPaths: []string{"/etc/fpc-*.cfg", "/etc/fpc.cfg", "/etc/alternatives"}},
 	{Name: "prolog", Aliases: []string{"swipl", "swi-prolog"}, Extensions: []string{".pro", ".prolog"}, FileName: "main.pl", Package: "swi-prolog-nox",
 		Run: []string{"swipl", "/sandbox/main.pl"}, Version: []string{"swipl", "--version"}},
 	{Name: "r", Aliases: []string{"rscript"}, Extensions: []string{".r"}, FileName: "main.R", Package: "r-base-core",
 		Run: []string{"Rscript", "/sandbox/main.R"}, Version: []string{"Rscript", "--version"},
-		Env:       []string{"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"},
-		HostPaths: []string{"/etc/R"}},
+		Env: []string{"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1"},
+		// BLAS and LAPACK are found through links in /etc/alternatives.
+		HostPaths: []string{"/etc/R", "/etc/alternatives"}},
 	{Name: "racket", Aliases: []string{"rkt"}, Extensions: []string{".rkt"}, FileName: "main.rkt", Package: "racket",
 		Run: []string{"racket", "/sandbox/main.rkt"}, Version: []string{"racket", "--version"},
 		HostPaths: []string{"/etc/racket"}},
