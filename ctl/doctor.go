@@ -65,13 +65,25 @@ func (c *cli) doctor(ctx context.Context, _ []string) error {
 	add("user namespaces", false, n > 0, fmt.Sprintf("max_user_namespaces=%d", n), "sysctl -w user.max_user_namespaces=15000")
 	if infoErr == nil {
 		langs, err := cl.Languages(ctx)
-		names := make([]string, len(langs))
-		for i, l := range langs {
-			names[i] = l.Name + " " + l.Version
-		}
-		add("languages", true, err == nil && len(langs) > 0, strings.Join(names, ", "), "install runtimes: apt-get install python3 nodejs gcc")
+		var names, notInstalled, packages []string
 		for _, l := range langs {
-			if l.Unavailable != "" {
+			if l.Missing != "" {
+				notInstalled = append(notInstalled, l.Name)
+				packages = append(packages, l.Package)
+				continue
+			}
+			names = append(names, l.Name+" "+l.Version)
+		}
+		add("languages", true, err == nil && len(names) > 0, strings.Join(names, ", "), "install runtimes: apt-get install python3 nodejs gcc")
+		if len(notInstalled) > 0 {
+			// Built-in languages this host has not installed: one line,
+			// not one warning each.
+			slices.Sort(packages)
+			add("not installed", false, false, strings.Join(notInstalled, ", "),
+				"apt-get install "+strings.Join(slices.Compact(slices.DeleteFunc(packages, func(p string) bool { return p == "" })), " "))
+		}
+		for _, l := range langs {
+			if l.Unavailable != "" && l.Missing == "" {
 				add("language "+l.Name, false, false, l.Unavailable, "see above; sandboxctl languages lists them all")
 			}
 		}

@@ -22,22 +22,29 @@ func (c *cli) languages(ctx context.Context, _ []string) error {
 	}
 	tw := tabwriter.NewWriter(c.stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tVERSION\tRUNTIME\tROOT\tALIASES\tEXTENSIONS")
-	var unavailable []api.Language
+	var notes []string
 	for _, l := range langs {
 		root := "host"
 		if l.Image != "" {
 			root = l.Image
 		}
-		name := l.Name
-		if l.Unavailable != "" {
+		name, version := l.Name, l.Version
+		switch {
+		case l.Missing != "":
+			// Not an error of the daemon's: a language this host has not
+			// installed.
+			name += " (not installed)"
+			version = "-"
+			notes = append(notes, fmt.Sprintf("%s is not installed: %s", l.Name, l.Unavailable))
+		case l.Unavailable != "":
 			name += " (unavailable)"
-			unavailable = append(unavailable, l)
+			notes = append(notes, fmt.Sprintf("%s is unavailable: %s", l.Name, l.Unavailable))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, l.Version, l.Runtime, root, strings.Join(l.Aliases, ","), strings.Join(l.Extensions, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, version, l.Runtime, root, strings.Join(l.Aliases, ","), strings.Join(l.Extensions, ","))
 	}
 	tw.Flush()
-	for _, l := range unavailable {
-		fmt.Fprintf(c.stdout, "\n%s is unavailable: %s\n", l.Name, l.Unavailable)
+	if len(notes) > 0 {
+		fmt.Fprintf(c.stdout, "\n%s\n", strings.Join(notes, "\n"))
 	}
 	return nil
 }

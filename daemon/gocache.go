@@ -39,7 +39,7 @@ func NewGoCache(dir string, log *slog.Logger) *GoCache {
 
 // serves reports whether a language builds with the host's go tool.
 func (g *GoCache) serves(l Language) bool {
-	return g.dir != "" && l.Image == "" && len(l.Compile) > 0 && filepath.Base(l.Compile[0]) == "go"
+	return g.dir != "" && l.Image == "" && l.Missing == "" && len(l.Compile) > 0 && filepath.Base(l.Compile[0]) == "go"
 }
 
 // path is where the cache of a language's toolchain and environment is,

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"net/http"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
@@ -59,9 +61,19 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// serveLanguages lists every defined language, by name: those that cannot
+// run too, with why.
 func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
-	resp := api.LanguagesResponse{Languages: make([]api.Language, 0, len(s.languages()))}
-	for _, l := range s.languages() {
+	all := append(slices.Clone(s.languages()), s.missingLanguages()...)
+	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
+	resp := api.LanguagesResponse{Languages: make([]api.Language, 0, len(all))}
+	lim := s.limits()
+	for _, l := range all {
+		why := l.missingReason()
+		if l.Missing == "" {
+			why = s.unavailable(r.Context(), l)
+		}
+		own := l.withDefaults(lim)
 		resp.Languages = append(resp.Languages, api.Language{
 			Name:        l.Name,
 			Aliases:     l.Aliases,
@@ -71,8 +83,17 @@ func (s *Server) serveLanguages(w http.ResponseWriter, r *http.Request) error {
 			Compiled:    len(l.Compile) > 0,
 			Runtime:     l.class().Runtime,
 			Image:       l.Image,
-			Unavailable: s.unavailable(r.Context(), l),
+			Available:   why == "",
+			Unavailable: why,
+			Missing:     l.Missing,
+			Package:     l.Package,
 		})
+		if own.DefaultTimeout != lim.DefaultTimeout {
+			resp.Languages[len(resp.Languages)-1].TimeoutMS = own.DefaultTimeout.Milliseconds()
+		}
+		if own.DefaultMemory != lim.DefaultMemory {
+			resp.Languages[len(resp.Languages)-1].MemoryBytes = own.DefaultMemory
+		}
 	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil

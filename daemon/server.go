@@ -102,9 +102,11 @@ type Config struct {
 	OCIRuntimes []string
 	// PullImages lets the daemon pull a language's missing image.
 	PullImages bool
-	Languages  []Language
-	Limits     Limits
-	Access     Access
+	// Languages are every defined language; those with a tool Missing
+	// are listed but not run.
+	Languages []Language
+	Limits    Limits
+	Access    Access
 	// BodyBudget is how many bytes of request bodies are held at once
 	// (0: Limits.MaxBodyBytes); a body larger than it waits for all of it.
 	BodyBudget int64
@@ -114,9 +116,26 @@ type Config struct {
 
 // live is what a reload replaces.
 type live struct {
-	lim    Limits
-	langs  []Language
-	access Access
+	lim   Limits
+	langs []Language
+	// missing are the languages whose tools the host lacks: listed, and
+	// refused with the reason, but never run.
+	missing []Language
+	access  Access
+}
+
+// newLive is what a configuration makes live: the languages that can run
+// apart from those that cannot.
+func newLive(lim Limits, langs []Language, access Access) *live {
+	l := &live{lim: lim, access: access}
+	for _, lang := range langs {
+		if lang.Missing != "" {
+			l.missing = append(l.missing, lang)
+		} else {
+			l.langs = append(l.langs, lang)
+		}
+	}
+	return l
 }
 
 // Server serves the API.
@@ -177,7 +196,7 @@ func New(cfg Config) *Server {
 		ociRuntimes: cfg.OCIRuntimes,
 		pullImages:  cfg.PullImages,
 	}
-	s.cfg.Store(&live{lim: cfg.Limits, langs: cfg.Languages, access: cfg.Access})
+	s.cfg.Store(newLive(cfg.Limits, cfg.Languages, cfg.Access))
 	if cfg.BodyBudget <= 0 {
 		cfg.BodyBudget = cfg.Limits.MaxBodyBytes()
 	}
@@ -190,11 +209,14 @@ func New(cfg Config) *Server {
 func (s *Server) limits() Limits        { return s.cfg.Load().lim }
 func (s *Server) languages() []Language { return s.cfg.Load().langs }
 
+// missingLanguages are the defined languages whose tools the host lacks.
+func (s *Server) missingLanguages() []Language { return s.cfg.Load().missing }
+
 // Reload replaces the limits, languages and access control. Executions and
 // sessions under way keep what they started with.
 func (s *Server) Reload(l Limits, langs []Language, access Access) {
 	hostPathsChanged := !slices.Equal(HostPaths(s.languages()), HostPaths(langs))
-	s.cfg.Store(&live{lim: l, langs: langs, access: access})
+	s.cfg.Store(newLive(l, langs, access))
 	s.slots.resize(l)
 	if hostPathsChanged {
 		// Ready sandboxes, and those being made, lack the new paths: the

@@ -205,14 +205,11 @@ func (s *Server) deleteSession(ctx context.Context, x *session) error {
 }
 
 func (s *Server) createSession(ctx context.Context, req *api.CreateSessionRequest, c Caller) (*api.Session, error) {
-	l := s.limits()
-	lang, ok := findLanguage(s.languages(), req.Language)
-	if !ok {
-		if req.Language == "" {
-			return nil, invalid("language is required (available: %s)", s.languageNames())
-		}
-		return nil, invalid("unknown language %q (available: %s)", req.Language, s.languageNames())
+	lang, err := s.lookupLanguage(req.Language)
+	if err != nil {
+		return nil, err
 	}
+	l := lang.withDefaults(s.limits())
 	memory, err := checkMemory(req.MemoryBytes, l)
 	if err != nil {
 		return nil, err

@@ -70,6 +70,7 @@ func (s *Server) check(req *api.ExecuteRequest, sessionLang string) (checked, er
 	if err != nil {
 		return checked{}, err
 	}
+	l = lang.withDefaults(l)
 	if !utf8.ValidString(req.Code) {
 		return checked{}, invalid("code is not valid UTF-8")
 	}
@@ -261,13 +262,17 @@ func checkEnv(env map[string]string) error {
 }
 
 // lookupLanguage finds a language by its name or an alias; the error lists
-// those available.
+// those available, or says what a defined language whose tool the host
+// lacks needs.
 func (s *Server) lookupLanguage(name string) (Language, error) {
 	if name == "" {
 		return Language{}, invalid("language is required (available: %s)", s.languageNames())
 	}
 	lang, ok := findLanguage(s.languages(), name)
 	if !ok {
+		if lang, ok := findLanguage(s.missingLanguages(), name); ok {
+			return Language{}, api.Errorf(api.CodeUnavailable, "language %s is unavailable: %s", lang.Name, lang.missingReason())
+		}
 		return Language{}, invalid("unknown language %q (available: %s)", truncate(name, 80), s.languageNames())
 	}
 	return lang, nil

@@ -86,7 +86,7 @@ func TestMCP(t *testing.T) {
 	if r := call("execute", map[string]any{"session_id": sess.ID, "code": "true"}, nil); !r.IsError {
 		t.Error("a deleted session still runs code")
 	}
-	if r := call("execute", map[string]any{"language": "cobol", "code": "x"}, nil); !r.IsError {
+	if r := call("execute", map[string]any{"language": "nosuchlanguage", "code": "x"}, nil); !r.IsError {
 		t.Error("an unknown language is no error")
 	}
 }

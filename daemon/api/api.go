@@ -195,9 +195,21 @@ type Language struct {
 	// Image is the OCI image its sandboxes' root comes from; empty: the
 	// host's runtimes.
 	Image string `json:"image,omitempty"`
-	// Unavailable, when set, says why the language cannot run now (its
-	// image is missing, say) and how to fix it.
+	// Available says whether the language can run now; when not,
+	// Unavailable says why (its tool is not on the host, its image is
+	// missing, say) and how to fix it.
+	Available   bool   `json:"available"`
 	Unavailable string `json:"unavailable,omitempty"`
+	// Missing is the tool the host lacks, when that is why it is
+	// unavailable: installing Package provides it.
+	Missing string `json:"missing,omitempty"`
+	// Package is the Debian package that provides its tools on the host
+	// (a built-in language's; for one from an image, see Image).
+	Package string `json:"package,omitempty"`
+	// TimeoutMS and MemoryBytes are its executions' defaults where they
+	// are not the daemon's: what its tools need (a compiler on a JVM).
+	TimeoutMS   int64 `json:"timeout_ms,omitempty"`
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
 }
 
 // Image is an OCI image in sandboxd's containerd namespace.

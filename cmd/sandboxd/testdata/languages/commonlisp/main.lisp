@@ -1,0 +1,7 @@
+(let ((line (read-line *standard-input* nil "")))
+  (format t "in: ~a~%" line)
+  (dolist (a (rest sb-ext:*posix-argv*))
+    (format t "arg: ~a~%" a))
+  (format t "héllo wörld ✓~%")
+  (finish-output)
+  (sb-ext:exit :code 3))

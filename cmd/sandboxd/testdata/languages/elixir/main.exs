@@ -1,0 +1,5 @@
+line = IO.gets("") |> String.trim_trailing("\n")
+IO.puts("in: " <> line)
+Enum.each(System.argv(), fn a -> IO.puts("arg: " <> a) end)
+IO.puts("héllo wörld ✓")
+System.halt(3)

@@ -1,0 +1,4 @@
+program main
+  implicit none
+  print *, nosuchthing
+end program main

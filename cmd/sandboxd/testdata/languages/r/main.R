@@ -1,0 +1,7 @@
+con <- file("stdin")
+line <- readLines(con, n = 1)
+close(con)
+cat("in: ", line, "\n", sep = "")
+for (a in commandArgs(trailingOnly = TRUE)) cat("arg: ", a, "\n", sep = "")
+cat("héllo wörld ✓\n")
+quit(status = 3)

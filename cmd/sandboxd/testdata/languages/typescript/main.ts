@@ -1,0 +1,8 @@
+// No @types/node on the host: what the program uses of node is declared.
+declare const process: { argv: string[]; exitCode: number };
+declare function require(name: string): any;
+const line: string = require("fs").readFileSync(0, "utf8").split("\n")[0];
+console.log("in: " + line);
+for (const a of process.argv.slice(2)) console.log("arg: " + a);
+console.log("héllo wörld ✓");
+process.exitCode = 3;
