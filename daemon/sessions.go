@@ -309,11 +309,11 @@ func (s *Server) sessionInfo(ctx context.Context, x *session, withUsage bool) *a
 	x.mu.Lock()
 	info := &api.Session{
 		ID: x.id, Language: x.lang, OwnerUID: x.owner,
-		CreatedAt:  x.created.UTC().Format(timeFormat),
-		ExpiresAt:  expires.UTC().Format(timeFormat),
-		LastUsedAt: x.lastUsed.UTC().Format(timeFormat),
-		State:      api.SessionRunning,
-		Executions: x.executions,
+		CreatedAt:   x.created.UTC().Format(timeFormat),
+		ExpiresAt:   expires.UTC().Format(timeFormat),
+		LastUsedAt:  x.lastUsed.UTC().Format(timeFormat),
+		State:       api.SessionRunning,
+		Executions:  x.executions,
 		Limits:      x.limits,
 		Runtime:     x.class.Runtime,
 		Interpreter: x.interpreterInfo(),
