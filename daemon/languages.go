@@ -95,8 +95,9 @@ var Languages = []LanguageSpec{
 		Run: []string{"python3", "/sandbox/main.py"}, Version: []string{"python3", "--version"},
 		Env: []string{"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"}, Interpreter: true,
 		// numpy (matplotlib's, in interpreter sessions) finds BLAS through
-		// links in /etc/alternatives.
-		HostPaths: []string{"/etc/alternatives"}},
+		// links in /etc/alternatives; Debian's matplotlib reads its
+		// defaults from /etc.
+		HostPaths: []string{"/etc/alternatives", "/etc/matplotlibrc"}},
 	{Name: "javascript", Aliases: []string{"js", "node", "nodejs"}, Extensions: []string{".js", ".mjs", ".cjs"}, FileName: "main.js", Package: "nodejs",
 		Run: []string{"node", "/sandbox/main.js"}, Version: []string{"node", "--version"}, Interpreter: true},
 	{Name: "typescript", Aliases: []string{"ts"}, Extensions: []string{".ts"}, FileName: "main.ts", Package: "node-typescript",

@@ -201,6 +201,9 @@ func TestInterpreterSurvivesDaemonKill(t *testing.T) {
 	d := startDaemon(t, daemonOpts{})
 	id := interpSession(t, d.sock, "python", 0)
 	wantValue(t, cell(t, d.sock, id, "kept = [1, 2, 3]", 0), "")
+	// Not while the pool is being made: a sandbox whose creation a
+	// SIGKILL cuts short may leave its shim (a matter of its own).
+	waitPoolFull(t, d.sock)
 	d.kill()
 	d = d.restart(t)
 	wantValue(t, cell(t, d.sock, id, "sum(kept)", 0), "6")
