@@ -39,6 +39,7 @@ type benchReport struct {
 	Throughput    []throughputRow `json:"throughput"`
 	Batch         batchRow        `json:"batch"`
 	Memory        memoryRow       `json:"memory"`
+	Interpreter   interpreterRow  `json:"interpreter"`
 }
 
 type latencyRow struct {
@@ -79,6 +80,7 @@ type throughputRow struct {
 
 type memoryRow struct {
 	PerSessionMiB     float64 `json:"per_session_mib"`
+	PerInterpreterMiB float64 `json:"per_interpreter_session_mib"`
 	PerPooledMiB      float64 `json:"per_pooled_sandbox_mib"`
 	PerCellMiB        float64 `json:"per_pooled_cell_mib"`
 	DaemonPeakRSSMiB  float64 `json:"daemon_peak_rss_mib"`
@@ -159,6 +161,7 @@ func BenchmarkSandboxd(b *testing.B) {
 			}
 		}
 		rep.BackToBack = backToBack(b, watch, backToBackRuns)
+		rep.Interpreter = interpreterCells(b, watch, socket, backToBackRuns)
 		seconds := 10
 		if s, err := strconv.Atoi(os.Getenv("BENCH_SECONDS")); err == nil && s > 0 {
 			seconds = s
@@ -350,6 +353,18 @@ func memory(b *testing.B, served *daemonProc) memoryRow {
 	}
 	row.PerSessionMiB = perSandbox(before, during, settle())
 
+	// Interpreter sessions, each with its idle python.
+	before = settle()
+	for range n {
+		ids = append(ids, createSession(b, sock, api.CreateSessionRequest{Language: "python", Interpreter: true}).ID)
+	}
+	during = settle()
+	for _, id := range ids {
+		request(sock, "DELETE", "/v1/sessions/"+id, "", nil)
+	}
+	ids = nil
+	row.PerInterpreterMiB = perSandbox(before, during, settle())
+
 	// The pools: with reuse at 1, one of plain sandboxes; with cells, as
 	// many cells beside it (one pool each of both kinds, of the same
 	// size): an idle cell's share is what the second adds, its jail built
@@ -400,6 +415,7 @@ func printReport(r benchReport) {
 		fmt.Printf("%-22s %-9s %8.1fms %8.1fms %8.1fms %8.1fms %7.2fx %7.2fx %8.2f %8.1fms\n", l.Program, l.Mode, l.BareP50MS, l.BareP95MS, l.P50MS, l.P95MS, l.P50Ratio, l.P95Ratio, l.P95OverP50, l.CLIP50MS)
 	}
 	printBackToBack(r.BackToBack)
+	printInterpreter(r.Interpreter)
 	fmt.Printf("\nthroughput (python print(i), one-shot through the API, back to back, every output checked; p50 and p95: latency at capacity; bare: a block of its own while the daemon is idle)\n")
 	fmt.Printf("%-8s %12s %12s %8s %7s %7s %7s %9s %9s %8s\n", "clients", "bare/s", "sandboxd/s", "ratio", "runs", "errors", "wrong", "p50", "p95", "p95/p50")
 	for _, t := range r.Throughput {
@@ -408,8 +424,8 @@ func printReport(r benchReport) {
 	printCPU(r.Throughput)
 	printBatch(r.Batch)
 	m := r.Memory
-	fmt.Printf("\nmemory: %.1f MiB per idle session, %.1f MiB per pooled sandbox, %.1f MiB per pooled cell with its jail built ahead (MemAvailable drop over %d of each); daemon peak RSS %.1f MiB\n",
-		m.PerSessionMiB, m.PerPooledMiB, m.PerCellMiB, m.SandboxesMeasured, m.DaemonPeakRSSMiB)
+	fmt.Printf("\nmemory: %.1f MiB per idle session, %.1f MiB per idle python interpreter session, %.1f MiB per pooled sandbox, %.1f MiB per pooled cell with its jail built ahead (MemAvailable drop over %d of each); daemon peak RSS %.1f MiB\n",
+		m.PerSessionMiB, m.PerInterpreterMiB, m.PerPooledMiB, m.PerCellMiB, m.SandboxesMeasured, m.DaemonPeakRSSMiB)
 }
 
 func percentile(d []time.Duration, p int) time.Duration {

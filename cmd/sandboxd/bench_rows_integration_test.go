@@ -233,6 +233,64 @@ func backToBack(b *testing.B, w *benchWatch, n int) backToBackRow {
 	return row
 }
 
+// interpreterRow is cells run back to back in a warm interpreter session.
+type interpreterRow struct {
+	Program    string  `json:"program"`
+	Cells      int     `json:"cells"`
+	P50MS      float64 `json:"p50_ms"`
+	P95MS      float64 `json:"p95_ms"`
+	P95OverP50 float64 `json:"p95_over_p50"`
+	// SessionP50MS is the same code as a session's plain execution (a
+	// python start each), for reference.
+	SessionP50MS float64 `json:"session_p50_ms"`
+}
+
+// interpreterCells runs the cell `x += 1` back to back in a warm python
+// interpreter session, from one client on a kept connection, checking
+// each value; and the same as plain session executions.
+func interpreterCells(b *testing.B, w *benchWatch, sock string, n int) interpreterRow {
+	row := interpreterRow{Program: "python x += 1; x", Cells: n}
+	x := createSession(b, sock, api.CreateSessionRequest{Language: "python", Interpreter: true})
+	defer request(sock, "DELETE", "/v1/sessions/"+x.ID, "", nil)
+	plain := createSession(b, sock, api.CreateSessionRequest{Language: "python"})
+	defer request(sock, "DELETE", "/v1/sessions/"+plain.ID, "", nil)
+	cell := func(i int) time.Duration {
+		body, _ := json.Marshal(api.ExecuteRequest{SessionID: x.ID, Code: "x += 1; x"})
+		start := time.Now()
+		resp, err := benchClient().Post("http://sandboxd/v1/execute", "application/json", bytes.NewReader(body))
+		var out []byte
+		if err == nil {
+			out, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		d := time.Since(start)
+		var res api.ExecuteResult
+		if err != nil || resp.StatusCode != 200 || json.Unmarshal(out, &res) != nil || res.Value != strconv.Itoa(i) {
+			b.Fatalf("cell %d: %v %s", i, err, out)
+		}
+		return d
+	}
+	mustExecute(b, sock, api.ExecuteRequest{SessionID: x.ID, Code: "x = 0"})
+	w.ready(b)
+	took := make([]time.Duration, n)
+	for i := range took {
+		took[i] = cell(i + 1)
+	}
+	row.P50MS, row.P95MS = ms(percentile(took, 50)), ms(percentile(took, 95))
+	row.P95OverP50 = row.P95MS / row.P50MS
+	for i := range took {
+		took[i] = timeAPI(b, "1\n", api.ExecuteRequest{SessionID: plain.ID, Code: "x = 0; x += 1; print(x)"})
+	}
+	row.SessionP50MS = ms(percentile(took, 50))
+	return row
+}
+
+func printInterpreter(r interpreterRow) {
+	fmt.Printf("\ninterpreter session (%s as a cell of a warm python interpreter session, one client on a kept connection, no pacing, %d cells; session p50: the same as a plain session's executions, a python start each)\n", r.Program, r.Cells)
+	fmt.Printf("%-22s %9s %9s %8s %11s\n", "program", "p50", "p95", "p95/p50", "session p50")
+	fmt.Printf("%-22s %7.1fms %7.1fms %8.2f %9.1fms\n", r.Program, r.P50MS, r.P95MS, r.P95OverP50, r.SessionP50MS)
+}
+
 // batchProgram is the batch's program i, and the output it must print: a
 // line of i, a hash and a sum computed from i, which the program checks
 // against what it was given before printing it.
