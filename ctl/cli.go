@@ -71,7 +71,7 @@ type command struct {
 
 var commands = []command{
 	{name: "execute", args: "-l LANG -c CODE|FILE|- [flags] [ARGS...]", help: "run code in a fresh sandbox", flags: executeFlags},
-	{name: "session", args: "create|list|show|delete|files|upload|download ...", help: "work with sessions: sandboxes that keep their files across executions",
+	{name: "session", args: "create|list|show|delete|restart|files|upload|download ...", help: "work with sessions: sandboxes that keep their files across executions",
 		flags: noFlags(group("session", sessionCommands))},
 	{name: "languages", help: "list the languages the daemon offers", flags: noFlags((*cli).languages)},
 	{name: "image", args: "import|list|pull|rm ...", help: "manage the OCI images languages run from", flags: noFlags(group("image", imageCommands))},
