@@ -27,12 +27,15 @@ var pngBytes = []byte("\x89PNG\r\n\x1a\nnot really a png")
 type fakeInterpreter struct {
 	sock string
 
-	mu        sync.Mutex
-	sessions  map[string]*api.Session
-	created   []api.CreateSessionRequest
-	cells     []string
-	deleted   []string
-	defined   bool // double is defined
+	mu       sync.Mutex
+	sessions map[string]*api.Session
+	created  []api.CreateSessionRequest
+	cells    []string
+	deleted  []string
+	defined  bool // double is defined
+	// old makes it a daemon that predates interpreter sessions: it
+	// ignores the field.
+	old       bool
 	executing chan struct{}
 	// interrupted gets a value when a client leaves a cell while it runs.
 	interrupted chan string
@@ -99,7 +102,7 @@ func (f *fakeInterpreter) createSession(w http.ResponseWriter, r *http.Request) 
 	if s.Language == "py" {
 		s.Language = "python"
 	}
-	if req.Interpreter {
+	if req.Interpreter && !f.old {
 		s.Interpreter = &api.Interpreter{State: api.InterpreterFresh}
 	}
 	f.sessions[s.ID] = s

@@ -135,6 +135,12 @@ func (r *repl) start(ctx context.Context) (created bool, err error) {
 		if r.session, err = r.cl.CreateSession(ctx, &api.CreateSessionRequest{Language: r.o.language, Interpreter: true}); err != nil {
 			return false, err
 		}
+		if r.session.Interpreter == nil {
+			// A daemon that predates interpreter sessions makes a session
+			// of files only, whose executions would each start afresh.
+			r.cl.DeleteSession(context.WithoutCancel(ctx), r.session.ID)
+			return false, fmt.Errorf("sandboxd %s made session %s without an interpreter: it has no interpreter sessions", r.cl.ServerVersion(), r.session.ID)
+		}
 		created = true
 	}
 	r.language = r.session.Language

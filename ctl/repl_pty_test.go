@@ -26,6 +26,9 @@ type terminal struct {
 	mu  sync.Mutex
 	out []byte
 	pos int // how far expect has read
+	// ended: the program closed the terminal (it exited), and out holds
+	// all it wrote.
+	ended bool
 }
 
 // openPty opens a pseudo-terminal pair with the standard library and
@@ -74,6 +77,7 @@ func startTerminal(t *testing.T, bin string, args ...string) *terminal {
 			n, err := master.Read(buf)
 			term.mu.Lock()
 			term.out = append(term.out, buf[:n]...)
+			term.ended = err != nil
 			term.mu.Unlock()
 			if err != nil {
 				return
@@ -102,10 +106,13 @@ func (term *terminal) expect(t *testing.T, s string) {
 		if i >= 0 {
 			term.pos += i + len(s)
 		}
-		seen := string(term.out)
+		seen, ended := string(term.out), term.ended
 		term.mu.Unlock()
 		if i >= 0 {
 			return
+		}
+		if ended {
+			t.Fatalf("the terminal never showed %q: the program ended; it shows:\n%s", s, seen)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the terminal never showed %q; it shows:\n%s", s, seen)

@@ -97,6 +97,20 @@ func TestReplUsage(t *testing.T) {
 	}
 }
 
+// TestReplOldDaemon refuses to run a REPL on a daemon that makes
+// sessions without an interpreter, and deletes the session it made.
+func TestReplOldDaemon(t *testing.T) {
+	f := startFakeInterpreter(t)
+	f.old = true
+	_, errOut, code := run(t, f.sock, "1+1\n", "repl", "-l", "python")
+	if code != 1 || !strings.Contains(errOut, "has no interpreter sessions") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	if cells, deleted, _ := f.recorded(); len(cells) != 0 || !slices.Equal(deleted, []string{f.sessionID(1)}) {
+		t.Errorf("ran %q, deleted %q", cells, deleted)
+	}
+}
+
 // TestReplOutputs names the files the cells' outputs went to, or says how
 // to get them; a lost state is noted before the value.
 func TestReplOutputs(t *testing.T) {
