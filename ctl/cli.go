@@ -40,7 +40,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 // the command, they are execute's own flags.
 func (g *globals) registerTimeout(fs *flag.FlagSet) {
 	for _, n := range []string{"t", "timeout"} {
-		fs.Float64Var(&g.timeout, n, 0, "execute's timeout in seconds, as execute -t (which wins when both are given)")
+		fs.Float64Var(&g.timeout, n, 0, "execute's timeout (repl's, of each cell) in seconds, as their own -t (which wins when both are given)")
 	}
 }
 
@@ -71,8 +71,10 @@ type command struct {
 
 var commands = []command{
 	{name: "execute", args: "-l LANG -c CODE|FILE|- [flags] [ARGS...]", help: "run code in a fresh sandbox", flags: executeFlags},
-	{name: "session", args: "create|list|show|delete|files|upload|download ...", help: "work with sessions: sandboxes that keep their files across executions",
+	{name: "session", args: "create|list|show|delete|restart|files|upload|download ...", help: "work with sessions: sandboxes that keep their files across executions",
 		flags: noFlags(group("session", sessionCommands))},
+	{name: "repl", args: "-l python|javascript [--keep] [--outputs-dir DIR] | --session ID", help: "an interactive interpreter in a sandbox, its state kept from one input to the next",
+		flags: replFlags},
 	{name: "languages", help: "list the languages the daemon offers", flags: noFlags((*cli).languages)},
 	{name: "image", args: "import|list|pull|rm ...", help: "manage the OCI images languages run from", flags: noFlags(group("image", imageCommands))},
 	{name: "info", help: "show the daemon's version, containerd and limits", flags: noFlags((*cli).info)},
@@ -117,7 +119,7 @@ func (c *cli) run(ctx context.Context, args []string) (string, error) {
 	if i < 0 {
 		return "", &usageError{err: fmt.Errorf("unknown command %q", name), usage: top.Usage}
 	}
-	if given(top, "t", "timeout") && name != "execute" {
+	if given(top, "t", "timeout") && name != "execute" && name != "repl" {
 		return name, &usageError{err: fmt.Errorf("-t/--timeout is the timeout of an execution: %s takes none", name)}
 	}
 	cmd := commands[i]
@@ -203,7 +205,7 @@ func (c *cli) usage(fs *flag.FlagSet) {
 		fmt.Fprintf(tw, "  %s\t%s\n", cmd.name, cmd.help)
 	}
 	tw.Flush()
-	fmt.Fprintf(c.stderr, "\nglobal flags (before or after the command; -t and --timeout go with execute only):\n")
+	fmt.Fprintf(c.stderr, "\nglobal flags (before or after the command; -t and --timeout go with execute and repl only):\n")
 	fs.PrintDefaults()
 }
 

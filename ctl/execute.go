@@ -22,6 +22,7 @@ type execOptions struct {
 	noStream                                          bool
 	files, collect                                    listFlag
 	dir, entrypoint, collectDir, runtime              string
+	outputsDir                                        string
 	timeout                                           float64
 	env                                               envFlag
 }
@@ -72,6 +73,7 @@ func executeFlags(fs *flag.FlagSet) runFunc {
 	fs.Var(&o.collect, "collect", "a glob of files under /workspace to return after the run (repeatable)")
 	fs.StringVar(&o.collectDir, "collect-dir", "", "write the returned files under this directory")
 	fs.StringVar(&o.runtime, "runtime", "", "OCI runtime, such as runsc (gVisor), for a language that runs on runc by default")
+	fs.StringVar(&o.outputsDir, "outputs-dir", "", "in an interpreter session, write the cell's rich outputs (figures, HTML…) to files in this directory")
 	return func(c *cli, ctx context.Context, args []string) error {
 		if !given(fs, "t", "timeout") {
 			o.timeout = c.timeout
@@ -88,14 +90,15 @@ func (c *cli) execute(ctx context.Context, o *execOptions, args []string) error 
 	if err != nil {
 		return err
 	}
-	res, err := c.runExecute(ctx, cl, req, o)
+	stdout, stderr := tailWriters(c.stdout, c.stderr, false)
+	res, err := c.runExecute(ctx, cl, req, o, stdout, stderr)
 	if err != nil {
 		return err
 	}
 	if v := cl.ServerVersion(); c.verbose && v != "" && v != Version {
 		fmt.Fprintf(c.stderr, "sandboxctl: warning: sandboxctl is %s but sandboxd is %s\n", Version, v)
 	}
-	if err := c.printResult(res, o); err != nil {
+	if err := c.printResult(res, o, stdout, stderr); err != nil {
 		return err
 	}
 	if code := ExitCode(res); code != 0 {
@@ -219,8 +222,8 @@ func (c *cli) addInput(o *execOptions, req *api.ExecuteRequest) error {
 
 // runExecute runs the request: streamed in ndjson (each event printed as
 // it comes) and in text unless --no-stream (the program's output printed
-// as it comes), in one piece otherwise.
-func (c *cli) runExecute(ctx context.Context, cl *client.Client, req *api.ExecuteRequest, o *execOptions) (*api.ExecuteResult, error) {
+// to stdout and stderr as it comes), in one piece otherwise.
+func (c *cli) runExecute(ctx context.Context, cl *client.Client, req *api.ExecuteRequest, o *execOptions, stdout, stderr io.Writer) (*api.ExecuteResult, error) {
 	// feed sends live stdin once the start event names the execution.
 	feed := func(ev api.StreamEvent) {
 		if req.StdinStream && ev.Type == api.EventStart {
@@ -238,37 +241,56 @@ func (c *cli) runExecute(ctx context.Context, cl *client.Client, req *api.Execut
 	case c.streamsText(o):
 		return cl.ExecuteStream(ctx, req, func(ev api.StreamEvent) error {
 			feed(ev)
-			w := c.stdout
-			if ev.Type == api.EventStderr {
-				w = c.stderr
-			} else if ev.Type != api.EventStdout {
-				return nil
-			}
-			return writeStream(w, ev.Data, ev.Encoding)
+			return writeEvent(ev, stdout, stderr)
 		})
 	}
 	return cl.Execute(ctx, req)
 }
 
+// writeEvent writes an output event of a stream to stdout or stderr.
+func writeEvent(ev api.StreamEvent, stdout, stderr io.Writer) error {
+	switch ev.Type {
+	case api.EventStdout:
+		return writeStream(stdout, ev.Data, ev.Encoding)
+	case api.EventStderr:
+		return writeStream(stderr, ev.Data, ev.Encoding)
+	}
+	return nil
+}
+
 // printResult prints what runExecute has not: the result in json, the
-// program's output in text with --no-stream, the notes of text, the
-// collected files and, with -v, the result's figures.
-func (c *cli) printResult(res *api.ExecuteResult, o *execOptions) error {
+// program's output in text with --no-stream, the notes of text, a cell's
+// value, exception and rich outputs, the collected files and, with -v,
+// the result's figures.
+func (c *cli) printResult(res *api.ExecuteResult, o *execOptions, stdout, stderr *tailWriter) error {
 	switch {
 	case c.format == "json":
 		c.printJSON(res)
 	case c.format == "text" && !c.streamsText(o):
-		stdout := c.stdout
+		out := stdout
 		if res.Phase == api.PhaseCompile {
 			// The compiler's output is diagnostics, whichever stream it
 			// wrote: on stderr, as the stream sends it.
-			stdout = c.stderr
+			out = stderr
 		}
-		if err := writeStream(stdout, res.Stdout, res.StdoutEncoding); err != nil {
+		if err := writeStream(out, res.Stdout, res.StdoutEncoding); err != nil {
 			return fmt.Errorf("stdout: %w", err)
 		}
-		if err := writeStream(c.stderr, res.Stderr, res.StderrEncoding); err != nil {
+		if err := writeStream(stderr, res.Stderr, res.StderrEncoding); err != nil {
 			return fmt.Errorf("stderr: %w", err)
+		}
+	}
+	switch {
+	case c.format == "text":
+		err := printCell(res, stdout, stderr, cellPrint{outputsDir: o.outputsDir, nameFiles: c.verbose,
+			hint: "--outputs-dir DIR writes them to files"})
+		if err != nil {
+			return err
+		}
+	case o.outputsDir != "":
+		// JSON carries the outputs themselves; the files are asked for too.
+		if err := saveOutputs(o.outputsDir, res, stderr, c.verbose); err != nil {
+			return err
 		}
 	}
 	if c.format == "text" && (res.StdoutTruncated || res.StderrTruncated) {
@@ -373,6 +395,12 @@ func ExitCode(res *api.ExecuteResult) int {
 		return ExitTimedOut
 	case api.StatusOOMKilled:
 		return ExitKilled
+	case api.StatusFailed:
+		// A cell that raised fails whatever exit code the interpreter,
+		// which goes on running, reports.
+		if res.ExitCode == 0 {
+			return 1
+		}
 	}
 	return res.ExitCode
 }

@@ -18,10 +18,11 @@ import (
 )
 
 var sessionCommands = []command{
-	{"create", "-l LANG [--memory SIZE] [--idle-timeout D] [--max-lifetime D]", "create a session; prints its id", [2]int{0, 0}, sessionCreateFlags},
+	{"create", "-l LANG [--interpreter] [--memory SIZE] [--idle-timeout D] [--max-lifetime D]", "create a session; prints its id", [2]int{0, 0}, sessionCreateFlags},
 	{"list", "", "list your sessions (all of them for root)", [2]int{0, 0}, noFlags((*cli).sessionList)},
 	{"show", "ID", "show a session", [2]int{1, 1}, noFlags((*cli).sessionShow)},
 	{"delete", "ID", "destroy a session and everything in it", [2]int{1, 1}, noFlags((*cli).sessionDelete)},
+	{"restart", "ID", "restart an interpreter session's interpreter: its variables are gone, its files kept", [2]int{1, 1}, noFlags((*cli).sessionRestart)},
 	{"files", "ID", "list a session's /workspace", [2]int{1, 1}, noFlags((*cli).sessionFiles)},
 	{"upload", "ID LOCAL [REMOTE]", "copy a local file (- for stdin) into /workspace", [2]int{2, 3}, sessionUploadFlags},
 	{"download", "ID REMOTE [LOCAL]", "copy a file of /workspace to a local file (- for stdout)", [2]int{2, 3}, noFlags((*cli).sessionDownload)},
@@ -40,8 +41,11 @@ func sessionCreateFlags(fs *flag.FlagSet) runFunc {
 	fs.Var(env, "env", "KEY=VALUE for every execution's environment (repeatable)")
 	var runtime string
 	fs.StringVar(&runtime, "runtime", "", "OCI runtime, such as runsc (gVisor), for a language that runs on runc by default")
+	var interpreter bool
+	fs.BoolVar(&interpreter, "interpreter", false, "keep one interpreter running (python or javascript): each execution of the language is a cell run in its state, as in a notebook")
 	return func(c *cli, ctx context.Context, _ []string) error {
-		req := &api.CreateSessionRequest{Language: lang, IdleTimeoutMS: idle.Milliseconds(), MaxLifetimeMS: life.Milliseconds(), Runtime: runtime}
+		req := &api.CreateSessionRequest{Language: lang, IdleTimeoutMS: idle.Milliseconds(), MaxLifetimeMS: life.Milliseconds(),
+			Runtime: runtime, Interpreter: interpreter}
 		if len(env) > 0 {
 			req.Env = env
 		}
@@ -100,11 +104,27 @@ func (c *cli) sessionShow(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(c.stdout, 2, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "id:\t%s\nlanguage:\t%s\nstate:\t%s\nowner uid:\t%d\ncreated:\t%s\nlast used:\t%s\nexpires:\t%s\nexecutions:\t%d\nmemory in use:\t%d of %d\n",
 		s.ID, s.Language, s.State, s.OwnerUID, s.CreatedAt, s.LastUsedAt, s.ExpiresAt, s.Executions, s.MemoryUsageBytes, s.Limits.MemoryBytes)
+	if s.Interpreter != nil {
+		fmt.Fprintf(tw, "interpreter:\t%s, %d restarts\n", s.Interpreter.State, s.Interpreter.Restarts)
+	}
 	return tw.Flush()
 }
 
 func (c *cli) sessionDelete(ctx context.Context, args []string) error {
 	return client.New(c.socket).DeleteSession(ctx, args[0])
+}
+
+func (c *cli) sessionRestart(ctx context.Context, args []string) error {
+	s, err := client.New(c.socket).RestartSession(ctx, args[0])
+	if err != nil {
+		return err
+	}
+	if c.format == "json" {
+		c.printJSON(s)
+	} else if c.verbose && s.Interpreter != nil {
+		fmt.Fprintf(c.stderr, "interpreter restarted: %d restarts\n", s.Interpreter.Restarts)
+	}
+	return nil
 }
 
 func (c *cli) sessionFiles(ctx context.Context, args []string) error {

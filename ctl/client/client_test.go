@@ -102,3 +102,30 @@ func TestContent(t *testing.T) {
 		}
 	}
 }
+
+// TestExecuteStreamCell reads a stream whose result is a cell that
+// raised: its "error" is an object, where an error event's is a message.
+func TestExecuteStreamCell(t *testing.T) {
+	sock := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"type":"start","id":"e1"}` + "\n" + `{"type":"stdout","data":"hi\n"}` + "\n" +
+			`{"type":"result","id":"e1","status":"failed","error":{"name":"ZeroDivisionError","message":"division by zero","traceback":"Traceback\n"},"state_lost":true}` + "\n"))
+	})
+	var out []string
+	res, err := client.New(sock).ExecuteStream(context.Background(), &api.ExecuteRequest{SessionID: "s1", Code: "1/0"}, func(ev api.StreamEvent) error {
+		out = append(out, ev.Type+":"+ev.Data)
+		return nil
+	})
+	if err != nil || res.Error == nil || res.Error.Name != "ZeroDivisionError" || res.Error.Traceback != "Traceback\n" || !res.StateLost {
+		t.Fatalf("result %+v, %v", res, err)
+	}
+	if len(out) != 2 || out[1] != "stdout:hi\n" {
+		t.Errorf("events %q", out)
+	}
+	sock = serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"type":"start","id":"e1"}` + "\n" + `{"type":"error","error":"the session died","code":"failed_precondition"}` + "\n"))
+	})
+	_, err = client.New(sock).ExecuteStream(context.Background(), &api.ExecuteRequest{SessionID: "s1", Code: "x"}, func(api.StreamEvent) error { return nil })
+	if e, ok := errors.AsType[*api.Error](err); !ok || e.Code != api.CodeFailedPrecondition || e.Message != "the session died" {
+		t.Errorf("error event: %v", err)
+	}
+}

@@ -40,17 +40,26 @@ func (c *Client) ExecuteStream(ctx context.Context, req *api.ExecuteRequest, onE
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
-		var ev api.StreamEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+		// The type first: a result's "error" is a cell's exception (an
+		// object), an error event's is a message.
+		var typed struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &typed); err != nil {
 			return nil, fmt.Errorf("decode event: %w", err)
 		}
-		switch ev.Type {
-		case api.EventResult:
+		if typed.Type == api.EventResult {
 			var res api.ExecuteResult
 			if err := json.Unmarshal(sc.Bytes(), &res); err != nil {
 				return nil, fmt.Errorf("decode result: %w", err)
 			}
 			return &res, nil
+		}
+		var ev api.StreamEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return nil, fmt.Errorf("decode event: %w", err)
+		}
+		switch ev.Type {
 		case api.EventError:
 			return nil, &api.Error{Message: ev.Error, Code: ev.Code, Status: api.StatusOf(ev.Code)}
 		}

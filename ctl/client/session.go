@@ -34,6 +34,13 @@ func (c *Client) DeleteSession(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/sessions/"+url.PathEscape(id), nil, nil)
 }
 
+// RestartSession restarts an interpreter session's interpreter: the
+// state of its cells is gone, its files are kept.
+func (c *Client) RestartSession(ctx context.Context, id string) (*api.Session, error) {
+	var res api.Session
+	return &res, c.do(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(id)+"/restart", nil, &res)
+}
+
 // Files lists a session's workspace.
 func (c *Client) Files(ctx context.Context, id string) ([]api.FileInfo, error) {
 	var res api.FilesResponse

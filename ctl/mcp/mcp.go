@@ -5,6 +5,7 @@ package mcp
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"strings"
@@ -32,6 +33,7 @@ type (
 		Language           string  `json:"language" jsonschema:"the session's language"`
 		IdleTimeoutSeconds float64 `json:"idle_timeout_seconds,omitempty" jsonschema:"destroy the session after this long unused"`
 		Runtime            string  `json:"runtime,omitempty" jsonschema:"runsc to run the session on gVisor"`
+		Interpreter        bool    `json:"interpreter,omitempty" jsonschema:"python and javascript only: keep one interpreter running, so that each execute of the language in the session runs as a cell in its state (variables, imports, functions, loaded data), as in a notebook"`
 	}
 	sessionInput struct {
 		SessionID string `json:"session_id"`
@@ -55,18 +57,20 @@ type (
 // version is the server's version it reports to clients.
 func NewServer(c *client.Client, version string) *sdk.Server {
 	s := sdk.NewServer(&sdk.Implementation{Name: "sandboxd", Version: version}, nil)
-	sdk.AddTool(s, &sdk.Tool{Name: "execute", Description: "Run code in a fresh sandbox (no network, limited memory and time), or in a session. Returns stdout, stderr, exit code and status."},
+	sdk.AddTool(s, &sdk.Tool{Name: "execute", Description: "Run code in a fresh sandbox (no network, limited memory and time), or in a session. Returns stdout, stderr, exit code and status. " +
+		"In an interpreter session, the code is a cell run in the interpreter's state: it also returns the last expression's value, the exception it raised, and the figures it drew, as images."},
 		func(ctx context.Context, _ *sdk.CallToolRequest, in executeInput) (*sdk.CallToolResult, *api.ExecuteResult, error) {
 			res, err := c.Execute(ctx, &api.ExecuteRequest{Language: in.Language, Code: in.Code, Stdin: in.Stdin,
 				TimeoutMS: int64(in.TimeoutSeconds * 1000), SessionID: in.SessionID, Files: in.Files, Entrypoint: in.Entrypoint, Collect: in.Collect, Runtime: in.Runtime})
 			if err != nil {
 				return nil, nil, err
 			}
-			return &sdk.CallToolResult{Content: []sdk.Content{&sdk.TextContent{Text: summary(res)}}}, res, nil
+			return &sdk.CallToolResult{Content: content(res)}, res, nil
 		})
-	sdk.AddTool(s, &sdk.Tool{Name: "create_session", Description: "Create a session: a sandbox whose /workspace keeps files across executions. Returns its id."},
+	sdk.AddTool(s, &sdk.Tool{Name: "create_session", Description: "Create a session: a sandbox whose /workspace keeps files across executions, and with interpreter, whose interpreter keeps its state. Returns its id."},
 		func(ctx context.Context, _ *sdk.CallToolRequest, in createSessionInput) (*sdk.CallToolResult, *api.Session, error) {
-			sess, err := c.CreateSession(ctx, &api.CreateSessionRequest{Language: in.Language, IdleTimeoutMS: int64(in.IdleTimeoutSeconds * 1000), Runtime: in.Runtime})
+			sess, err := c.CreateSession(ctx, &api.CreateSessionRequest{Language: in.Language, IdleTimeoutMS: int64(in.IdleTimeoutSeconds * 1000),
+				Runtime: in.Runtime, Interpreter: in.Interpreter})
 			return nil, sess, err
 		})
 	sdk.AddTool(s, &sdk.Tool{Name: "delete_session", Description: "Destroy a session and everything in it."},
@@ -100,6 +104,24 @@ func NewServer(c *client.Client, version string) *sdk.Server {
 	return s
 }
 
+// content is what the execute tool returns: the summary, then a cell's
+// rich outputs, PNG figures as images (an agent sees its plots) and the
+// others as text. An SVG is text too: the markup reads well, and clients
+// and models take only raster images.
+func content(res *api.ExecuteResult) []sdk.Content {
+	cs := []sdk.Content{&sdk.TextContent{Text: summary(res)}}
+	for i, o := range res.Outputs {
+		if o.MIME == "image/png" {
+			if data, err := base64.StdEncoding.DecodeString(o.Data); err == nil {
+				cs = append(cs, &sdk.ImageContent{MIMEType: o.MIME, Data: data})
+				continue
+			}
+		}
+		cs = append(cs, &sdk.TextContent{Text: fmt.Sprintf("--- output %d (%s)\n%s", i+1, o.MIME, o.Data)})
+	}
+	return cs
+}
+
 // summary is the text an agent reads first.
 func summary(res *api.ExecuteResult) string {
 	var b strings.Builder
@@ -112,6 +134,10 @@ func summary(res *api.ExecuteResult) string {
 		// an error in the code to fix.
 		b.WriteString(", while compiling")
 	}
+	if res.StateLost {
+		// First: the agent must not count on what earlier cells defined.
+		b.WriteString("\nthe interpreter was restarted: the variables, imports and functions of earlier cells are gone")
+	}
 	if res.Message != "" {
 		fmt.Fprintf(&b, "\n%s", res.Message)
 	}
@@ -122,6 +148,20 @@ func summary(res *api.ExecuteResult) string {
 				fmt.Fprintf(&b, " (%s)", s.enc)
 			}
 			fmt.Fprintf(&b, "\n%s", s.data)
+		}
+	}
+	if res.Value != "" {
+		fmt.Fprintf(&b, "\n--- value\n%s", res.Value)
+	}
+	if e := res.Error; e != nil {
+		b.WriteString("\n--- error\n")
+		switch {
+		case e.Traceback != "":
+			b.WriteString(e.Traceback)
+		case e.Message != "":
+			fmt.Fprintf(&b, "%s: %s", e.Name, e.Message)
+		default:
+			b.WriteString(e.Name)
 		}
 	}
 	return b.String()
