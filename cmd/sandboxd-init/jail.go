@@ -222,6 +222,21 @@ func cellClean() bool {
 
 // runJail is the agent re-executed as a jail's init, PID 1 of the jail.
 func runJail() {
+	// The kernel shields a PID namespace's init from its namespace's
+	// signals only while it has no handler, and Go installs handlers:
+	// taking the signals whose handler would end the init (exit, or
+	// crash for a fault signal sent by kill) keeps the program from ending
+	// its jail's init. Not all of them (signal.Notify()): each signal Go
+	// notifies costs a handoff between threads, all of them together some
+	// milliseconds of every jail; the others Go's handler drops. Before
+	// the thread is locked, which makes each handoff dearer.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGABRT,
+		unix.SIGILL, unix.SIGTRAP, unix.SIGBUS, unix.SIGFPE, unix.SIGSEGV, unix.SIGSTKFLT, unix.SIGSYS)
+	go func() {
+		for range sigs {
+		}
+	}()
 	// The program is forked from this thread, which drops the bounding
 	// set for it (dropPrivileges).
 	runtime.LockOSThread()
@@ -238,16 +253,6 @@ func runJail() {
 		report(jailStatus{Exit: 127, Error: step + ": " + err.Error()})
 		os.Exit(1)
 	}
-	// The kernel shields a PID namespace's init from its namespace's
-	// signals only while it has no handler, and Go installs handlers (it
-	// dies of a SIGSEGV sent by kill): taking every signal here keeps the
-	// program from ending its jail's init, as the agent does.
-	sigs := make(chan os.Signal, 64)
-	signal.Notify(sigs)
-	go func() {
-		for range sigs {
-		}
-	}()
 	config := bufio.NewReader(os.NewFile(4, "config"))
 	var j agentproto.Jail
 	if err := readLine(config, &j); err != nil {

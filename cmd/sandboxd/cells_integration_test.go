@@ -100,10 +100,13 @@ print('unshare', libc.unshare(0x20000), ctypes.get_errno())                     
 echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo "wrote /proc/sys"
 for fd in 3 4 5; do [ -e /proc/$$/fd/$fd ] && echo "inherited fd $fd"; done
 id -u; grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t ' ' '
+for sig in $(seq 1 31) $(seq 34 64); do kill -$sig 1 2>/dev/null; done; sleep 0.2
+kill -0 1 && echo "init survived"
 `})
 	out := res.Stdout
 	for _, want := range []string{"init sandboxd-jail ", "clone -1 1\n", "unshare -1 1\n", "\n65534\n",
-		"CapEff: 0000000000000000", "CapPrm: 0000000000000000", "CapBnd: 0000000000000000", "CapAmb: 0000000000000000", "NoNewPrivs: 1", "Seccomp: 2"} {
+		"CapEff: 0000000000000000", "CapPrm: 0000000000000000", "CapBnd: 0000000000000000", "CapAmb: 0000000000000000", "NoNewPrivs: 1", "Seccomp: 2",
+		"init survived"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
