@@ -159,9 +159,11 @@ func (it *interp) pump(a *agent, lines chan<- []byte, quit <-chan struct{}) {
 	fds := []unix.PollFd{{Fd: int32(it.stdout), Events: unix.POLLIN}, {Fd: int32(it.stderr), Events: unix.POLLIN}, {Fd: int32(it.results), Events: unix.POLLIN}}
 	streams := []int{agentproto.Stdout, agentproto.Stderr}
 	buf := make([]byte, 64<<10)
+	// forward sends what the driver's output holds, up to a bound: a
+	// process the cell left writing must not keep the result waiting.
 	forward := func() {
 		for i, stream := range streams {
-			for fds[i].Fd >= 0 {
+			for reads := 0; fds[i].Fd >= 0 && reads < 16; reads++ {
 				n, err := unix.Read(int(fds[i].Fd), buf)
 				if n > 0 {
 					a.send(agentproto.Frame{Stream: stream, Data: append([]byte(nil), buf[:n]...)})
