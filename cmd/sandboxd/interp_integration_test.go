@@ -91,6 +91,12 @@ func TestInterpreterSessionPython(t *testing.T) {
 		t.Error("a cell's background process outlived the cell")
 	}
 	wantValue(t, cell(t, socket, id, "p.poll() is not None", 0), "True")
+	// One that writes without end does not hold the cell's result back.
+	res = cell(t, socket, id, "q = subprocess.Popen(['yes'])\n1 + 1", 10000)
+	if res.Status != api.StatusOK || res.Value != "2" {
+		t.Fatalf("a cell that left a writer: status %s, value %q", res.Status, res.Value)
+	}
+	wantValue(t, cell(t, socket, id, "q.wait() != 0", 0), "True")
 }
 
 func TestInterpreterSessionJavaScript(t *testing.T) {
