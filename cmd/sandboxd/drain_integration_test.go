@@ -21,7 +21,7 @@ func TestDrain(t *testing.T) {
 	d := startDaemon(t, daemonOpts{checkStop: true})
 	s := createSession(t, d.sock, api.CreateSessionRequest{Language: "bash"})
 	mustExecute(t, d.sock, api.ExecuteRequest{SessionID: s.ID, Code: "echo kept > kept.txt"})
-	waitUntil(t, "ready", time.Minute, func() bool {
+	waitUntil(t, "ready", 2*time.Minute, func() bool {
 		_, _, code := cli{sock: d.sock}.run(t, "health", "--ready")
 		return code == 0
 	})
