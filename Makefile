@@ -7,7 +7,7 @@ PREFIX   ?= /usr/local
 # Static binaries: sandboxd-init runs inside sandboxes that have no libc of ours.
 export CGO_ENABLED = 0
 
-.PHONY: all build test unit integration test-languages test-race bench run install uninstall deps clean
+.PHONY: all build test unit integration test-languages test-race bench run install uninstall deps clean image
 
 all: build
 
@@ -27,6 +27,7 @@ test: deps unit integration
 unit:
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	cd deploy/kubernetes && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 integration: build
 	$(GO) test -count=1 -tags integration -timeout 30m -v ./cmd/sandboxd/
@@ -78,6 +79,34 @@ uninstall:
 	rm -f $(DESTDIR)$(UNITDIR)/sandboxd.service $(DESTDIR)$(UNITDIR)/sandboxd.socket $(DESTDIR)/etc/sandboxd/sandboxd.toml.example
 	-rmdir $(DESTDIR)$(PREFIX)/lib/sandboxd $(DESTDIR)/etc/sandboxd 2>/dev/null
 	-systemctl daemon-reload 2>/dev/null
+
+# image builds deploy/Containerfile's images, sandboxd and sandboxd-client
+# (IMAGE_TARGETS: also runtimes), tagged $(IMAGE_TAG), with the first
+# image builder that works here: docker or nerdctl whose daemon answers,
+# podman, buildah. Timestamps come from the last commit, for the same
+# image from the same sources.
+IMAGE_REPO    ?= sandboxd
+IMAGE_TAG     ?= $(VERSION)
+IMAGE_TARGETS ?= sandboxd client
+image:
+	@builder=; \
+	for b in docker nerdctl podman buildah; do \
+		command -v $$b >/dev/null 2>&1 || continue; \
+		case $$b in docker|nerdctl) $$b info >/dev/null 2>&1 || { echo "make image: $$b is installed but its daemon does not answer; trying the next builder" >&2; continue; };; esac; \
+		builder=$$b; break; \
+	done; \
+	if [ -z "$$builder" ]; then \
+		echo "make image: no image builder works here (docker or nerdctl with a running daemon, podman, buildah): install one, or build deploy/Containerfile where one is" >&2; \
+		exit 1; \
+	fi; \
+	epoch=$$(git log -1 --format=%ct 2>/dev/null || echo 0); \
+	stamp=; case $$builder in podman|buildah) stamp="--timestamp $$epoch";; esac; \
+	for target in $(IMAGE_TARGETS); do \
+		name=$(IMAGE_REPO); [ $$target = sandboxd ] || name=$(IMAGE_REPO)-$$target; \
+		echo "$$builder: $$name:$(IMAGE_TAG) (target $$target)"; \
+		$$builder build -f deploy/Containerfile --target $$target -t $$name:$(IMAGE_TAG) \
+			--build-arg VERSION=$(VERSION) --build-arg SOURCE_DATE_EPOCH=$$epoch $$stamp . || exit 1; \
+	done
 
 clean:
 	rm -rf bin

@@ -79,6 +79,8 @@ var commands = []command{
 	{name: "image", args: "import|list|pull|rm ...", help: "manage the OCI images languages run from", flags: noFlags(group("image", imageCommands))},
 	{name: "info", help: "show the daemon's version, containerd and limits", flags: noFlags((*cli).info)},
 	{name: "doctor", help: "check the host and the daemon, with a fix for each problem", flags: noFlags((*cli).doctor)},
+	{name: "health", args: "[--ready|--live]", help: "check that the daemon can run sandboxes (exit 1 if not): a probe", flags: healthFlags},
+	{name: "drain", args: "[--timeout DURATION]", help: "stop taking new work and wait for what runs (root; before a restart)", flags: drainFlags},
 	{name: "mcp", help: "serve the Model Context Protocol on stdin/stdout, for AI agents", flags: noFlags((*cli).mcp)},
 	{name: "version", help: "print sandboxctl's and the daemon's versions", flags: noFlags((*cli).version)},
 }

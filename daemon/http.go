@@ -21,6 +21,7 @@ func (s *Server) routes() {
 		pattern string
 		h       func(http.ResponseWriter, *http.Request) error
 	}{
+		{"POST /v1/drain", s.serveDrain},
 		{"POST /v1/execute", s.serveExecute},
 		{"GET /v1/health", s.serveHealth},
 		{"GET /v1/info", s.serveInfo},
@@ -98,6 +99,11 @@ func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.H
 // writeError answers with err, as apiError classifies it.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	e := apiError(err)
+	route := r.Pattern
+	if route == "" {
+		route = "none"
+	}
+	s.metrics.requestErrors.WithLabelValues(route, strconv.Itoa(e.Status)).Inc()
 	if e.Status >= 500 {
 		s.log.Error("request failed", "route", r.Pattern, "status", e.Status, "err", err)
 	} else {

@@ -23,6 +23,10 @@ type metrics struct {
 	// serve again; cellsDestroyed the cells destroyed after use, by why.
 	cellReuses     prometheus.Counter
 	cellsDestroyed *prometheus.CounterVec
+	// requestErrors counts the requests answered with an error, by route
+	// and status: the rate of 429 on POST /v1/execute says a node is
+	// saturated.
+	requestErrors *prometheus.CounterVec
 }
 
 func newMetrics(s *Server) *metrics {
@@ -51,13 +55,24 @@ func newMetrics(s *Server) *metrics {
 	m.cellsDestroyed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sandboxd_cells_destroyed_total", Help: "Cells destroyed after use, by why: worn (pool.reuse executions), idle, age, timeout, limit (OOM or pids), leftover (a process left), memory, error, dead, stale, closing.",
 	}, []string{"reason"})
+	m.requestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sandboxd_request_errors_total", Help: "Requests answered with an error, by route and HTTP status (429: no room to run or queue; 503: unavailable or draining).",
+	}, []string{"route", "status"})
 	for _, reason := range []string{"too_large", "budget", "timeout"} {
 		m.bodiesRefused.WithLabelValues(reason)
 	}
+	// Present from the start, so that a rate over it has a first sample.
+	m.requestErrors.WithLabelValues("POST /v1/execute", "429")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	m.reg.MustRegister(m.executions, m.duration, m.oomKills, m.timeouts, m.bodiesRefused, m.cellReuses, m.cellsDestroyed,
+	m.reg.MustRegister(m.executions, m.duration, m.oomKills, m.timeouts, m.bodiesRefused, m.cellReuses, m.cellsDestroyed, m.requestErrors,
+		gauge("sandboxd_draining", "1 once a drain began (POST /v1/drain): no new executions or sessions are taken.", func() float64 {
+			if draining, _ := s.drain.state(); draining {
+				return 1
+			}
+			return 0
+		}),
 		gauge("sandboxd_cells_idle", "Used cells waiting for their uid's next execution.", func() float64 { return float64(s.idleCells()) }),
 		gauge("sandboxd_executions_running", "Executions running now.", func() float64 {
 			r, _ := s.slots.counts()

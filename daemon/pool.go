@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
@@ -28,6 +29,10 @@ type pool struct {
 	// stopped is set, under mu, before the last drain of ready: nothing
 	// joins the pool after it.
 	stopped bool
+	// made counts the sandboxes the refills made; warmed is set once they
+	// made size of them, or the pool was full: readiness waits for it.
+	made   atomic.Int64
+	warmed atomic.Bool
 }
 
 // pooled is a ready sandbox, the limits it was made with, and the
@@ -81,9 +86,15 @@ func (p *pool) fill(ctx context.Context) {
 				break
 			}
 			backoff = time.Second
+			if p.made.Add(1) >= int64(p.target()) {
+				p.warmed.Store(true)
+			}
 			// Through join, which looks for room under the lock: a
 			// request's own sandbox may have filled it meanwhile.
 			p.join(pooled{sb, limits, root})
+		}
+		if ctx.Err() == nil && len(p.ready) >= p.target() {
+			p.warmed.Store(true)
 		}
 		select {
 		case <-ctx.Done():

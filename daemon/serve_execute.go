@@ -9,6 +9,10 @@ import (
 )
 
 func (s *Server) serveExecute(w http.ResponseWriter, r *http.Request) error {
+	if err := s.admitWork(w); err != nil {
+		return err
+	}
+	defer s.drain.leave()
 	var req api.ExecuteRequest
 	release, err := s.readJSON(w, r, s.limits().MaxBodyBytes(), &req)
 	if err != nil {

@@ -4,20 +4,36 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
+// serveHealth answers whether the daemon can run sandboxes: 503 when
+// containerd does not answer or the state directory cannot take a
+// sandbox's files. With ?ready=1, also 503 while the pools warm up or the
+// daemon drains: a Kubernetes readiness probe.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) error {
+	ready := false
+	if v := r.URL.Query().Get("ready"); v != "" {
+		var err error
+		if ready, err = strconv.ParseBool(v); err != nil {
+			return invalid("ready=%q: want 1 or 0", truncate(v, 40))
+		}
+	}
 	info := s.rt.Info(r.Context())
 	h := api.Health{Status: "ok", Containerd: "serving", StateDir: "writable"}
+	h.Draining, _ = s.drain.state()
 	if !info.Serving {
 		h.Status, h.Containerd = "unavailable", "not answering"
 	}
 	if info.StateDirErr != nil {
 		h.Status, h.StateDir = "unavailable", stateDirError(info.StateDir, info.StateDirErr).Error()
+	}
+	if ready {
+		s.readiness(r.Context(), &h)
 	}
 	status := http.StatusOK
 	if h.Status != "ok" {

@@ -9,6 +9,10 @@ import (
 )
 
 func (s *Server) serveCreateSession(w http.ResponseWriter, r *http.Request) error {
+	if err := s.admitWork(w); err != nil {
+		return err
+	}
+	defer s.drain.leave()
 	var req api.CreateSessionRequest
 	release, err := s.readJSON(w, r, maxEnvBytes*6+64<<10, &req)
 	if err != nil {

@@ -175,6 +175,10 @@ type Server struct {
 	// deleted once containerd is back.
 	undeleted sync.Map
 
+	// drain counts new work under way and, once a drain began, refuses
+	// more (serve_drain.go).
+	drain drainState
+
 	smu      sync.Mutex
 	sessions map[string]*session
 	creating map[uint32]int // sessions being created, by owner

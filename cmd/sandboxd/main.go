@@ -442,12 +442,26 @@ func listen(path string, mode os.FileMode, group string) (net.Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	if g, err := user.LookupGroup(group); err == nil && group != "" {
-		gid, _ := strconv.Atoi(g.Gid)
+	if gid, ok := groupID(group); ok {
 		if err := os.Chown(path, 0, gid); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("socket: %w", err)
 		}
 	}
 	return ln, nil
+}
+
+// groupID is the gid of a group named by name or, as chown(1) takes it, by
+// number: in a container the host's groups have no names, and a pod's
+// supplementalGroups are numbers. A name that is no group's gives none.
+func groupID(group string) (int, bool) {
+	if group == "" {
+		return 0, false
+	}
+	if g, err := user.LookupGroup(group); err == nil {
+		gid, err := strconv.Atoi(g.Gid)
+		return gid, err == nil
+	}
+	gid, err := strconv.ParseUint(group, 10, 31)
+	return int(gid), err == nil
 }

@@ -278,6 +278,13 @@ type Health struct {
 	// StateDir is "writable", or why no sandbox can be created in the
 	// daemon's state directory (full, read-only).
 	StateDir string `json:"state_dir,omitempty"`
+	// Draining is true once POST /v1/drain was called: the daemon takes no
+	// new executions or sessions, and is not ready.
+	Draining bool `json:"draining,omitempty"`
+	// Pool, asked with ?ready=1, is "warm" once each pool that can be
+	// filled has made its size of sandboxes since start, or says how far
+	// the pools are.
+	Pool string `json:"pool,omitempty"`
 }
 
 // Session states.

@@ -27,6 +27,14 @@ import (
 // namespaceRE is what containerd accepts as a namespace.
 var namespaceRE = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$`)
 
+// othersNamespaces are the containerd namespaces of other clients on the
+// same containerd, which sandboxd must never share: its start-up clean-up
+// and its metrics take its namespace for its own.
+var othersNamespaces = map[string]string{
+	"k8s.io": "Kubernetes' (the kubelet's, through containerd's CRI plugin)",
+	"moby":   "Docker's",
+}
+
 // DefaultPath is where sandboxd reads its configuration by default.
 const DefaultPath = "/etc/sandboxd/sandboxd.toml"
 
@@ -74,7 +82,7 @@ func (s Size) MarshalText() ([]byte, error) {
 type Settings struct {
 	Socket         string   `toml:"socket" comment:"the API socket"`
 	SocketMode     string   `toml:"socket_mode" comment:"its permissions, in octal"`
-	SocketGroup    string   `toml:"socket_group" comment:"its group, when that group exists"`
+	SocketGroup    string   `toml:"socket_group" comment:"its group, a name or a numeric gid, when that group exists"`
 	Containerd     string   `toml:"containerd" comment:"containerd socket; empty: the system's when it answers, else a managed one; \"managed\": always a managed one"`
 	ContainerdWait Duration `toml:"containerd_wait" comment:"how long to wait at start for containerd to answer (0: not at all)"`
 	Namespace      string   `toml:"namespace" comment:"containerd namespace of everything sandboxd creates; one daemon per namespace"`
@@ -283,6 +291,8 @@ func (s Settings) Validate() error {
 	check(s.Pool.Idle >= Duration(time.Second) && s.Pool.Idle <= Duration(time.Hour), "pool.idle must be from 1s to 1h")
 	check(s.Pool.MaxAge >= s.Pool.Idle && s.Pool.MaxAge <= Duration(24*time.Hour), "pool.max_age must be from pool.idle to 24h")
 	check(namespaceRE.MatchString(s.Namespace), "namespace %q must be letters, digits, '.', '_' or '-', starting with a letter or digit", s.Namespace)
+	owner, taken := othersNamespaces[s.Namespace]
+	check(!taken, "namespace %q is %s: sandboxd needs one of its own, such as \"sandboxd\"", s.Namespace, owner)
 	_, err := strconv.ParseUint(s.SocketMode, 8, 32)
 	check(err == nil, "socket_mode %q is not octal", s.SocketMode)
 	check(s.LogFormat == "text" || s.LogFormat == "json", "log_format must be text or json")

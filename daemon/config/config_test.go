@@ -186,6 +186,8 @@ func TestLoadErrors(t *testing.T) {
 		"[server]\nmax_connections = 8\nroot_reserve = 8\n":       "root_reserve",
 		"[server]\nmax_connections_per_uid = -1\n":                "max_connections_per_uid",
 		"[server]\nmax_body_memory = \"64k\"\n":                   "at least 1MiB",
+		"namespace = \"k8s.io\"\n":                                "namespace \"k8s.io\" is Kubernetes'",
+		"namespace = \"moby\"\n":                                  "one of its own",
 	} {
 		s, err := Load(writeConfig(t, body), Defaults(2))
 		if err == nil {
