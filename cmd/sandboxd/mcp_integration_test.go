@@ -135,3 +135,45 @@ func TestMCPPipedRequests(t *testing.T) {
 		t.Errorf("tools/call execute: %v %s", err, answers[3].Result)
 	}
 }
+
+// TestMCPInterpreter: an agent creates an interpreter session through MCP,
+// keeps state across execute calls, and sees its plot as image content.
+func TestMCPInterpreter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "sandboxd-test", Version: "1"}, nil)
+	session, err := client.Connect(ctx, procTransport{&mcp.CommandTransport{Command: cli{}.command("--socket", socket, "mcp")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	call := func(name string, args map[string]any) *mcp.CallToolResult {
+		t.Helper()
+		res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		if err != nil || res.IsError {
+			t.Fatalf("%s: %v %+v", name, err, res)
+		}
+		return res
+	}
+	var sess api.Session
+	b, _ := json.Marshal(call("create_session", map[string]any{"language": "python", "interpreter": true}).StructuredContent)
+	if err := json.Unmarshal(b, &sess); err != nil || sess.Interpreter == nil {
+		t.Fatalf("create_session: %v %s", err, b)
+	}
+	defer request(socket, "DELETE", "/v1/sessions/"+sess.ID, "", nil)
+	call("execute", map[string]any{"session_id": sess.ID, "code": "xs = [1, 4, 9]"})
+	r := call("execute", map[string]any{"session_id": sess.ID, "code": "sum(xs)"})
+	if text := r.Content[0].(*mcp.TextContent).Text; !strings.Contains(text, "14") {
+		t.Errorf("the value is not in the summary: %q", text)
+	}
+	r = call("execute", map[string]any{"session_id": sess.ID, "code": "import matplotlib.pyplot as plt\nplt.plot(xs)\nplt.show()", "timeout_seconds": 60})
+	var png *mcp.ImageContent
+	for _, c := range r.Content {
+		if img, ok := c.(*mcp.ImageContent); ok {
+			png = img
+		}
+	}
+	if png == nil || png.MIMEType != "image/png" || !strings.HasPrefix(string(png.Data), "\x89PNG") {
+		t.Fatalf("no PNG image content: %+v", r.Content)
+	}
+}
