@@ -47,6 +47,7 @@ type driver struct {
 	exited  chan struct{} // closed once the driver exited, with exitErr
 	exitErr error
 	nextID  int64
+	ready   Ready
 
 	outMu  sync.Mutex
 	output bytes.Buffer // stdout and stderr, with drainOutput
@@ -173,10 +174,9 @@ func startDriver(t testing.TB, language string, opts ...driverOpts) *driver {
 		}
 	})
 
-	var ready Ready
-	d.decode(d.line(), &ready)
-	if !ready.Ready || ready.Language != language || ready.Version == "" {
-		t.Fatalf("the ready line: %+v", ready)
+	d.decode(d.line(), &d.ready)
+	if !d.ready.Ready || d.ready.Language != language || d.ready.Version == "" {
+		t.Fatalf("the ready line: %+v", d.ready)
 	}
 	return d
 }
