@@ -27,6 +27,7 @@ func TestDependencyGraph(t *testing.T) {
 		{pkg: "daemon/api", stdOnly: true},
 		{pkg: "runtime/agentproto", stdOnly: true},
 		{pkg: "runtime/sandbox", stdOnly: true},
+		{pkg: "runtime/drivers", stdOnly: true},
 		{pkg: "runtime/sandbox/sandboxtest", stdOnly: true, allowed: []string{module + "/runtime/sandbox", "github.com/containerd/errdefs"}},
 		{pkg: "ctl/client", stdOnly: true, allowed: []string{module + "/daemon/api"}},
 		{pkg: "ctl", forbidden: []string{module + "/daemon", module + "/runtime", module + "/systemd", "github.com/containerd/"}},

@@ -93,7 +93,8 @@ func (l Language) withDefaults(lim Limits) Limits {
 var Languages = []LanguageSpec{
 	{Name: "python", Aliases: []string{"py", "python3"}, Extensions: []string{".py"}, FileName: "main.py", Package: "python3",
 		Run: []string{"python3", "/sandbox/main.py"}, Version: []string{"python3", "--version"},
-		Env: []string{"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"}, Interpreter: true,
+		// matplotlib's cache in /tmp, not the user's workspace.
+		Env: []string{"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1", "MPLCONFIGDIR=/tmp/matplotlib"}, Interpreter: true,
 		// numpy (matplotlib's, in interpreter sessions) finds BLAS through
 		// links in /etc/alternatives; Debian's matplotlib reads its
 		// defaults from /etc.

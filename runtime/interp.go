@@ -58,7 +58,7 @@ func baseHash(init string) (string, error) {
 
 // driverArgs is the command line of a language's driver in a sandbox.
 func driverArgs(language string) ([]string, error) {
-	args, ok := drivers.Command(language)
+	_, args, ok := drivers.For(language)
 	if !ok {
 		return nil, fmt.Errorf("no interpreter sessions for %s: %w", language, errdefs.ErrInvalidArgument)
 	}
