@@ -509,7 +509,6 @@ func place(files []agentproto.File) error {
 	return placeFrom(io.MultiReader(data...), listed)
 }
 
-
 // queue is an unbounded FIFO of byte chunks.
 type queue struct {
 	mu     sync.Mutex
