@@ -40,11 +40,36 @@ type agent struct {
 	starts int64
 }
 
+// proc is a process the agent started, whose status the reaper hands on.
+type proc struct {
+	pid    int
+	exited chan syscall.WaitStatus // its status, once reaped
+}
+
+func newProc() proc { return proc{exited: make(chan syscall.WaitStatus, 1)} }
+
+// ended reports whether p has exited; its status stays for a receive.
+func (p *proc) ended() bool {
+	select {
+	case ws := <-p.exited:
+		p.exited <- ws
+		return true
+	default:
+		return false
+	}
+}
+
+// wait returns p's status, once it has exited; it stays for a receive.
+func (p *proc) wait() syscall.WaitStatus {
+	ws := <-p.exited
+	p.exited <- ws
+	return ws
+}
+
 // child is a program, or a jail's init, that the agent started, with the
 // agent's ends of its stdio.
 type child struct {
-	pid    int
-	exited chan syscall.WaitStatus // its status, once reaped
+	proc
 	stdin  *os.File
 	stdout *os.File
 	stderr *os.File
@@ -65,17 +90,6 @@ func (c *child) close() {
 		if f != nil {
 			f.Close()
 		}
-	}
-}
-
-// ended reports whether c has exited; its status stays for a receive.
-func (c *child) ended() bool {
-	select {
-	case ws := <-c.exited:
-		c.exited <- ws
-		return true
-	default:
-		return false
 	}
 }
 
@@ -392,7 +406,7 @@ func (a *agent) spawn(fork func(stdio []uintptr) (int, error)) (*child, error) {
 		}
 		ends[i], ends[i+1] = r, w
 	}
-	c := &child{exited: make(chan syscall.WaitStatus, 1), stdin: ends[1], stdout: ends[2], stderr: ends[4]}
+	c := &child{proc: newProc(), stdin: ends[1], stdout: ends[2], stderr: ends[4]}
 	// Registered before the reaper can see it exit.
 	a.mu.Lock()
 	pid, err := fork([]uintptr{ends[0].Fd(), ends[3].Fd(), ends[5].Fd()})

@@ -33,8 +33,7 @@ const (
 
 // interp is a running driver.
 type interp struct {
-	pid    int
-	exited chan syscall.WaitStatus
+	proc
 	// control is the driver's fd 3, where cells go, a JSON line each.
 	control *os.File
 	// The agent's ends of the driver's stdout, stderr and fd 4 (results),
@@ -42,24 +41,6 @@ type interp struct {
 	stdout, stderr, results int
 	pending                 []byte // read from results, past the last line
 	served                  bool   // it ran a cell: it holds state
-}
-
-// ended reports whether the driver has exited; its status stays.
-func (it *interp) ended() bool {
-	select {
-	case ws := <-it.exited:
-		it.exited <- ws
-		return true
-	default:
-		return false
-	}
-}
-
-// wait returns the driver's exit status, once it has exited.
-func (it *interp) wait() syscall.WaitStatus {
-	ws := <-it.exited
-	it.exited <- ws
-	return ws
 }
 
 // startInterp starts a driver with args and env, and waits for its ready
@@ -87,7 +68,7 @@ func (a *agent) startInterp(args, env []string) (*interp, error) {
 		return nil, err
 	}
 	defer unix.Close(devNull)
-	it := &interp{exited: make(chan syscall.WaitStatus, 1)}
+	it := &interp{proc: newProc()}
 	a.mu.Lock()
 	it.pid, err = syscall.ForkExec(lookPath(args[0], env), args, &syscall.ProcAttr{
 		Dir:   Workspace,
