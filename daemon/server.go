@@ -164,6 +164,10 @@ type Server struct {
 	// began: no cell is kept after it.
 	cells       cellPool
 	cellsClosed atomic.Bool
+	// closing is closed by Close: writes that wait for their time
+	// (session records) go at once.
+	closing     chan struct{}
+	closingOnce sync.Once
 	// rootGen counts the changes of the host paths in sandboxes' roots.
 	rootGen atomic.Uint64
 	stdins  sync.Map // execution id → *liveStdin
@@ -197,6 +201,7 @@ func New(cfg Config) *Server {
 		creating:    map[uint32]int{},
 		pools:       map[sandboxClass]*pool{},
 		cells:       cellPool{idle: map[cellKey][]*cell{}},
+		closing:     make(chan struct{}),
 		ociRuntimes: cfg.OCIRuntimes,
 		pullImages:  cfg.PullImages,
 	}
@@ -255,6 +260,7 @@ func (s *Server) Close(ctx context.Context) {
 	}
 	s.cellsClosed.Store(true)
 	s.expireCells(true)
+	s.closingOnce.Do(func() { close(s.closing) })
 }
 
 // Status is a summary of what the daemon is doing.

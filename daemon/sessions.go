@@ -46,8 +46,11 @@ type session struct {
 	// interp is set for an interpreter session.
 	interp *interpState
 
-	// persisting serializes the record writes of touch.
-	persisting sync.Mutex
+	// persisting serializes the record writes of touch; under mu,
+	// persisted is when the last began, and persistQueued says one waits.
+	persisting    sync.Mutex
+	persisted     time.Time
+	persistQueued bool
 }
 
 func (x *session) expiresAt() time.Time {
@@ -361,18 +364,46 @@ func (x *session) acquireTurn(ctx context.Context) error {
 
 func (x *session) releaseTurn() { <-x.lock }
 
+// recordEvery bounds how often a session's record is written: a write is
+// a containerd request and a database commit, where a cell of an
+// interpreter session takes a millisecond or two.
+const recordEvery = time.Second
+
 // touch records a use, and keeps it where a restarted daemon finds it:
-// in its sandbox's record, written off the caller's path.
+// in its sandbox's record, written off the caller's path; the uses of the
+// second after a write, together once that second is over (or at once if
+// the daemon closes).
 func (s *Server) touch(ctx context.Context, x *session, execution bool) {
 	x.mu.Lock()
 	x.lastUsed = time.Now()
 	if execution {
 		x.executions++
 	}
+	if x.persistQueued {
+		x.mu.Unlock()
+		return // the queued write takes this use too
+	}
+	x.persistQueued = true
+	wait := time.Until(x.persisted.Add(recordEvery))
 	x.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-s.closing:
+				t.Stop()
+			}
+		}
+		x.mu.Lock()
+		x.persistQueued, x.persisted = false, time.Now()
+		deleted := x.deleted
+		x.mu.Unlock()
+		if deleted {
+			return // while it waited
+		}
 		x.persisting.Lock()
 		defer x.persisting.Unlock()
 		// The newest values, whichever touch wrote them.

@@ -284,3 +284,32 @@ func TestLiveStdinOnlyFromItsOwner(t *testing.T) {
 		}
 	}
 }
+
+// A burst of executions in a session writes its record once or twice, not
+// once each (a write is a containerd request and a commit); the last use
+// is in the record once the daemon closes, for the next one to adopt.
+func TestSessionRecordWritesCoalesce(t *testing.T) {
+	rt := &sandboxtest.Runtime{}
+	s := newSessionServer(t, rt)
+	sess := createAs(t, s, 5, `{"language":"py"}`)
+	before := rt.RecordWrites()
+	for range 20 {
+		if w := as(s, 5, "POST", "/v1/execute", `{"session_id":"`+sess.ID+`","code":"x"}`); w.Code != 200 {
+			t.Fatalf("execute: %d %s", w.Code, w.Body)
+		}
+	}
+	s.Close(context.Background())
+	s.Wait()
+	if n := rt.RecordWrites() - before; n < 1 || n > 3 {
+		t.Errorf("20 executions in a burst wrote the record %d times", n)
+	}
+	s2 := newSessionServer(t, rt)
+	if err := s2.AdoptSessions(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var got api.Session
+	w := as(s2, 5, "GET", "/v1/sessions/"+sess.ID, "")
+	if json.Unmarshal(w.Body.Bytes(), &got); w.Code != 200 || got.Executions != 20 {
+		t.Fatalf("adopted after the burst: %d %+v", w.Code, got)
+	}
+}

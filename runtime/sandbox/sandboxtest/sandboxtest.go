@@ -64,6 +64,14 @@ type Runtime struct {
 	containers []string
 	deletes    int
 	lastExec   sandbox.Process
+	records    int // SetRecord calls
+}
+
+// RecordWrites counts the session records written (SetRecord).
+func (r *Runtime) RecordWrites() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.records
 }
 
 // Adopted is a session's sandbox that AdoptSessions returns with its
@@ -285,6 +293,7 @@ func (s *Sandbox) ListFiles(context.Context) ([]sandbox.FileInfo, error) { retur
 func (s *Sandbox) SetRecord(_ context.Context, rec sandbox.SessionRecord) error {
 	s.r.mu.Lock()
 	s.record = toMillisecond(rec)
+	s.r.records++
 	s.r.mu.Unlock()
 	return nil
 }
