@@ -123,7 +123,9 @@ func (a *agent) startInterp(args, env []string) (*interp, error) {
 
 // endInterp kills a driver and frees what the agent holds of it.
 func (a *agent) endInterp(it *interp) {
-	syscall.Kill(it.pid, syscall.SIGKILL)
+	if !it.ended() { // once reaped, its pid may be another's
+		syscall.Kill(it.pid, syscall.SIGKILL)
+	}
 	it.wait()
 	it.control.Close()
 	for _, fd := range []int{it.stdout, it.stderr, it.results} {
