@@ -20,20 +20,16 @@ import (
 
 // writeDrivers puts the drivers into a sandbox root being built.
 func writeDrivers(root string) error {
-	files := drivers.Files()
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		if err := writeFileAtomicIn(filepath.Join(root, drivers.Dir), name, files[name]); err != nil {
+	dir := filepath.Join(root, drivers.Dir)
+	if err := mkdirAllMode(dir, 0o755); err != nil {
+		return fmt.Errorf("drivers: %w", err)
+	}
+	for name, data := range drivers.Files() {
+		if err := writeFileAtomic(filepath.Join(dir, name), data, 0o444); err != nil {
 			return fmt.Errorf("drivers: %w", err)
 		}
 	}
 	return nil
-}
-
-func writeFileAtomicIn(dir, name string, data []byte) error {
-	if err := mkdirAllMode(dir, 0o755); err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, name), data, 0o444)
 }
 
 // baseHash names what sandboxd puts into an image's root, the agent at
