@@ -171,7 +171,7 @@ func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.Exi
 		if s.jail == nil {
 			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s is not a cell: %w", s.id, errdefs.ErrFailedPrecondition)
 		}
-		req.Jail, req.Prepare = s.jail, s.buildAhead
+		req.Jail = s.jail
 	}
 	if p.Cell != nil {
 		args, err := driverArgs(p.Cell.Language)

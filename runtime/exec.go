@@ -24,6 +24,30 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	if !s.Alive() {
 		return sandbox.ExitResult{}, fmt.Errorf("sandbox %s: its PID 1 is gone: %w", s.id, errdefs.ErrFailedPrecondition)
 	}
+	// OOM kills are counted for the sandbox's life: only those after the
+	// last count read are this process's, and an old event is not.
+	oomBefore := s.oomSeen.Load()
+	select {
+	case <-s.oomC:
+	default:
+	}
+	type counters struct {
+		st  sandbox.Stats
+		err error
+	}
+	var beforeC chan counters
+	if p.Jail {
+		// A cell's counters are its own: an execution's are what changed.
+		// Without a count before, there is no usage (and the daemon does
+		// not reuse the cell). Read while the files are written: nothing
+		// runs in the cell meanwhile.
+		beforeC = make(chan counters, 1) // never waits for a reader
+		go func() {
+			st, err := s.Stats(cctx)
+			resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
+			beforeC <- counters{st, err}
+		}()
+	}
 	if len(p.Files) > 0 {
 		if p.FilesDir == "" || p.FilesDir != filepath.Base(p.FilesDir) || p.FilesDir == ".." {
 			return sandbox.ExitResult{}, fmt.Errorf("files dir %q: %w", p.FilesDir, errdefs.ErrInvalidArgument)
@@ -47,21 +71,11 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
 	}
-	// OOM kills are counted for the sandbox's life: only those after the
-	// last count read are this process's, and an old event is not.
-	oomBefore := s.oomSeen.Load()
-	select {
-	case <-s.oomC:
-	default:
-	}
 	var before sandbox.Stats
 	var beforeErr error
-	if p.Jail {
-		// A cell's counters are its own: an execution's are what changed.
-		// Without a count before, there is no usage (and the daemon does
-		// not reuse the cell).
-		before, beforeErr = s.Stats(cctx)
-		resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
+	if beforeC != nil {
+		c := <-beforeC
+		before, beforeErr = c.st, c.err
 	}
 	res, err := s.agentExec(ctx, p)
 	if p.Jail && err == nil && beforeErr == nil {
@@ -71,10 +85,9 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 				PidsLimitHits: after.PidsLimitHits - before.PidsLimitHits}
 		}
 	}
-	if p.Jail && err == nil && res.Clean && !s.buildAhead {
+	if p.Jail && err == nil && res.Clean {
 		// The cell may serve again: its next jail is built while it
-		// waits, off the next execution's path. (With buildAhead, the
-		// agent built it while the program ran.)
+		// waits, off the next execution's path.
 		s.prepareJail()
 	}
 	if err == nil && !res.Killed && res.Signal == int(syscall.SIGKILL) {
@@ -88,14 +101,6 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	return res, err
 }
 
-// roomForTwoJails tells whether a cell's limits leave room for the next
-// run's jail (its init: a few threads and about 2 MiB) beside a running
-// program, so that it can be built while the program runs without taking
-// from the program what it may count on.
-func roomForTwoJails(l sandbox.Limits) bool {
-	return l.Pids >= 64 && l.MemoryBytes >= 128<<20
-}
-
 // prepareJail asks a cell's agent to build the jail of its next program
 // now. A jail it cannot build fails that program's run instead.
 func (s *Sandbox) prepareJail() {
@@ -104,13 +109,27 @@ func (s *Sandbox) prepareJail() {
 	}
 }
 
-// writeFiles writes files, whose names are plain file names, into dir.
+// writeFiles writes files, whose names are plain file names, into dir, a
+// directory just made for them: none is there before, and nothing reads
+// them until they are written.
 func writeFiles(dir string, files map[string][]byte) error {
 	for name, content := range files {
 		if name != filepath.Base(name) || name == "." || name == ".." {
 			return fmt.Errorf("sandbox file %q: %w", name, errdefs.ErrInvalidArgument)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, name), content, 0o644); err != nil {
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(content)
+		if err == nil {
+			// The sandbox's user reads it, whatever the daemon's umask.
+			err = f.Chmod(0o644)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -71,10 +71,7 @@ type Sandbox struct {
 	// agent runs programs and file operations through PID 1's stdio.
 	agent *agentConn
 	// jail is what a cell's programs run in; nil for other sandboxes.
-	// buildAhead has the agent build a cell's next jail while a run's
-	// program runs, where the cell's limits leave it room.
-	jail       *agentproto.Jail
-	buildAhead bool
+	jail *agentproto.Jail
 	// cells numbers the cells sent to the sandbox's interpreter.
 	cells atomic.Int64
 
@@ -204,7 +201,6 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 	}
 	s.procSpec = *sp.Process
 	s.jail = jailOf(sp, cfg.Limits.TmpfsBytes)
-	s.buildAhead = s.jail != nil && roomForTwoJails(cfg.Limits)
 	s.prepareJail()
 	return s, nil
 }

@@ -135,7 +135,7 @@ func runAgent() {
 			if req.Sync != "" {
 				a.send(agentproto.Frame{Sync: req.Sync})
 			}
-		case req.Prepare && len(req.Args) == 0:
+		case req.Prepare:
 			if req.Jail != nil {
 				a.prepare(*req.Jail)
 			}
@@ -273,11 +273,6 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 		}
 		if err == nil {
 			c.handOver(req)
-			if req.Prepare {
-				// The next run's jail is built while this one's program
-				// runs: a run that follows at once finds it ready.
-				a.prepare(*req.Jail)
-			}
 		}
 	} else {
 		if err := place(req.Files); err != nil {
@@ -370,10 +365,8 @@ wait:
 		}
 	}
 	stdinQ.close()
-	if !open || req.Last && c.status == nil {
-		// Orphans would hold the output open; the execution is over. A
-		// jail's went with its init (its PID namespace's end), and the
-		// next run's jail, built meanwhile, stays.
+	if req.Last || !open {
+		// Orphans would hold the output open; the execution is over.
 		a.killOthers()
 	}
 	drained.Wait()
@@ -386,7 +379,7 @@ wait:
 	if c.status != nil {
 		st := readJailStatus(c.status, ws)
 		code, f.Signal, f.Error = st.Exit, st.Signal, st.Error
-		f.Clean = cellClean(a.next)
+		f.Clean = cellClean()
 	}
 	f.Exit = &code
 	a.send(f)

@@ -204,21 +204,16 @@ func readJailStatus(status *os.File, ws syscall.WaitStatus) jailStatus {
 	return st
 }
 
-// cellClean reports whether no process but the agent, and next (the next
-// run's jail, built beside the run, if any), runs in the sandbox: after a
-// jail's init exited, the kernel has killed the rest of its PID namespace,
-// and the sandbox's /proc (the agent's) shows what is left.
-func cellClean(next *child) bool {
-	spare := -1
-	if next != nil {
-		spare = next.pid
-	}
+// cellClean reports whether no process but the agent runs in the sandbox:
+// after a jail's init exited, the kernel has killed the rest of its PID
+// namespace, and the sandbox's /proc (the agent's) shows what is left.
+func cellClean() bool {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return false
 	}
 	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 && pid != spare {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 {
 			return false
 		}
 	}

@@ -4,8 +4,6 @@ package main_test
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -177,85 +175,4 @@ func TestCellLifecycle(t *testing.T) {
 		t.Fatalf("past the pids limit: %+v", res)
 	}
 	waitUntil(t, "the cell at its pids limit destroyed", 10e9, func() bool { return destroyed("limit") == 2 })
-}
-
-// TestJailBuiltAhead: while a cell's program runs, its agent builds the
-// next run's jail beside it, so that a run that follows at once finds its
-// jail ready; at a small memory limit, whose room the program may count
-// on, it does not. Seen from the host: the agent's children while the
-// program runs.
-func TestJailBuiltAhead(t *testing.T) {
-	d := cellDaemon(t, 50)
-	for i, tc := range []struct {
-		memory int64
-		jails  int
-	}{{0, 2}, {64 << 20, 1}} {
-		marker := fmt.Sprintf("sbxahead%d", i)
-		done := make(chan int)
-		go func() {
-			code, _, _ := executeOn(d.sock, api.ExecuteRequest{Language: "bash", Code: "exec -a " + marker + " sleep 3", MemoryBytes: tc.memory})
-			done <- code
-		}()
-		var program int
-		waitUntil(t, "the program", 10e9, func() bool {
-			program = processNamed(marker)
-			return program != 0
-		})
-		jailInit, _ := parentOf(program)
-		agent, _ := parentOf(jailInit)
-		jails := func() int {
-			n := 0
-			for _, pid := range childrenOf(agent) {
-				if cmdline(pid) == "sandboxd-jail" {
-					n++
-				}
-			}
-			return n
-		}
-		if tc.jails == 2 {
-			waitUntil(t, "the next run's jail", 2e9, func() bool { return jails() == 2 })
-		} else if n := jails(); n != 1 {
-			t.Errorf("memory %d: %d jails while the program runs, want its own only", tc.memory, n)
-		}
-		if code := <-done; code != 200 {
-			t.Fatalf("memory %d: the run: HTTP %d", tc.memory, code)
-		}
-		// The next run, in the same cell, takes the jail built ahead.
-		if res := mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: "echo next", MemoryBytes: tc.memory}); res.Stdout != "next\n" {
-			t.Fatalf("memory %d: the next run: %+v", tc.memory, res)
-		}
-	}
-}
-
-// processNamed returns the pid of the host's process whose command line
-// starts with name, or 0.
-func processNamed(name string) int {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && cmdline(pid) == name {
-			return pid
-		}
-	}
-	return 0
-}
-
-// cmdline is a process's argv[0].
-func cmdline(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	arg0, _, _ := strings.Cut(string(b), "\x00")
-	return arg0
-}
-
-// childrenOf lists a process's children.
-func childrenOf(pid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if p, err := strconv.Atoi(e.Name()); err == nil {
-			if ppid, ok := parentOf(p); ok && ppid == pid {
-				out = append(out, p)
-			}
-		}
-	}
-	return out
 }

@@ -56,10 +56,8 @@ type Request struct {
 	// builds inside the sandbox (see Jail): a run leaves nothing behind.
 	Jail *Jail `json:"jail,omitempty"`
 	// Prepare, with Jail and without Args, builds that jail now, so that
-	// the next run in the same jail only hands its program over. With
-	// Args, it builds the next run's jail while this run's program runs,
-	// once it has been handed over. It is not answered: a jail that cannot
-	// be built is built again by the run that needs it.
+	// the next run in the same jail only hands its program over. It is not
+	// answered: a jail that cannot be built fails that run.
 	Prepare bool `json:"prepare,omitempty"`
 
 	// Cell, with Args (the interpreter's driver, runtime/drivers), runs
