@@ -27,6 +27,10 @@ import (
 type agentConn struct {
 	mu     sync.Mutex // one run or file operation at a time
 	sendMu sync.Mutex // one request's bytes at a time
+	// apart is closed once the request sent apart (sendApart) is out;
+	// every request waits for it, so that requests keep their order.
+	apartMu sync.Mutex
+	apart   chan struct{}
 	in     *io.PipeWriter
 	out    *io.PipeReader
 	frames chan agentproto.Frame
@@ -95,9 +99,33 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 }
 
 func (a *agentConn) send(r agentproto.Request) error {
+	a.apartMu.Lock()
+	apart := a.apart
+	a.apartMu.Unlock()
+	if apart != nil {
+		<-apart
+	}
 	a.sendMu.Lock()
 	defer a.sendMu.Unlock()
 	return agentproto.WriteRequest(a.in, r)
+}
+
+// sendApart sends r without waiting for it to be taken (a write to the
+// agent passes the shim's copy), ahead of every request sent after it.
+func (a *agentConn) sendApart(r agentproto.Request) {
+	a.apartMu.Lock()
+	defer a.apartMu.Unlock()
+	prev, done := a.apart, make(chan struct{})
+	a.apart = done
+	go func() {
+		defer close(done)
+		if prev != nil {
+			<-prev
+		}
+		a.sendMu.Lock()
+		defer a.sendMu.Unlock()
+		agentproto.WriteRequest(a.in, r)
+	}()
 }
 
 // errAgentGone says the sandbox's agent is dead or does not answer: the

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bufio"
 	"io"
 	"log/slog"
 	goruntime "runtime"
@@ -44,5 +45,35 @@ func TestAgentConnCloseEndsEverything(t *testing.T) {
 	}
 	if err := a.send(agentproto.Request{Kill: true}); err == nil {
 		t.Error("a send to a closed agent succeeded")
+	}
+}
+
+// A request sent apart does not wait for the agent to take it, and goes
+// out before every request sent after it.
+func TestAgentConnSendApartKeepsOrder(t *testing.T) {
+	a, in, _, _ := newAgentConn(slog.New(slog.NewTextHandler(io.Discard, nil)), "test")
+	defer a.close()
+	apart := make(chan struct{})
+	go func() {
+		a.sendApart(agentproto.Request{Prepare: true, Sync: "first"})
+		a.sendApart(agentproto.Request{Prepare: true, Sync: "second"})
+		close(apart)
+	}()
+	select {
+	case <-apart:
+	case <-time.After(5 * time.Second):
+		t.Fatal("sendApart waited for a reader")
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- a.send(agentproto.Request{Args: []string{"true"}, Sync: "third"}) }()
+	r := bufio.NewReader(in)
+	for _, want := range []string{"first", "second", "third"} {
+		req, err := agentproto.ReadRequestLine(r)
+		if err != nil || req.Sync != want {
+			t.Fatalf("got %+v (%v), want the request %q", req, err, want)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
 	}
 }

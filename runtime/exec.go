@@ -105,7 +105,8 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 // now. A jail it cannot build fails that program's run instead.
 func (s *Sandbox) prepareJail() {
 	if s.jail != nil {
-		s.agent.send(agentproto.Request{Jail: s.jail, Prepare: true})
+		// Apart: the execution's answer need not wait for it.
+		s.agent.sendApart(agentproto.Request{Jail: s.jail, Prepare: true})
 	}
 }
 
