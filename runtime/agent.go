@@ -31,10 +31,10 @@ type agentConn struct {
 	// every request waits for it, so that requests keep their order.
 	apartMu sync.Mutex
 	apart   chan struct{}
-	in     *io.PipeWriter
-	out    *io.PipeReader
-	frames chan agentproto.Frame
-	stderr *bytes.Buffer // the agent's own complaints
+	in      *io.PipeWriter
+	out     *io.PipeReader
+	frames  chan agentproto.Frame
+	stderr  *bytes.Buffer // the agent's own complaints
 	// closed ends the decoder, even while it waits for a reader of frames.
 	closed    chan struct{}
 	closeOnce sync.Once
