@@ -77,6 +77,7 @@ type Sandbox struct {
 
 	mu      sync.Mutex
 	final   *sandbox.Stats // the counters read just before the sandbox was killed
+	cgroup  cgroupFiles    // its counter files, held open until then
 	oomSeen atomic.Uint64  // the OOM kill count last read
 }
 
@@ -395,6 +396,9 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
 	defer cancel()
 	var err error
+	s.mu.Lock()
+	s.cgroup.close() // before the runtime removes the cgroup
+	s.mu.Unlock()
 	if s.ctr != nil {
 		kill := !s.exit(dctx)
 		// Nobody reads the agent any more: its pipes are closed first, so

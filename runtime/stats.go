@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,8 +24,9 @@ var cgroupRoot = "/sys/fs/cgroup"
 // small files, where asking containerd costs two IPC round trips and a
 // read of every controller. It fails when the files are not there (another
 // cgroup layout, a runtime that keeps its own), and the caller then asks
-// containerd.
-func readCgroupStats(v2 bool, cgroupPath string) (sandbox.Stats, error) {
+// containerd. readFile reads a file by its path (os.ReadFile, or a
+// sandbox's cgroupFiles).
+func readCgroupStats(v2 bool, cgroupPath string, readFile func(string) ([]byte, error)) (sandbox.Stats, error) {
 	var st sandbox.Stats
 	var err error
 	read := func(file string) []byte {
@@ -32,7 +34,7 @@ func readCgroupStats(v2 bool, cgroupPath string) (sandbox.Stats, error) {
 			return nil
 		}
 		var b []byte
-		b, err = os.ReadFile(filepath.Join(cgroupRoot, file))
+		b, err = readFile(filepath.Join(cgroupRoot, file))
 		return b
 	}
 	if v2 {
@@ -40,10 +42,10 @@ func readCgroupStats(v2 bool, cgroupPath string) (sandbox.Stats, error) {
 		st.CPUNanos = field(read(filepath.Join(dir, "cpu.stat")), "usage_usec", &err) * 1000
 		st.MemoryUsageBytes = number(read(filepath.Join(dir, "memory.current")), &err)
 		st.OOMKills = field(read(filepath.Join(dir, "memory.events")), "oom_kill", &err)
-		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, dir, "pids.events"))
+		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, dir, "pids.events"), readFile)
 		if err == nil {
 			// memory.peak is from Linux 5.19; before, the peak is unknown.
-			if b, perr := os.ReadFile(filepath.Join(cgroupRoot, dir, "memory.peak")); perr == nil {
+			if b, perr := readFile(filepath.Join(cgroupRoot, dir, "memory.peak")); perr == nil {
 				st.MemoryPeakBytes = number(b, &err)
 			}
 		}
@@ -52,15 +54,59 @@ func readCgroupStats(v2 bool, cgroupPath string) (sandbox.Stats, error) {
 		st.MemoryUsageBytes = number(read(filepath.Join("memory", cgroupPath, "memory.usage_in_bytes")), &err)
 		st.MemoryPeakBytes = number(read(filepath.Join("memory", cgroupPath, "memory.max_usage_in_bytes")), &err)
 		st.OOMKills = field(read(filepath.Join("memory", cgroupPath, "memory.oom_control")), "oom_kill", &err)
-		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, "pids", cgroupPath, "pids.events"))
+		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, "pids", cgroupPath, "pids.events"), readFile)
 	}
 	return st, err
 }
 
+// cgroupFiles holds a sandbox's counter files open, so that a read of
+// its counters (twice an execution in a cell) is a pread each, not a walk
+// of each file's path through cgroupfs, an open and a close. Its user
+// serializes its calls (Sandbox.mu).
+type cgroupFiles struct {
+	files  map[string]*os.File
+	closed bool
+}
+
+func (c *cgroupFiles) read(path string) ([]byte, error) {
+	if c.closed {
+		return os.ReadFile(path)
+	}
+	f := c.files[path]
+	if f == nil {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return nil, err
+		}
+		if c.files == nil {
+			c.files = map[string]*os.File{}
+		}
+		c.files[path] = f
+	}
+	// cgroupfs makes a file's content anew for a read from its start.
+	buf := make([]byte, 512)
+	n, err := f.ReadAt(buf, 0)
+	if err == io.EOF {
+		err = nil
+	} else if err == nil {
+		// Longer than any counter file here: read it whole.
+		return io.ReadAll(io.NewSectionReader(f, 0, 1<<20))
+	}
+	return buf[:n], err
+}
+
+// close closes the files; later reads open them each time.
+func (c *cgroupFiles) close() {
+	for _, f := range c.files {
+		f.Close()
+	}
+	c.files, c.closed = nil, true
+}
+
 // pidsMax reads the count of forks refused at the pids limit; 0 when the
 // kernel does not say.
-func pidsMax(path string) uint64 {
-	b, err := os.ReadFile(path)
+func pidsMax(path string, readFile func(string) ([]byte, error)) uint64 {
+	b, err := readFile(path)
 	if err != nil {
 		return 0
 	}
@@ -139,7 +185,7 @@ func (s *Sandbox) Stats(ctx context.Context) (sandbox.Stats, error) {
 }
 
 func (s *Sandbox) readStats(ctx context.Context) (sandbox.Stats, error) {
-	if st, err := readCgroupStats(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id)); err == nil {
+	if st, err := readCgroupStats(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id), s.cgroup.read); err == nil {
 		s.oomSeen.Store(st.OOMKills)
 		return st, nil
 	}
@@ -180,5 +226,6 @@ func (s *Sandbox) keepStats(ctx context.Context) {
 			s.c.log.Debug("read stats before the end", "container_id", s.id, "err", err)
 		}
 		s.final = &st
+		s.cgroup.close()
 	}
 }

@@ -3,6 +3,7 @@ package runtime
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
@@ -40,7 +41,7 @@ func TestReadCgroupStats(t *testing.T) {
 		"memory/ns/x/memory.max_usage_in_bytes": "8192\n",
 		"memory/ns/x/memory.oom_control":        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
 	})
-	st, err := readCgroupStats(false, "/ns/x")
+	st, err := readCgroupStats(false, "/ns/x", os.ReadFile)
 	if err != nil || st != (sandbox.Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 2}) {
 		t.Errorf("v1: %+v, %v", st, err)
 	}
@@ -52,13 +53,39 @@ func TestReadCgroupStats(t *testing.T) {
 		"ns/x/memory.peak":    "8192\n",
 		"ns/x/memory.events":  "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
 	})
-	st, err = readCgroupStats(true, "/ns/x")
+	st, err = readCgroupStats(true, "/ns/x", os.ReadFile)
 	if err != nil || st != (sandbox.Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 1}) {
 		t.Errorf("v2: %+v, %v", st, err)
 	}
 
 	// Another layout: the caller must hear of it, to ask containerd.
-	if _, err := readCgroupStats(true, "/ns/missing"); err == nil {
+	if _, err := readCgroupStats(true, "/ns/missing", os.ReadFile); err == nil {
 		t.Error("no error for a missing cgroup")
+	}
+}
+
+// A sandbox's counter files, held open, read what they hold at each read;
+// closed, they are read by path again.
+func TestCgroupFilesReadAnew(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "cpuacct.usage")
+	var c cgroupFiles
+	for _, want := range []string{"1500\n", "2500\n", strings.Repeat("x", 2000)} {
+		if err := os.WriteFile(p, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.read(p); err != nil || string(got) != want {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	if len(c.files) != 1 {
+		t.Fatalf("%d files held open, want 1", len(c.files))
+	}
+	c.close()
+	os.WriteFile(p, []byte("3500\n"), 0o644)
+	if got, err := c.read(p); err != nil || string(got) != "3500\n" || c.files != nil {
+		t.Fatalf("after close: read %q, %v; %d files held", got, err, len(c.files))
+	}
+	if _, err := c.read(p + ".missing"); err == nil {
+		t.Fatal("no error for a missing file")
 	}
 }
