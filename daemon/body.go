@@ -10,7 +10,8 @@ import (
 	"net/http"
 	"os"
 	"reflect"
-	"runtime"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,9 +113,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) (
 		return nil, nothing, err
 	}
 	if want >= largeBody {
-		// What the body before left is collected before this one's
-		// bytes are allocated.
-		runtime.GC()
+		// What the body before left is collected, and its pages given
+		// back, before this one's bytes are allocated.
+		debug.FreeOSMemory()
 	}
 	// The deadline runs from when the daemon is ready to read.
 	rc.SetReadDeadline(time.Now().Add(l.BodyTimeout))
@@ -161,6 +162,13 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 	if err != nil {
 		return nothing, err
 	}
+	if len(data) >= largeBody {
+		// Decoding makes garbage about as large as the body (json
+		// unquotes each escaped string into a buffer of its quoted
+		// size) beside the body and what is decoded from it: it is
+		// collected as it comes.
+		defer tightenGC()()
+	}
 	if err := decodeStrict(data, v); err != nil {
 		release()
 		return nothing, err
@@ -168,17 +176,72 @@ func (s *Server) readJSON(w http.ResponseWriter, r *http.Request, limit int64, v
 	if len(data) >= largeBody {
 		// Its bytes are garbage now that they are decoded: collected
 		// before what is decoded from them is decoded further (a file's
-		// base64), rather than beside it.
+		// base64), rather than beside it, and their pages given back,
+		// so that what the execution allocates next does not sit beside
+		// them either.
 		data = nil
-		runtime.GC()
+		debug.FreeOSMemory()
 	}
 	return release, nil
 }
 
-// largeBody is the size from which a body's garbage is collected at once:
+// largeBody is the size from which a body's garbage is collected at once,
+// its pages given back, and its decoding's garbage collected as it comes:
 // the collector's own pace lets the heap grow to twice what is live, which
-// for the largest bodies is the daemon's peak.
+// for the largest bodies is the daemon's peak, and freed pages that are
+// not given back still count in its RSS.
 const largeBody = 8 << 20
+
+// tightGCPercent is the collector's pace while a large body is decoded:
+// the heap may grow by a tenth of what is live rather than by all of it
+// (GOGC=100), so that the peak follows what is live then (the body and
+// what is decoded from it), and not twice that, the daemon's idle heap
+// included.
+const tightGCPercent = 10
+
+// gcPace counts the large bodies being decoded, which hold the collector
+// at tightGCPercent, and keeps the pace to go back to.
+var gcPace struct {
+	mu      sync.Mutex
+	n       int
+	lowered bool
+	old     int
+}
+
+// tightenGC holds the collector at tightGCPercent until the returned
+// function is called, unless it is off (GOGC=off) or already as tight.
+func tightenGC() (restore func()) {
+	gcPace.mu.Lock()
+	defer gcPace.mu.Unlock()
+	if gcPace.n == 0 {
+		gcPace.old = gcPercent()
+		if gcPace.lowered = gcPace.old > tightGCPercent; gcPace.lowered {
+			debug.SetGCPercent(tightGCPercent)
+		}
+	}
+	gcPace.n++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			gcPace.mu.Lock()
+			defer gcPace.mu.Unlock()
+			if gcPace.n--; gcPace.n == 0 && gcPace.lowered {
+				debug.SetGCPercent(gcPace.old)
+			}
+		})
+	}
+}
+
+// gcPercent is the collector's pace as GOGC or debug.SetGCPercent set it:
+// -1 when it is off.
+func gcPercent() int {
+	sample := []rtmetrics.Sample{{Name: "/gc/gogc:percent"}}
+	rtmetrics.Read(sample)
+	if sample[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 100
+	}
+	return int(int64(sample[0].Value.Uint64()))
+}
 
 // decodeStrict unmarshals one JSON value, refusing what follows it and
 // object keys that no field takes, as json.Decoder with

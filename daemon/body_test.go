@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -327,6 +328,70 @@ func TestFilesDecodedOnce(t *testing.T) {
 	for _, f := range req.Files {
 		if f.Content != "" {
 			t.Errorf("file %s still holds its text after decoding", f.Path)
+		}
+	}
+}
+
+// While a large body is decoded, the collector keeps the heap within a
+// tenth of what is live; with two at once, until both are decoded. A pace
+// set tighter, or off, is left as it is.
+func TestTightenGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	first := tightenGC()
+	if p := gcPercent(); p != tightGCPercent {
+		t.Errorf("pace %d while a body is decoded, want %d", p, tightGCPercent)
+	}
+	second := tightenGC()
+	first()
+	first() // once only
+	if p := gcPercent(); p != tightGCPercent {
+		t.Errorf("pace %d while a second body is decoded, want %d", p, tightGCPercent)
+	}
+	second()
+	if p := gcPercent(); p != 100 {
+		t.Errorf("pace %d once no body is decoded, want 100 back", p)
+	}
+	for _, pace := range []int{-1, tightGCPercent / 2} {
+		debug.SetGCPercent(pace)
+		restore := tightenGC()
+		if p := gcPercent(); p != pace {
+			t.Errorf("GOGC=%d: pace %d while a body is decoded, want it left", pace, p)
+		}
+		restore()
+		if p := gcPercent(); p != pace {
+			t.Errorf("GOGC=%d: pace %d after, want it left", pace, p)
+		}
+	}
+}
+
+// paceProbe notes the collector's pace while it is decoded.
+type paceProbe struct{ pace int }
+
+func (p *paceProbe) UnmarshalJSON([]byte) error {
+	p.pace = gcPercent()
+	return nil
+}
+
+// A large body is decoded at the tight pace, a small one at the daemon's;
+// the daemon's pace is back once the body is decoded.
+func TestLargeBodyDecodedAtTightPace(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	s := newBodyServer(t, &sandboxtest.Runtime{}, 0, nil)
+	for size, want := range map[int]int{largeBody: tightGCPercent, 1 << 10: 100} {
+		body := `"` + strings.Repeat("x", size) + `"`
+		r := httptest.NewRequest("POST", "/v1/execute", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		var probe paceProbe
+		release, err := s.readJSON(httptest.NewRecorder(), r, int64(len(body)), &probe)
+		if err != nil {
+			t.Fatalf("a body of %d bytes: %v", len(body), err)
+		}
+		release()
+		if probe.pace != want {
+			t.Errorf("a body of %d bytes decoded at pace %d, want %d", len(body), probe.pace, want)
+		}
+		if p := gcPercent(); p != 100 {
+			t.Errorf("pace %d after a body of %d bytes, want 100 back", p, len(body))
 		}
 	}
 }
