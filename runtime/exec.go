@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -31,22 +32,18 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	case <-s.oomC:
 	default:
 	}
-	type counters struct {
-		st  sandbox.Stats
-		err error
-	}
-	var beforeC chan counters
+	var before sandbox.Stats
+	var beforeErr error
+	var counted sync.WaitGroup
 	if p.Jail {
 		// A cell's counters are its own: an execution's are what changed.
 		// Without a count before, there is no usage (and the daemon does
 		// not reuse the cell). Read while the files are written: nothing
 		// runs in the cell meanwhile.
-		beforeC = make(chan counters, 1) // never waits for a reader
-		go func() {
-			st, err := s.Stats(cctx)
+		counted.Go(func() {
+			before, beforeErr = s.Stats(cctx)
 			resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
-			beforeC <- counters{st, err}
-		}()
+		})
 	}
 	if len(p.Files) > 0 {
 		if p.FilesDir == "" || p.FilesDir != filepath.Base(p.FilesDir) || p.FilesDir == ".." {
@@ -71,12 +68,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
 	}
-	var before sandbox.Stats
-	var beforeErr error
-	if beforeC != nil {
-		c := <-beforeC
-		before, beforeErr = c.st, c.err
-	}
+	counted.Wait()
 	res, err := s.agentExec(ctx, p)
 	if p.Jail && err == nil && beforeErr == nil {
 		if after, serr := s.Stats(cctx); serr == nil {

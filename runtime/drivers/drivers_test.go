@@ -325,6 +325,33 @@ func (d *driver) interrupt() {
 	}
 }
 
+// interruptCell sends code, waits until it has printed printed, then
+// interrupts it and returns its result.
+func (d *driver) interruptCell(code, printed string) Result {
+	d.t.Helper()
+	id := d.send(code)
+	readUntil(d.t, d.stdout, printed)
+	d.interrupt()
+	return d.result(id)
+}
+
+// outputStreamsLive runs code, which prints "waiting for a line" and then
+// reads a line into a variable: its output comes while it runs, before its
+// result, and the line it reads, given then, is the variable's repr, want.
+func outputStreamsLive(t *testing.T, language, code, variable, want string) {
+	d := startDriver(t, language)
+	id := d.send(code)
+	readUntil(t, d.stdout, "waiting for a line\n")
+	d.noResultYet()
+	if _, err := d.stdin.WriteString("hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.result(id); r.Error != nil {
+		t.Fatalf("error: %+v", *r.Error)
+	}
+	d.wantValue(variable, want)
+}
+
 // available returns what f holds now, without waiting: what a driver
 // wrote before the line just read is there.
 func available(t testing.TB, f *os.File) string {
@@ -352,7 +379,7 @@ func available(t testing.TB, f *os.File) string {
 }
 
 // readUntil reads f until what it read holds want.
-func readUntil(t *testing.T, f *os.File, want string) string {
+func readUntil(t testing.TB, f *os.File, want string) string {
 	t.Helper()
 	deadline := time.Now().Add(resultTimeout)
 	var out []byte

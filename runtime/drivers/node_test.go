@@ -113,17 +113,8 @@ func TestNodeOutputBeforeResult(t *testing.T) {
 }
 
 func TestNodeOutputStreamsLive(t *testing.T) {
-	d := startDriver(t, "javascript")
-	id := d.send("console.log('waiting for a line');\nconst buf = Buffer.alloc(100);\nconst line = buf.subarray(0, require('fs').readSync(0, buf)).toString()")
-	readUntil(t, d.stdout, "waiting for a line\n")
-	d.noResultYet()
-	if _, err := d.stdin.WriteString("hello\n"); err != nil {
-		t.Fatal(err)
-	}
-	if r := d.result(id); r.Error != nil {
-		t.Fatalf("error: %+v", *r.Error)
-	}
-	d.wantValue("line", "'hello\\n'")
+	outputStreamsLive(t, "javascript", "console.log('waiting for a line');\nconst buf = Buffer.alloc(100);\nconst line = buf.subarray(0, require('fs').readSync(0, buf)).toString()",
+		"line", "'hello\\n'")
 }
 
 func TestNodeDisplay(t *testing.T) {
@@ -150,10 +141,7 @@ display({mime: 'text/html', data: '<i>x</i>'}, {mime: 'image/png', data: Buffer.
 func TestNodeInterrupt(t *testing.T) {
 	d := startDriver(t, "javascript")
 	d.ok("let x = 1")
-	id := d.send("console.log('looping');\nwhile (true) {}")
-	readUntil(t, d.stdout, "looping\n")
-	d.interrupt()
-	r := d.result(id)
+	r := d.interruptCell("console.log('looping');\nwhile (true) {}", "looping\n")
 	if r.Error == nil || r.Error.Name != "Interrupted" || r.Error.Message != "Script execution was interrupted by `SIGINT`" {
 		t.Fatalf("result %+v, want Interrupted", r)
 	}
@@ -162,10 +150,7 @@ func TestNodeInterrupt(t *testing.T) {
 	// A cell that awaits forever stops being waited for. (It prints once
 	// it awaits: node may lose a SIGINT that comes as a cell's synchronous
 	// part ends.)
-	id = d.send("await null;\nconsole.log('awaiting');\nawait new Promise(() => {})")
-	readUntil(t, d.stdout, "awaiting\n")
-	d.interrupt()
-	if r := d.result(id); r.Error == nil || r.Error.Name != "Interrupted" {
+	if r := d.interruptCell("await null;\nconsole.log('awaiting');\nawait new Promise(() => {})", "awaiting\n"); r.Error == nil || r.Error.Name != "Interrupted" {
 		t.Fatalf("result %+v, want Interrupted", r)
 	}
 	d.wantValue("x + 1", "2")
@@ -193,10 +178,7 @@ func TestNodeScriptMode(t *testing.T) {
 	}
 	d.wantError("let a = 2", "SyntaxError")
 	d.wantError("await 1", "SyntaxError")
-	id = d.send("console.log('looping');\nwhile (true) {}")
-	readUntil(t, d.stdout, "looping\n")
-	d.interrupt()
-	if r := d.result(id); r.Error == nil || r.Error.Name != "Interrupted" {
+	if r := d.interruptCell("console.log('looping');\nwhile (true) {}", "looping\n"); r.Error == nil || r.Error.Name != "Interrupted" {
 		t.Fatalf("result %+v, want Interrupted", r)
 	}
 	d.wantValue("a", "1")

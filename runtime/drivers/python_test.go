@@ -91,17 +91,7 @@ func TestPythonOutputBeforeResult(t *testing.T) {
 }
 
 func TestPythonOutputStreamsLive(t *testing.T) {
-	d := startDriver(t, "python")
-	id := d.send("print('waiting for a line')\nline = input()")
-	readUntil(t, d.stdout, "waiting for a line\n")
-	d.noResultYet()
-	if _, err := d.stdin.WriteString("hello\n"); err != nil {
-		t.Fatal(err)
-	}
-	if r := d.result(id); r.Error != nil {
-		t.Fatalf("error: %+v", *r.Error)
-	}
-	d.wantValue("line", "'hello'")
+	outputStreamsLive(t, "python", "print('waiting for a line')\nline = input()", "line", "'hello'")
 }
 
 func TestPythonDisplay(t *testing.T) {
