@@ -151,10 +151,12 @@ type daemonOpts struct {
 type daemonProc struct {
 	sock, state, ns string
 	cmd             *exec.Cmd
-	// log is what the daemon writes, while it writes it: read it with
-	// logged, under its writer's lock.
-	log  *bytes.Buffer
-	done chan error
+	// logPath is the file the daemon writes its log to, as its standard
+	// output and error themselves: a line it wrote before it answered a
+	// request is there when the answer is (a pipe copied by a goroutine
+	// could lag behind the answer). Read it with logged.
+	logPath string
+	done    chan error
 	// stopOnce makes stop safe to call again, as a cleanup's stop after an
 	// explicit one does; kill and awaitExit count as the stop.
 	stopOnce sync.Once
@@ -184,9 +186,45 @@ func startDaemon(tb testing.TB, o daemonOpts) *daemonProc {
 		}
 		if tb.Failed() {
 			tb.Logf("sandboxd log:\n%s", d.logged())
+			// A test that failed half-way may not have deleted its
+			// sessions (its deletes can reach a daemon already stopped):
+			// what its daemon kept must not fail the suite's check for
+			// leaks as well, which is there for tests that passed.
+			if d.opts.containerd == containerdAddr && d.ns == namespaceOf(d.state) {
+				if n, err := sweepNamespace(containerdAddr, d.ns); n > 0 || err != nil {
+					tb.Logf("removed %d containers the failed test left in namespace %s: %v", n, d.ns, err)
+				}
+			}
 		}
 	})
 	return d
+}
+
+// sweepNamespace kills and deletes every container of namespace ns in the
+// containerd at addr, with its task and root: how many it removed.
+func sweepNamespace(addr, ns string) (int, error) {
+	c, err := containerd.New(addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	ctx := namespaces.WithNamespace(context.Background(), ns)
+	ctrs, err := c.Containers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	for _, ctr := range ctrs {
+		if task, err := ctr.Task(ctx, nil); err == nil {
+			if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return len(ctrs), errors.Join(errs...)
 }
 
 // launchDaemon starts sandboxd as o says, under the umask of its unit
@@ -219,21 +257,26 @@ func launchDaemon(o daemonOpts) (*daemonProc, error) {
 	}
 	args := append([]string{"--config", config, "--socket", o.sock, "--state-dir", o.state, "--namespace", o.namespace, "--containerd", o.containerd}, o.args...)
 	argv := append(slices.Clip(o.launcher), append([]string{"/bin/sh", "-c", `umask 077 && exec "$0" "$@"`, filepath.Join(binDir, "sandboxd")}, args...)...)
-	d := &daemonProc{sock: o.sock, state: o.state, ns: o.namespace, log: &bytes.Buffer{}, done: make(chan error, 1), opts: o}
+	// The logs outlive the tests' directories: TestMain reads them all for
+	// race reports.
+	logDir := filepath.Join(suiteDir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return nil, err
+	}
+	logFile, err := os.CreateTemp(logDir, "sandboxd-*.log")
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	d := &daemonProc{sock: o.sock, state: o.state, ns: o.namespace, logPath: logFile.Name(), done: make(chan error, 1), opts: o}
 	d.cmd = exec.Command(argv[0], argv[1:]...)
 	d.cmd.Env = append(os.Environ(), o.env...)
-	pr, pw := io.Pipe()
-	d.cmd.Stdout, d.cmd.Stderr = pw, pw
-	logged := make(chan struct{})
-	go func() {
-		io.Copy(lockedWriter{d.log}, pr)
-		close(logged)
-	}()
+	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	if err := startProc(d.cmd); err != nil {
 		return nil, err
 	}
-	watchForRaces(d.log)
-	go func() { err := d.cmd.Wait(); pw.Close(); <-logged; d.done <- err }()
+	watchForRaces(d.logPath)
+	go func() { d.done <- d.cmd.Wait() }()
 	if o.noWait {
 		return d, nil
 	}
@@ -255,7 +298,10 @@ func launchDaemon(o daemonOpts) (*daemonProc, error) {
 }
 
 // logged is what the daemon has written so far.
-func (d *daemonProc) logged() string { return lockedString(d.log) }
+func (d *daemonProc) logged() string {
+	b, _ := os.ReadFile(d.logPath)
+	return string(b)
+}
 
 // pid is the daemon's process id.
 func (d *daemonProc) pid() int { return d.cmd.Process.Pid }

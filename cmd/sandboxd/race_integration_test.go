@@ -3,7 +3,6 @@
 package main_test
 
 import (
-	"bytes"
 	"os"
 	"strings"
 	"sync"
@@ -22,15 +21,15 @@ var raceDaemon = os.Getenv("SANDBOXD_RACE") == "1"
 // whether or not the test stopped its daemon and looked.
 var raceLogs struct {
 	sync.Mutex
-	bufs []*bytes.Buffer
+	paths []string
 }
 
-// watchForRaces adds the output of a sandboxd, filled by a lockedWriter,
-// to those TestMain checks for race reports.
-func watchForRaces(b *bytes.Buffer) {
+// watchForRaces adds the log file of a sandboxd to those TestMain checks
+// for race reports.
+func watchForRaces(path string) {
 	raceLogs.Lock()
 	defer raceLogs.Unlock()
-	raceLogs.bufs = append(raceLogs.bufs, b)
+	raceLogs.paths = append(raceLogs.paths, path)
 }
 
 // racesReported are the race reports in the outputs of the daemons.
@@ -38,8 +37,9 @@ func racesReported() []string {
 	raceLogs.Lock()
 	defer raceLogs.Unlock()
 	var races []string
-	for _, b := range raceLogs.bufs {
-		races = append(races, racesIn(lockedString(b))...)
+	for _, path := range raceLogs.paths {
+		log, _ := os.ReadFile(path)
+		races = append(races, racesIn(string(log))...)
 	}
 	return races
 }
