@@ -8,6 +8,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,6 +127,13 @@ const regexProgram = `#include <iostream>
 int main() { std::cout << std::regex_match("aab", std::regex("a+b")) << "\n"; }
 `
 
+// bigLiteralProgram needs about 200 MiB to compile (a slice literal of
+// 200,000 elements), which the compiler allocates fast: a limit far below
+// is reached at once. (A program the compiler needs just over the limit
+// for, such as hello world in go at 20 MiB, can run for seconds first, the
+// compiler's own text evicted and read again at every step.)
+var bigLiteralProgram = "package main\n\nvar a = []int{" + strings.Repeat("1,", 200000) + "}\n\nfunc main() { println(len(a)) }\n"
+
 // A compiler that the kernel's OOM killer ended is oom_killed, in phase
 // compile, not a compile_error. Under runc, g++ itself exits 1 ("Killed
 // signal terminated program cc1plus"), and so does go build when its
@@ -137,9 +146,14 @@ func TestCompileOOM(t *testing.T) {
 	forEachRuntime(t, func(t *testing.T, rt string, ctl []string) {
 		for _, tc := range []struct{ lang, code string }{
 			{"cpp", regexProgram},
-			{"go", "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hi\") }\n"},
+			{"go", bigLiteralProgram},
 		} {
-			args := append([]string{"-l", tc.lang, "--memory", "20m", "-c", tc.code}, ctl...)
+			// In a file: the go program is longer than an argument may be.
+			file := filepath.Join(t.TempDir(), "main."+tc.lang)
+			if err := os.WriteFile(file, []byte(tc.code), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"-l", tc.lang, "--memory", "20m", "-c", file}, ctl...)
 			res, code := ctlJSON(t, args...)
 			if res.Status != api.StatusOOMKilled || !res.OOMKilled || res.Phase != api.PhaseCompile || res.Signal != "SIGKILL" ||
 				res.ExitCode != 137 || res.Message != "the compiler reached the memory limit" || code != 137 {

@@ -141,9 +141,11 @@ func BenchmarkSoak(b *testing.B) {
 
 // startSoakDaemon starts a daemon of the benchmark's own, waits until its
 // pool is full, warms it with 20 runs and waits until it is idle again:
-// what is made once is in its baseline.
+// what is made once is in its baseline. Its used cells wait a second for
+// their uid's next execution (they are used without a pause during the
+// soak), so that idle means none is left, before and after.
 func startSoakDaemon(b *testing.B, args ...string) (*daemonProc, *soakMonitor) {
-	d := startDaemon(b, daemonOpts{dir: testDir(b, "sbxq"), args: args})
+	d := startDaemon(b, daemonOpts{dir: testDir(b, "sbxq"), config: "[pool]\nidle = \"1s\"\n", args: args})
 	m := &soakMonitor{sock: d.sock, pid: d.pid(), c: keptClient(d.sock)}
 	m.waitIdle(b)
 	warm := keptClient(d.sock)
@@ -504,15 +506,17 @@ func (m *soakMonitor) rss(b *testing.B) int64 {
 	return procStatusKB(b, m.pid, "VmRSS")
 }
 
-// waitIdle waits until nothing runs or waits and the default pool is full
-// (every teardown is over then, as a run slot is held until its teardown
-// ends), and then until the daemon's goroutines settle.
+// waitIdle waits until nothing runs or waits, no used cell waits for its
+// uid and the default pool is full (every teardown is over then, as a run
+// slot is held until its teardown ends), and then until the daemon's
+// goroutines settle.
 func (m *soakMonitor) waitIdle(b *testing.B) {
 	pool := m.mustMetric(b, "sandboxd_pool_target")
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		info := m.info(b)
-		if info.Running == 0 && info.Queued == 0 && m.mustMetric(b, "sandboxd_pool_ready") >= pool {
+		if info.Running == 0 && info.Queued == 0 && m.mustMetric(b, "sandboxd_pool_ready") >= pool &&
+			m.mustMetric(b, "sandboxd_cells_idle") == 0 {
 			waitSettled(func() float64 { return m.mustMetric(b, "go_goroutines") })
 			return
 		}
