@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -31,10 +33,18 @@ type agentConn struct {
 	// every request waits for it, so that requests keep their order.
 	apartMu sync.Mutex
 	apart   chan struct{}
-	in      *io.PipeWriter
-	out     *io.PipeReader
-	frames  chan agentproto.Frame
-	stderr  *bytes.Buffer // the agent's own complaints
+	// in takes requests: the agent's stdin, or its socket once useSocket.
+	in     io.Writer
+	stdin  *io.PipeWriter
+	stdout *io.PipeReader
+	socket *net.UnixConn // nil: stdio
+	frames chan agentproto.Frame
+	// decoders counts those that pass frames on; the last to end closes
+	// frames.
+	decoders atomic.Int32
+	stderr   *bytes.Buffer // the agent's own complaints
+	log      *slog.Logger
+	id       string
 	// closed ends the decoder, even while it waits for a reader of frames.
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -43,44 +53,76 @@ type agentConn struct {
 func newAgentConn(log *slog.Logger, id string) (*agentConn, io.Reader, io.Writer, io.Writer) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	a := &agentConn{in: inW, out: outR, frames: make(chan agentproto.Frame, 256), stderr: &bytes.Buffer{}, closed: make(chan struct{})}
+	a := &agentConn{in: inW, stdin: inW, stdout: outR, frames: make(chan agentproto.Frame, 256), stderr: &bytes.Buffer{},
+		log: log, id: id, closed: make(chan struct{})}
+	a.decoders.Add(1)
 	go func() {
-		defer close(a.frames)
-		br := bufio.NewReaderSize(outR, 256<<10)
-		for {
-			line, err := br.ReadBytes('\n')
-			if err != nil {
-				if err != io.EOF && err != io.ErrClosedPipe && !errors.Is(err, errAgentGone) {
-					log.Warn("agent stream", "container_id", id, "err", err)
-				}
-				outR.CloseWithError(err)
-				return
-			}
-			var f agentproto.Frame
-			if err := json.Unmarshal(line, &f); err != nil {
-				// Only a frame that an earlier daemon read in part, before
-				// this one attached: the sync that follows skips it.
-				log.Debug("agent frame skipped", "container_id", id, "err", err)
-				continue
-			}
-			select {
-			case a.frames <- f:
-			case <-a.closed:
-				return
-			}
-		}
+		defer a.decoded()
+		outR.CloseWithError(a.decode(outR))
 	}()
 	return a, inR, outW, &lockedBuffer{b: a.stderr}
 }
 
+// useSocket makes c, a connection to the agent's socket (dialAgent), the
+// channel: requests go there and frames come from there. Call it before
+// the first request.
+func (a *agentConn) useSocket(c *net.UnixConn) {
+	a.socket, a.in = c, c
+	if a.decoders.Add(1) == 1 {
+		// stdout has ended, and frames with it: the agent is gone.
+		a.decoders.Add(-1)
+		return
+	}
+	go func() {
+		defer a.decoded()
+		a.decode(c)
+	}()
+}
+
+func (a *agentConn) decoded() {
+	if a.decoders.Add(-1) == 0 {
+		close(a.frames)
+	}
+}
+
+// decode passes the frames read from r on to a.frames, until r ends or the
+// connection is closed; it returns why it stopped.
+func (a *agentConn) decode(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 256<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if err != nil {
+			if err != io.EOF && err != io.ErrClosedPipe && !errors.Is(err, errAgentGone) && !errors.Is(err, net.ErrClosed) {
+				a.log.Warn("agent stream", "container_id", a.id, "err", err)
+			}
+			return err
+		}
+		var f agentproto.Frame
+		if err := json.Unmarshal(line, &f); err != nil {
+			// Only a frame that an earlier daemon read in part, before
+			// this one attached: the sync that follows skips it.
+			a.log.Debug("agent frame skipped", "container_id", a.id, "err", err)
+			continue
+		}
+		select {
+		case a.frames <- f:
+		case <-a.closed:
+			return errAgentGone
+		}
+	}
+}
+
 // close ends both directions: a write to the agent fails, the copy of its
 // output into the decoder fails (so the task's IO can be waited for), and
-// the decoder returns. Nothing of the connection outlives its sandbox.
+// the decoders return. Nothing of the connection outlives its sandbox.
 func (a *agentConn) close() {
 	a.closeOnce.Do(func() {
 		close(a.closed)
-		a.in.CloseWithError(errAgentGone)
-		a.out.CloseWithError(errAgentGone)
+		a.stdin.CloseWithError(errAgentGone)
+		a.stdout.CloseWithError(errAgentGone)
+		if a.socket != nil {
+			a.socket.Close()
+		}
 	})
 }
 

@@ -89,6 +89,9 @@ type Client struct {
 	bases       map[string]imageBase
 	// ociRuntimes are the runc shim's options for each OCI runtime but runc.
 	ociRuntimes map[string]*options.Options
+	// noAgentSocket logs once that cells' agents cannot be reached on
+	// their socket here.
+	noAgentSocket sync.Once
 }
 
 // New connects to containerd and prepares the root filesystem.

@@ -59,6 +59,8 @@ func withJails(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.
 	m, _ := json.Marshal(masked)
 	r, _ := json.Marshal(readOnly)
 	s.Annotations[annotationProcMasked], s.Annotations[annotationProcReadOnly] = string(m), string(r)
+	// Its agent takes sandboxd's connection on its socket (dialAgent).
+	s.Process.Env = append(s.Process.Env, agentproto.ChannelEnv+"=1")
 	// An allow rule without conditions: clone with namespace flags too.
 	s.Linux.Seccomp.Syscalls = append(s.Linux.Seccomp.Syscalls, specs.LinuxSyscall{Names: jailSyscalls, Action: specs.ActAllow})
 	return nil

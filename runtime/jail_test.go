@@ -7,11 +7,14 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // A cell's spec is a sandbox's but for what building jails needs: /proc
-// unmasked (its masks carried to the jails), and one more seccomp rule for
-// the agent, allowing mount, umount2, pivot_root and clone with any flags.
+// unmasked (its masks carried to the jails), one more seccomp rule for
+// the agent, allowing mount, umount2, pivot_root and clone with any flags,
+// and the agent told to listen for sandboxd's channel.
 // Anything else that differs fails this test.
 func TestCellSpecDiffersOnlyForJails(t *testing.T) {
 	c := testSpecConfig()
@@ -48,6 +51,11 @@ func TestCellSpecDiffersOnlyForJails(t *testing.T) {
 		!slices.Equal(extra[0].Names, []string{"mount", "umount2", "pivot_root", "clone"}) {
 		t.Errorf("the cell's seccomp rules beyond the sandbox's: %+v", extra)
 	}
+	// Its agent is told to take sandboxd's connection on its socket.
+	if want := append(slices.Clone(plain.Process.Env), agentproto.ChannelEnv+"=1"); !slices.Equal(cell.Process.Env, want) {
+		t.Errorf("the cell's environment %q, want the sandbox's and the channel's %q", cell.Process.Env, want)
+	}
+	cell.Process.Env = plain.Process.Env
 	// The rest is the same, field for field.
 	for _, s := range []*specs.Spec{plain, cell} {
 		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths, s.Linux.Seccomp, s.Annotations = nil, nil, nil, nil

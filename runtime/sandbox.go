@@ -202,8 +202,24 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 	}
 	s.procSpec = *sp.Process
 	s.jail = jailOf(sp, cfg.Limits.TmpfsBytes)
+	if s.jail != nil {
+		s.connectAgent(ctx)
+	}
 	s.prepareJail()
 	return s, nil
+}
+
+// connectAgent makes a cell's agent socket its channel, rather than its
+// stdio through containerd's shim; where that cannot be, stdio stays.
+func (s *Sandbox) connectAgent(ctx context.Context) {
+	c, err := dialAgent(ctx, s.task.Pid())
+	if err != nil {
+		s.c.noAgentSocket.Do(func() {
+			s.c.log.Info("cells' agents are driven through stdio", "reason", err)
+		})
+		return
+	}
+	s.agent.useSocket(c)
 }
 
 // watch notes when the sandbox's PID 1 is gone.

@@ -19,7 +19,7 @@ import (
 )
 
 // The agent protocol, one JSON object per line on PID 1's stdin and
-// stdout. sandboxd writes a request; the agent answers with output frames
+// stdout, or in a cell on its socket (channel). sandboxd writes a request; the agent answers with output frames
 // and one exit frame. A kill request ends the running program early; a
 // sync request is answered once everything before it is.
 //
@@ -99,7 +99,8 @@ func (a *agent) send(f agentproto.Frame) {
 	a.out.Encode(f)
 }
 
-// runAgent is PID 1 of sandboxes that sandboxd drives through stdio.
+// runAgent is PID 1 of sandboxes that sandboxd drives through stdio, or a
+// cell's socket (channel).
 func runAgent() {
 	// Same-user processes may not read or write this process's memory or
 	// open its file descriptors through /proc.
@@ -120,10 +121,12 @@ func runAgent() {
 			}
 		}
 	}()
-	a := &agent{out: json.NewEncoder(os.Stdout), waits: map[int]chan syscall.WaitStatus{}}
+	a := &agent{waits: map[int]chan syscall.WaitStatus{}}
 	go a.reap(chld)
+	src, in, out := agentChannel()
+	a.out = json.NewEncoder(out)
 	reqs := make(chan agentproto.Request)
-	go a.read(os.Stdin, requestStall, reqs)
+	go a.read(src, in, reqs)
 	for req := range reqs {
 		switch {
 		case req.Exit:
@@ -170,16 +173,14 @@ func runAgent() {
 // whose files stop coming (its daemon died while writing it), is skipped:
 // reading goes on at the next line, where a daemon that attaches anew
 // starts with a newline and a sync request.
-func (a *agent) read(f *os.File, stall time.Duration, reqs chan<- agentproto.Request) {
+func (a *agent) read(src *stallReader, in *bufio.Reader, reqs chan<- agentproto.Request) {
 	defer close(reqs)
-	stdin := newStallReader(f, stall)
-	in := bufio.NewReaderSize(stdin, 1<<20)
 	for {
 		req, err := agentproto.ReadRequestLine(in)
 		if err == nil && len(req.Files) > 0 {
-			stdin.arm(true)
+			src.arm(true)
 			err = agentproto.ReadFiles(in, &req)
-			stdin.arm(false)
+			src.arm(false)
 		}
 		switch {
 		case err == nil:
@@ -200,10 +201,13 @@ func (a *agent) read(f *os.File, stall time.Duration, reqs chan<- agentproto.Req
 // torn by its daemon's death.
 const requestStall = 10 * time.Second
 
-// stallReader reads the agent's stdin, bounding each read by stall while
-// armed. Where stdin cannot take a deadline, reads are unbounded.
+// stallReader reads the agent's channel, bounding each read by stall
+// while armed. Where stdin cannot take a deadline, reads are unbounded.
 type stallReader struct {
-	f     *os.File
+	f interface {
+		io.Reader
+		SetReadDeadline(time.Time) error
+	}
 	stall time.Duration
 	armed bool
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -48,7 +49,8 @@ func TestReadSkipsTornRequests(t *testing.T) {
 	out := &syncBuffer{}
 	a := &agent{out: json.NewEncoder(out)}
 	reqs := make(chan agentproto.Request)
-	go a.read(r, requestStall, reqs)
+	src := newStallReader(r, requestStall)
+	go a.read(src, bufio.NewReaderSize(src, 1<<20), reqs)
 	next := func() agentproto.Request {
 		t.Helper()
 		select {

@@ -3,9 +3,14 @@
 package main_test
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/sandboxd/sandboxd/daemon/api"
 )
@@ -99,25 +104,78 @@ print('unshare', libc.unshare(0x20000), ctypes.get_errno())                     
 "
 echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo "wrote /proc/sys"
 for fd in 3 4 5; do [ -e /proc/$$/fd/$fd ] && echo "inherited fd $fd"; done
+grep -q sandboxd-agent /proc/net/unix && echo "the agent's socket is listed"
+python3 -c "
+import socket
+try:
+    socket.socket(socket.AF_UNIX).connect('\0sandboxd-agent'); print('reached the agent')
+except OSError as e:
+    print('agent socket', e.errno)
+"
 id -u; grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t ' ' '
 for sig in $(seq 1 31) $(seq 34 64); do kill -$sig 1 2>/dev/null; done; sleep 0.2
 kill -0 1 && echo "init survived"
 `})
 	out := res.Stdout
-	for _, want := range []string{"init sandboxd-jail ", "clone -1 1\n", "unshare -1 1\n", "\n65534\n",
+	for _, want := range []string{"init sandboxd-jail ", "clone -1 1\n", "unshare -1 1\n", "\n65534\n", "agent socket 111\n",
 		"CapEff: 0000000000000000", "CapPrm: 0000000000000000", "CapBnd: 0000000000000000", "CapAmb: 0000000000000000", "NoNewPrivs: 1", "Seccomp: 2",
 		"init survived"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "allowed:") || strings.Contains(out, "wrote /proc/sys") || strings.Contains(out, "inherited fd") {
+	if strings.Contains(out, "allowed:") || strings.Contains(out, "wrote /proc/sys") || strings.Contains(out, "inherited fd") ||
+		strings.Contains(out, "agent's socket") || strings.Contains(out, "reached the agent") {
 		t.Errorf("a wall let the program through:\n%s", out)
 	}
 	// The program's jail init is the only other process it sees; the
 	// agent and the cell are out of sight.
 	if lines := strings.Split(out, "\n"); len(lines) < 2 || lines[1] != "2" {
 		t.Errorf("processes seen in /proc (the init, the shell): %q", out)
+	}
+}
+
+// TestCellAgentSocket: sandboxd drives a cell's agent on the agent's
+// abstract socket, in the cell's network namespace: one connection there,
+// and no listener left once it is made. (TestJailWalls: a jail cannot
+// reach it.)
+func TestCellAgentSocket(t *testing.T) {
+	d := cellDaemon(t, 50)
+	if res := mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: "echo ran"}); res.Stdout != "ran\n" {
+		t.Fatalf("%+v", res)
+	}
+	c, err := containerd.New(containerdAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := namespaces.WithNamespace(context.Background(), d.ns)
+	ctrs, err := c.Containers(ctx)
+	if err != nil || len(ctrs) != 1 {
+		t.Fatalf("the cell: %v %v", ctrs, err)
+	}
+	task, err := ctrs[0].Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unixSockets, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", task.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Num RefCount Protocol Flags Type St Inode Path: St 03 is connected,
+	// Flags 00010000 listening.
+	var agent []string
+	for _, line := range strings.Split(string(unixSockets), "\n") {
+		if f := strings.Fields(line); len(f) == 8 && f[7] == "@sandboxd-agent" {
+			agent = append(agent, "flags "+f[3]+" state "+f[5])
+		}
+	}
+	if len(agent) != 1 || agent[0] != "flags 00000000 state 03" {
+		t.Errorf("the agent's sockets in the cell: %q, want one connection and no listener", agent)
+	}
+	// The channel serves: files, another run.
+	if res := mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: "cat /workspace/f", Files: []api.File{{Path: "f", Content: "given"}}}); res.Stdout != "given" {
+		t.Errorf("a file through the socket: %+v", res)
 	}
 }
 

@@ -1,6 +1,7 @@
 // Package agentproto is the protocol between sandboxd and sandboxd-init,
 // its agent as PID 1 of each sandbox: JSON lines, requests on the agent's
-// stdin and frames back on its stdout. A request's files follow its line
+// stdin and frames back on its stdout (in a cell, both on a socket:
+// ChannelName). A request's files follow its line
 // raw, in order, their sizes given in the line: neither side holds them
 // in base64 (WriteRequest, ReadRequest).
 //
@@ -131,6 +132,18 @@ type Jail struct {
 	// them again.
 	Binds []string `json:"binds,omitempty"`
 }
+
+// A cell's agent (ChannelEnv set to "1" in its environment) also listens
+// on an abstract Unix socket, ChannelName, which only its sandbox's network
+// namespace holds (a jail has its own): sandboxd connects there, from
+// outside the sandbox, to speak this protocol without the round trips
+// through containerd's shim that stdio takes. Whichever comes first, a
+// connection or a request on stdin, is the channel for the agent's life;
+// the listener is closed then.
+const (
+	ChannelEnv  = "SANDBOXD_AGENT_CHANNEL"
+	ChannelName = "@sandboxd-agent"
+)
 
 // The classes of a file operation's failure.
 const (
