@@ -200,13 +200,21 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 	if err != nil {
 		return nil, fmt.Errorf("spec %s: %w", cfg.ID, err)
 	}
-	s.procSpec = *sp.Process
+	s.procSpec = programSpec(sp.Process)
 	s.jail = jailOf(sp, cfg.Limits.TmpfsBytes)
 	if s.jail != nil {
 		s.connectAgent(ctx)
 	}
 	s.prepareJail()
 	return s, nil
+}
+
+// programSpec is what a sandbox's programs get of its PID 1's process
+// spec: all of it, but what is said to the agent alone.
+func programSpec(p *specs.Process) specs.Process {
+	ps := *p
+	ps.Env = slices.DeleteFunc(slices.Clone(p.Env), func(kv string) bool { return strings.HasPrefix(kv, agentproto.ChannelEnv+"=") })
+	return ps
 }
 
 // connectAgent makes a cell's agent socket its channel, rather than its
@@ -342,7 +350,7 @@ func (s *Sandbox) attach(ctx context.Context) error {
 		close(s.dead)
 		return fmt.Errorf("spec %s: %w", s.id, err)
 	}
-	s.procSpec = *sp.Process
+	s.procSpec = programSpec(sp.Process)
 	agent, stdin, stdout, stderr := newAgentConn(s.c.log, s.id)
 	task, err := s.ctr.Task(ctx, cio.NewAttach(cio.WithStreams(stdin, stdout, stderr)))
 	if err == nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"time"
 
@@ -27,21 +26,22 @@ func agentChannel() (src *stallReader, in *bufio.Reader, out io.Writer) {
 // peer that trusted accepts: whichever brings a request first. The socket
 // is in the cell's network namespace, where no program runs (each jail
 // has its own), and it is closed once the choice is made: no one can
-// connect later.
-func channel(stdinFile *os.File, stdout io.Writer, name string, stall time.Duration, trusted func(*net.UnixConn) bool) (src *stallReader, in *bufio.Reader, out io.Writer) {
+// connect later. (Sockets through x/sys/unix, not package net: the agent
+// stays small.)
+func channel(stdinFile *os.File, stdout io.Writer, name string, stall time.Duration, trusted func(*os.File) bool) (src *stallReader, in *bufio.Reader, out io.Writer) {
 	stdin := newStallReader(stdinFile, stall)
 	stdinBuf := bufio.NewReaderSize(stdin, 1<<20)
 	if name == "" {
 		return stdin, stdinBuf, stdout
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
+	ln, err := listenAbstract(name)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sandboxd-init: stdio only:", err)
 		return stdin, stdinBuf, stdout
 	}
 	defer ln.Close()
 	type conn struct {
-		c   *net.UnixConn
+		c   *os.File
 		src *stallReader
 		in  *bufio.Reader
 	}
@@ -50,7 +50,7 @@ func channel(stdinFile *os.File, stdout io.Writer, name string, stall time.Durat
 	conns := make(chan conn, 1)
 	go func() {
 		for {
-			c, err := ln.AcceptUnix()
+			c, err := accept(ln)
 			if err != nil {
 				return // closed
 			}
@@ -86,10 +86,49 @@ func channel(stdinFile *os.File, stdout io.Writer, name string, stall time.Durat
 	}
 }
 
+// listenAbstract listens on the abstract Unix socket name ("@…"), in
+// non-blocking mode, so that Go's poller waits on it and a close ends an
+// accept.
+func listenAbstract(name string) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := unix.Listen(fd, 4); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+// accept waits for a connection on ln, until ln is closed.
+func accept(ln *os.File) (*os.File, error) {
+	raw, err := ln.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var fd int
+	var acceptErr error
+	if err := raw.Read(func(lfd uintptr) bool {
+		fd, _, acceptErr = unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		return acceptErr != unix.EAGAIN
+	}); err != nil {
+		return nil, err
+	}
+	if acceptErr != nil {
+		return nil, acceptErr
+	}
+	return os.NewFile(uintptr(fd), "sandboxd"), nil
+}
+
 // fromOutside reports whether c's peer is outside this sandbox's PID
 // namespace, as sandboxd is: the kernel gives pid 0 for a process this
 // namespace cannot name.
-func fromOutside(c *net.UnixConn) bool {
+func fromOutside(c *os.File) bool {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return false

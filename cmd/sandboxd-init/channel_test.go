@@ -23,7 +23,7 @@ type chosen struct {
 
 // startChannel runs channel on a pipe as stdin and a socket name of the
 // test's own, as a cell's agent does; trusted decides on each peer.
-func startChannel(t *testing.T, trusted func(*net.UnixConn) bool) (name string, stdin *os.File, stdout io.Writer, got <-chan chosen) {
+func startChannel(t *testing.T, trusted func(*os.File) bool) (name string, stdin *os.File, stdout io.Writer, got <-chan chosen) {
 	t.Helper()
 	r, w := blockingPipe(t)
 	name = fmt.Sprintf("@sandboxd-agent-test-%d-%d", os.Getpid(), time.Now().UnixNano())
@@ -98,7 +98,7 @@ func refused(name string) bool {
 }
 
 func TestChannelTakesTheSocketThatBringsARequest(t *testing.T) {
-	name, stdin, _, got := startChannel(t, func(*net.UnixConn) bool { return true })
+	name, stdin, _, got := startChannel(t, func(*os.File) bool { return true })
 	conn, err := net.Dial("unix", name)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestChannelTakesTheSocketThatBringsARequest(t *testing.T) {
 	if c.req.Sync != "on the socket" {
 		t.Fatalf("first request %+v", c.req)
 	}
-	if _, ok := c.out.(*net.UnixConn); !ok {
+	if _, ok := c.out.(*os.File); !ok {
 		t.Errorf("frames go to %T, not the connection", c.out)
 	}
 	if !refused(name) {
@@ -119,7 +119,7 @@ func TestChannelTakesTheSocketThatBringsARequest(t *testing.T) {
 }
 
 func TestChannelTakesStdinWhenItComesFirst(t *testing.T) {
-	name, stdin, stdout, got := startChannel(t, func(*net.UnixConn) bool { return true })
+	name, stdin, stdout, got := startChannel(t, func(*os.File) bool { return true })
 	request(t, stdin, "on stdin")
 	c := await(t, got)
 	if c.req.Sync != "on stdin" || c.out != stdout {
@@ -131,7 +131,7 @@ func TestChannelTakesStdinWhenItComesFirst(t *testing.T) {
 }
 
 func TestChannelRefusesUntrustedPeers(t *testing.T) {
-	name, stdin, stdout, got := startChannel(t, func(*net.UnixConn) bool { return false })
+	name, stdin, stdout, got := startChannel(t, func(*os.File) bool { return false })
 	conn, err := net.Dial("unix", name)
 	if err != nil {
 		t.Fatal(err)

@@ -51,8 +51,8 @@ func TestSocketInUse(t *testing.T) {
 
 // TestManagedContainerdAndCrashRecovery runs a daemon with its own managed
 // containerd, kills it in the middle of an execution, and checks that the
-// next start removes what the crash left and that a clean stop leaves
-// nothing running.
+// execution's program ends with it, that the next start removes the
+// sandboxes the crash left, and that a clean stop leaves nothing running.
 func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 	d := startDaemon(t, daemonOpts{dir: testDir(t, "sbxm"), containerd: "managed"})
 	sock, state := d.sock, d.state
@@ -76,19 +76,24 @@ func TestManagedContainerdAndCrashRecovery(t *testing.T) {
 	waitPoolFull(t, sock)
 	crashed, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
 	d.kill()
-	// The sandbox outlives the crash (it lives under its shim): the
-	// restart must clean it up, or this test checks nothing.
-	if !pgrep("sleep 4250") {
-		t.Fatal("the sandbox died with the daemon: the restart's clean-up is not exercised")
+	// The execution's program does not outlive its daemon: it ran in a
+	// cell, whose agent ends the run when its channel to sandboxd ends.
+	if !waitFor(10*time.Second, func() bool { return !pgrep("sleep 4250") }) {
+		t.Error("the execution's program outlived its daemon")
+	}
+	// The sandboxes do (they live under their shims): the restart must
+	// clean them up, or this test checks nothing.
+	if len(shimsOf(info.ContainerdAddress, d.ns)) == 0 {
+		t.Fatal("the sandboxes died with the daemon: the restart's clean-up is not exercised")
 	}
 
 	d = d.restart(t)
-	if pgrep("sleep 4250") {
-		t.Errorf("the sandbox of the crashed daemon still runs")
-	}
 	for _, e := range crashed {
 		if _, err := os.Stat(filepath.Join(state, "sandboxes", e.Name())); err == nil {
 			t.Errorf("files of the crashed daemon's sandbox %s remain", e.Name())
+		}
+		if containerExistsIn(t, info.ContainerdAddress, d.ns, e.Name()) {
+			t.Errorf("the crashed daemon's sandbox %s remains in containerd", e.Name())
 		}
 	}
 	if len(crashed) == 0 {
