@@ -505,10 +505,12 @@ size = 0
 	// (2x, until the bytes are collected), or later the files decoded
 	// from base64 and the runtime's JSON of them for the sandbox's agent,
 	// base64 again, in json's growing buffer. Go's collector lets the
-	// heap reach twice what was live at its last cycle (GOGC=100), and a
-	// body's garbage is collected while the next one is read: 2 x 2.5
-	// and some for the timing of cycles, 8 x the body. Two bodies at a
-	// time go over it (docs/performance.md has the figures).
+	// heap reach twice what was live at its last cycle (GOGC=100; the
+	// daemon decodes a body of 8 MiB or more at GOGC=10, which keeps it
+	// lower still), and a body's garbage is collected while the next one
+	// is read: 2 x 2.5 and some for the timing of cycles, 8 x the body.
+	// Two bodies at a time go over it (docs/performance.md has the
+	// figures).
 	bound := idle + 8*largest
 	t.Logf("largest valid body %.1f MiB; daemon RSS idle %.1f MiB (peak so far %.1f MiB); peak with %d bodies over the cap and %d of the largest valid size at once (%d served): %.1f MiB (+%.1f MiB), bound %.1f MiB",
 		mib(largest), mib(idle), mib(idlePeak), n, n, served, mib(peak), mib(peak-idle), mib(bound))
