@@ -19,9 +19,10 @@ import (
 )
 
 // The agent protocol, one JSON object per line on PID 1's stdin and
-// stdout, or in a cell on its socket (channel). sandboxd writes a request; the agent answers with output frames
-// and one exit frame. A kill request ends the running program early; a
-// sync request is answered once everything before it is.
+// stdout, or in a cell on its socket (channel). sandboxd writes a
+// request; the agent answers with output frames and one exit frame. A kill
+// request ends the running program early; a sync request is answered once
+// everything before it is.
 //
 // Nothing here is a boundary: the agent runs as the sandbox's user, under
 // its seccomp profile and limits, and its channel reaches only sandboxd.

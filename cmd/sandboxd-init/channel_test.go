@@ -87,6 +87,17 @@ func await(t *testing.T, got <-chan chosen) chosen {
 	return chosen{}
 }
 
+// dial connects to the agent's socket name, until the test ends.
+func dial(t *testing.T, name string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("unix", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // refused reports whether a connection to name is refused: the listener
 // is gone.
 func refused(name string) bool {
@@ -99,11 +110,7 @@ func refused(name string) bool {
 
 func TestChannelTakesTheSocketThatBringsARequest(t *testing.T) {
 	name, stdin, _, got := startChannel(t, func(*os.File) bool { return true })
-	conn, err := net.Dial("unix", name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, name)
 	request(t, conn, "on the socket")
 	c := await(t, got)
 	if c.req.Sync != "on the socket" {
@@ -132,11 +139,7 @@ func TestChannelTakesStdinWhenItComesFirst(t *testing.T) {
 
 func TestChannelRefusesUntrustedPeers(t *testing.T) {
 	name, stdin, stdout, got := startChannel(t, func(*os.File) bool { return false })
-	conn, err := net.Dial("unix", name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, name)
 	// Closed by the agent, now or as soon as it sees the peer: a write
 	// may fail.
 	agentproto.WriteRequest(conn, agentproto.Request{Sync: "from inside"})
