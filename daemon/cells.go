@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,10 +45,12 @@ type cell struct {
 // an execution and the cell still serve.
 const cellMemorySlack = 32 << 20
 
-// cellPool holds the used cells waiting for their uid's next execution.
+// cellPool holds the used cells waiting for their uid's next execution,
+// and counts those serving one.
 type cellPool struct {
 	mu   sync.Mutex
 	idle map[cellKey][]*cell
+	busy map[cellKey]int
 }
 
 // cellsFor reports whether a language's programs may run in cells: one
@@ -64,8 +67,13 @@ func (s *Server) jailable(c checked, req *api.ExecuteRequest) bool {
 	return c.class.Runtime == sandbox.DefaultOCIRuntime && s.cellsFor(c.lang) && len(req.Collect) == 0
 }
 
-// takeCell returns a used cell that may serve key, or nil.
-func (s *Server) takeCell(key cellKey) *cell {
+// takeCell returns a used cell that may serve key: the most recently used
+// (its runtime's files are warm) whose next jail is built. When none is
+// built, it returns the most recently used one, whose jail the execution
+// then waits for, if wait is set or the caller holds two cells already;
+// otherwise nil, and whether the caller has a cell, so that the caller
+// may take a fresh cell from the pool instead (cellFor).
+func (s *Server) takeCell(key cellKey, wait bool) (_ *cell, building bool) {
 	now := time.Now()
 	var stale []*cell
 	defer func() {
@@ -75,21 +83,62 @@ func (s *Server) takeCell(key cellKey) *cell {
 	}()
 	s.cells.mu.Lock()
 	defer s.cells.mu.Unlock()
-	for list := s.cells.idle[key]; len(list) > 0; list = s.cells.idle[key] {
-		// The most recently used first: its runtime's files are warm.
-		c := list[len(list)-1]
-		s.cells.idle[key] = list[:len(list)-1]
+	list := s.cells.idle[key]
+	kept := list[:0]
+	for _, c := range list {
 		if !c.sb.Alive() || c.root != s.rootGen.Load() || now.Sub(c.born) > s.limits().CellMaxAge {
 			stale = append(stale, c)
-			continue
+		} else {
+			kept = append(kept, c)
 		}
+	}
+	list = kept
+	pick := -1
+	for i := len(list) - 1; i >= 0 && pick < 0; i-- {
+		if list[i].sb.JailReady() {
+			pick = i
+		}
+	}
+	if pick < 0 && len(list) > 0 && (wait || len(list)+s.cells.busy[key] >= 2) {
+		pick = len(list) - 1
+	}
+	if pick < 0 {
+		if len(list) == 0 {
+			delete(s.cells.idle, key)
+		} else {
+			s.cells.idle[key] = list
+		}
+		return nil, len(list) > 0
+	}
+	c := list[pick]
+	s.cells.idle[key] = slices.Delete(list, pick, pick+1)
+	s.cells.busy[key]++
+	return c, false
+}
+
+// cellFor returns a cell for an execution that may run in one, or nil
+// when the caller has none and the execution is to take a fresh sandbox
+// (newCell). A caller whose only cell is still building its next jail,
+// one execution right after another, gets a fresh cell from the pool if
+// one is ready there: its two cells then take turns, each building its
+// next jail while the other serves.
+func (s *Server) cellFor(key cellKey) *cell {
+	c, building := s.takeCell(key, false)
+	if c != nil || !building {
 		return c
 	}
-	return nil
+	if sb := s.takePooled(key.class, key.limits); sb != nil {
+		return s.newCell(key, sb)
+	}
+	c, _ = s.takeCell(key, true)
+	return c
 }
 
 // newCell is a fresh cell from the pool, for its first execution.
-func (s *Server) newCell(sb Sandbox) *cell {
+func (s *Server) newCell(key cellKey, sb Sandbox) *cell {
+	s.cells.mu.Lock()
+	s.cells.busy[key]++
+	s.cells.mu.Unlock()
 	return &cell{sb: sb, born: time.Now(), root: s.rootGen.Load()}
 }
 
@@ -129,6 +178,9 @@ func (s *Server) releaseCell(key cellKey, c *cell, exit sandbox.ExitResult, runE
 	c.uses++
 	why := s.reusable(c, exit, runErr)
 	s.cells.mu.Lock()
+	if s.cells.busy[key]--; s.cells.busy[key] <= 0 {
+		delete(s.cells.busy, key)
+	}
 	if why == "" && !s.cellsClosed.Load() {
 		c.idleSince = time.Now()
 		s.cells.idle[key] = append(s.cells.idle[key], c)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"syscall"
 	"testing"
 	"time"
@@ -158,5 +160,79 @@ func TestCellsOnlyForJailableExecutions(t *testing.T) {
 	runAs(t, s1, 1000, `{"language":"python","code":"1"}`)
 	if rt1.LastExec().Jail || len(rt1.Created()) != 2 {
 		t.Errorf("reuse = 1: jailed %v, %d sandboxes", rt1.LastExec().Jail, len(rt1.Created()))
+	}
+}
+
+// One execution right after another: a caller whose only cell is still
+// building its next jail gets a fresh cell from the pool, and its two
+// cells then take turns, the one whose jail is built first; a caller that
+// holds two cells already, or finds the pool empty, waits for its own.
+func TestCellsTakeTurns(t *testing.T) {
+	rt := &sandboxtest.Runtime{}
+	lim := DefaultLimits(2)
+	lim.CellReuse, lim.PoolSize = 50, 2
+	s := New(Config{Runtime: fakeRuntime{rt}, Languages: testLanguages, Limits: lim, Version: "test",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Start(ctx)
+	t.Cleanup(func() { s.Close(context.Background()); s.Wait() })
+	pooled := func() int {
+		s.pmu.Lock()
+		p := s.pools[sandboxClass{Runtime: sandbox.DefaultOCIRuntime, Cells: true}]
+		s.pmu.Unlock()
+		if p == nil {
+			return 0
+		}
+		return len(p.ready)
+	}
+	for deadline := time.Now().Add(5 * time.Second); pooled() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cells' pool did not fill")
+		}
+	}
+	// Each of the cells made so far says when it serves.
+	var served []string
+	for _, cfg := range rt.Created() {
+		if cfg.Jails {
+			id := cfg.ID
+			rt.Sandbox(id).SetExec(func(context.Context, sandbox.Process) (sandbox.ExitResult, error) {
+				served = append(served, id)
+				return sandbox.ExitResult{Clean: true, Usage: &sandbox.Stats{MemoryUsageBytes: 8 << 20}}, nil
+			})
+		}
+	}
+	run := func() string {
+		t.Helper()
+		served = served[:0:0]
+		runAs(t, s, 1000, `{"language":"python","code":"1"}`)
+		if len(served) != 1 {
+			t.Fatalf("served by %v: not by one of the first cells", served)
+		}
+		return served[0]
+	}
+	a := run()
+	rt.Sandbox(a).SetJailReady(false)
+	b := run()
+	if b == a {
+		t.Fatal("the caller's cell served while it built its jail, with a fresh one in the pool")
+	}
+	rt.Sandbox(b).SetJailReady(false)
+	rt.Sandbox(a).SetJailReady(true)
+	if got := run(); got != a {
+		t.Errorf("served by %s: not by the caller's cell whose jail is built (%s)", got, a)
+	}
+	// Both building, and the caller holds two: the last used serves, no
+	// third cell is taken.
+	rt.Sandbox(a).SetJailReady(false)
+	before := pooled()
+	if got := run(); got != a {
+		t.Errorf("served by %s: not by the caller's last cell (%s)", got, a)
+	}
+	if pooled() < before {
+		t.Error("a third cell was taken from the pool for a caller that holds two")
+	}
+	if n := s.idleCells(); n != 2 {
+		t.Errorf("%d idle cells, want the caller's two", n)
 	}
 }

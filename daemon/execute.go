@@ -65,7 +65,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	var cl *cell
 	var sb Sandbox
 	if class.Cells {
-		if cl = s.takeCell(key); cl != nil {
+		if cl = s.cellFor(key); cl != nil {
 			sb = cl.sb
 		}
 	}
@@ -85,7 +85,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 			return nil, nil, s.createErrorFor(ctx, err, c.lang)
 		}
 		if class.Cells {
-			cl = s.newCell(sb)
+			cl = s.newCell(key, sb)
 		}
 	}
 	destroy := func() { s.destroy(ctx, sb) }

@@ -209,6 +209,18 @@ func (p *pool) take(want sandbox.Limits) Sandbox {
 	}
 }
 
+// takePooled returns a ready sandbox of a class's pool, with the limits
+// wanted, or nil; it never waits.
+func (s *Server) takePooled(c sandboxClass, limits sandbox.Limits) Sandbox {
+	s.pmu.Lock()
+	p := s.pools[c]
+	s.pmu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.take(limits)
+}
+
 // check returns a sandbox taken from the pool if it is still fit to
 // serve: those made before a reload changed the limits or the host's
 // root, or dead, are destroyed.

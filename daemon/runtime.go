@@ -78,6 +78,10 @@ type Sandbox interface {
 	Stats(ctx context.Context) (sandbox.Stats, error)
 	// Alive reports whether the sandbox's PID 1 still runs.
 	Alive() bool
+	// JailReady reports whether a cell's next jail is built, so that an
+	// execution there would only hand its program over; true for a
+	// sandbox that is not a cell.
+	JailReady() bool
 	// Delete destroys the sandbox and all in it, even when ctx is done.
 	Delete(ctx context.Context) error
 }

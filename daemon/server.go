@@ -200,7 +200,7 @@ func New(cfg Config) *Server {
 		sessions:    map[string]*session{},
 		creating:    map[uint32]int{},
 		pools:       map[sandboxClass]*pool{},
-		cells:       cellPool{idle: map[cellKey][]*cell{}},
+		cells:       cellPool{idle: map[cellKey][]*cell{}, busy: map[cellKey]int{}},
 		closing:     make(chan struct{}),
 		ociRuntimes: cfg.OCIRuntimes,
 		pullImages:  cfg.PullImages,

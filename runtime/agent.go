@@ -42,6 +42,9 @@ type agentConn struct {
 	// decoders counts those that pass frames on; the last to end closes
 	// frames.
 	decoders atomic.Int32
+	// prepared is the PrepareID of the last jail the agent said it built
+	// (a Prepared frame, which goes no further).
+	prepared atomic.Uint64
 	stderr   *bytes.Buffer // the agent's own complaints
 	log      *slog.Logger
 	id       string
@@ -102,6 +105,10 @@ func (a *agentConn) decode(r io.Reader) error {
 			// Only a frame that an earlier daemon read in part, before
 			// this one attached: the sync that follows skips it.
 			a.log.Debug("agent frame skipped", "container_id", a.id, "err", err)
+			continue
+		}
+		if f.Prepared != 0 {
+			a.prepared.Store(f.Prepared)
 			continue
 		}
 		select {

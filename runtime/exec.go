@@ -97,9 +97,17 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 // now. A jail it cannot build fails that program's run instead.
 func (s *Sandbox) prepareJail() {
 	if s.jail != nil {
+		id := s.prepareID.Add(1)
 		// Apart: the execution's answer need not wait for it.
-		s.agent.sendApart(agentproto.Request{Jail: s.jail, Prepare: true})
+		s.agent.sendApart(agentproto.Request{Jail: s.jail, Prepare: true, PrepareID: id})
 	}
+}
+
+// JailReady reports whether a cell's next jail is built, so that an
+// execution would only hand its program over; always true for a sandbox
+// that is not a cell.
+func (s *Sandbox) JailReady() bool {
+	return s.jail == nil || s.agent.prepared.Load() == s.prepareID.Load()
 }
 
 // writeFiles writes files, whose names are plain file names, into dir, a

@@ -71,7 +71,9 @@ type Sandbox struct {
 	// agent runs programs and file operations through PID 1's stdio.
 	agent *agentConn
 	// jail is what a cell's programs run in; nil for other sandboxes.
-	jail *agentproto.Jail
+	// prepareID numbers the requests to build the next one ahead.
+	jail      *agentproto.Jail
+	prepareID atomic.Uint64
 	// cells numbers the cells sent to the sandbox's interpreter.
 	cells atomic.Int64
 

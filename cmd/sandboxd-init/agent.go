@@ -79,6 +79,11 @@ type child struct {
 	status  *os.File
 	program *os.File
 	jail    agentproto.Jail
+	// statusLines reads status; built is closed once its first line is
+	// in: the jail is built, or early is why it never was.
+	statusLines *bufio.Reader
+	built       chan struct{}
+	early       *jailStatus
 	// mounts holds the jail's mount namespace, whose teardown (tens of
 	// mounts) would otherwise come with its init's exit, before the run's
 	// answer: it comes when this is closed, after.
@@ -141,7 +146,7 @@ func runAgent() {
 			}
 		case req.Prepare:
 			if req.Jail != nil {
-				a.prepare(*req.Jail)
+				a.prepare(*req.Jail, req.PrepareID)
 			}
 		case len(req.Collect) > 0:
 			a.collect(req)
@@ -274,7 +279,7 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 	var err error
 	if req.Jail != nil {
 		if c = a.preparedJail(*req.Jail); c == nil {
-			c, err = a.startJail(*req.Jail)
+			c, err = a.startJail(*req.Jail, 0)
 		}
 		if err == nil {
 			c.handOver(req)
@@ -382,7 +387,7 @@ wait:
 		code = 128 + f.Signal
 	}
 	if c.status != nil {
-		st := readJailStatus(c.status, ws)
+		st := c.readJailStatus(ws)
 		code, f.Signal, f.Error = st.Exit, st.Signal, st.Error
 		f.Clean = cellClean()
 	}

@@ -58,9 +58,11 @@ type jailFile struct {
 	Size int64  `json:"size"`
 }
 
-// jailStatus is what a jail's init tells the agent, on its fd 3, once the
-// program has ended: how, or why it never started.
+// jailStatus is what a jail's init tells the agent, on its fd 3, as JSON
+// lines: that the jail is built (Built), then, once the program has ended,
+// how, or why it never started; or only the latter, when the build failed.
 type jailStatus struct {
+	Built  bool   `json:"built,omitempty"`
 	Exit   int    `json:"exit"`
 	Signal int    `json:"signal,omitempty"`
 	Error  string `json:"error,omitempty"`
@@ -72,8 +74,9 @@ type jailStatus struct {
 const jailCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET
 
 // startJail starts a jail's init, which builds j and waits for its
-// program (handOver).
-func (a *agent) startJail(j agentproto.Jail) (*child, error) {
+// program (handOver). Once it is built, a Prepared frame carrying
+// prepareID says so, unless prepareID is 0.
+func (a *agent) startJail(j agentproto.Jail, prepareID uint64) (*child, error) {
 	// A process that is not dumpable has its /proc files owned by root:
 	// the agent could not write its child's ID maps. Nothing but jails runs
 	// beside an agent that builds them, and they cannot see it.
@@ -117,6 +120,21 @@ func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 		return nil, fmt.Errorf("starting the jail: %w", err)
 	}
 	c.status, c.program, c.jail = statusR, programW, j
+	c.statusLines, c.built = bufio.NewReader(io.LimitReader(statusR, 64<<10)), make(chan struct{})
+	go func() {
+		defer close(c.built)
+		var st jailStatus
+		if readLine(c.statusLines, &st) != nil {
+			return
+		}
+		if !st.Built {
+			c.early = &st
+			return
+		}
+		if prepareID != 0 {
+			a.send(agentproto.Frame{Prepared: prepareID})
+		}
+	}()
 	// Opened while the init may still be read (it is not dumpable once
 	// built); without it, the teardown comes before the answer.
 	c.mounts, _ = os.Open("/proc/" + strconv.Itoa(c.pid) + "/ns/mnt")
@@ -129,12 +147,20 @@ func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 }
 
 // prepare builds a jail j ahead, for the next run; one built for j already
-// stays.
-func (a *agent) prepare(j agentproto.Jail) {
+// stays. Either way, id comes back in a Prepared frame once it is built.
+func (a *agent) prepare(j agentproto.Jail, id uint64) {
 	if a.next = a.preparedJail(j); a.next != nil {
+		if id != 0 {
+			go func(c *child) {
+				<-c.built
+				if c.early == nil {
+					a.send(agentproto.Frame{Prepared: id})
+				}
+			}(a.next)
+		}
 		return
 	}
-	c, err := a.startJail(j)
+	c, err := a.startJail(j, id)
 	if err != nil {
 		a.send(agentproto.Frame{Error: "preparing a jail: " + err.Error()})
 		return
@@ -188,11 +214,14 @@ func (c *child) handOver(req agentproto.Request) {
 
 // readJailStatus reads what a jail's init reported, after it exited with
 // ws: its program's end, or, when the init died first, its own.
-func readJailStatus(status *os.File, ws syscall.WaitStatus) jailStatus {
-	defer status.Close()
+func (c *child) readJailStatus(ws syscall.WaitStatus) jailStatus {
+	defer c.status.Close()
+	<-c.built
+	if c.early != nil {
+		return *c.early
+	}
 	var st jailStatus
-	b, _ := io.ReadAll(io.LimitReader(status, 64<<10))
-	if err := json.Unmarshal(b, &st); err != nil {
+	if err := readLine(c.statusLines, &st); err != nil || st.Built {
 		// No word from the init: it was killed (a timeout, or the
 		// program killed its own jail).
 		st = jailStatus{Exit: ws.ExitStatus()}
@@ -267,6 +296,8 @@ func runJail() {
 	if err := installJailFilter(); err != nil {
 		fail("seccomp", err)
 	}
+	// Built: the agent may say so to sandboxd.
+	json.NewEncoder(status).Encode(jailStatus{Built: true})
 	// Built: from here on, the jail waits for its program.
 	var prog jailProgram
 	if err := readLine(config, &prog); err != nil {

@@ -5,9 +5,11 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -233,4 +235,37 @@ func TestCellLifecycle(t *testing.T) {
 		t.Fatalf("past the pids limit: %+v", res)
 	}
 	waitUntil(t, "the cell at its pids limit destroyed", 10e9, func() bool { return destroyed("limit") == 2 })
+}
+
+// TestCellsTakeTurns: a caller's executions one at a time, with time
+// between them, stay in one cell, whose agent says when its next jail is
+// built; back to back, the next request comes while that jail is being
+// built, and the caller gets a second cell from the pool: its two cells
+// take turns, and it holds no more.
+func TestCellsTakeTurns(t *testing.T) {
+	d := startDaemon(t, daemonOpts{config: "[pool]\nsize = 2\nreuse = 50\n"})
+	waitPoolFull(t, d.sock)
+	run := func(c *http.Client, i int) {
+		t.Helper()
+		var res api.ExecuteResult
+		want := fmt.Sprintf("%d\n", i)
+		if _, err := post(c, "/v1/execute", api.ExecuteRequest{Language: "bash", Code: "echo " + want}, &res); err != nil || res.Stdout != want {
+			t.Fatalf("run %d: %v %+v", i, err, res)
+		}
+	}
+	c := keptClient(d.sock)
+	defer c.CloseIdleConnections()
+	for i := range 5 {
+		run(c, i)
+		time.Sleep(300 * time.Millisecond)
+	}
+	if n := metricValue(t, d.sock, "sandboxd_cells_idle"); n != 1 {
+		t.Errorf("%v cells after executions 300 ms apart: want one, its jail built for each", n)
+	}
+	for i := range 20 {
+		run(c, i)
+	}
+	if n := metricValue(t, d.sock, "sandboxd_cells_idle"); n != 2 {
+		t.Errorf("%v cells after executions back to back: want two that took turns", n)
+	}
 }

@@ -57,9 +57,11 @@ type Request struct {
 	// builds inside the sandbox (see Jail): a run leaves nothing behind.
 	Jail *Jail `json:"jail,omitempty"`
 	// Prepare, with Jail and without Args, builds that jail now, so that
-	// the next run in the same jail only hands its program over. It is not
-	// answered: a jail that cannot be built fails that run.
-	Prepare bool `json:"prepare,omitempty"`
+	// the next run in the same jail only hands its program over. Once the
+	// jail is built, a Prepared frame carrying PrepareID says so; a jail
+	// that cannot be built fails that run.
+	Prepare   bool   `json:"prepare,omitempty"`
+	PrepareID uint64 `json:"prepare_id,omitempty"`
 
 	// Cell, with Args (the interpreter's driver, runtime/drivers), runs
 	// code as a cell of the sandbox's long-lived interpreter, which it
@@ -97,6 +99,10 @@ type Frame struct {
 	// state is gone); Starts counts the interpreters started.
 	Lost   bool  `json:"lost,omitempty"`
 	Starts int64 `json:"starts,omitempty"`
+	// Prepared, alone in its frame, is the PrepareID of a jail built
+	// ahead and waiting for its program. It may come in the middle of
+	// another request's frames.
+	Prepared uint64 `json:"prepared,omitempty"`
 }
 
 // Cell is code for the interpreter of a session. The agent writes it to

@@ -229,6 +229,8 @@ type Sandbox struct {
 	exec    ExecFunc
 	record  sandbox.SessionRecord
 	deleted bool
+	// building: its next jail is not built yet (SetJailReady).
+	building bool
 }
 
 // ID returns the id the sandbox was created with.
@@ -305,6 +307,22 @@ func (s *Sandbox) Stats(context.Context) (sandbox.Stats, error) {
 		return s.r.Stats()
 	}
 	return sandbox.Stats{CPUNanos: 5e6, MemoryPeakBytes: 1 << 20}, nil
+}
+
+// SetJailReady says whether the sandbox's next jail is built, as a cell's
+// agent does once it has built it; a sandbox is ready until told
+// otherwise.
+func (s *Sandbox) SetJailReady(ready bool) {
+	s.r.mu.Lock()
+	s.building = !ready
+	s.r.mu.Unlock()
+}
+
+// JailReady reports what SetJailReady said last: true at first.
+func (s *Sandbox) JailReady() bool {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	return !s.building
 }
 
 // Alive reports whether the sandbox is not deleted: its PID 1 runs until
