@@ -342,6 +342,16 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 			}
 		}()
 	}
+	// A plain run ends when its process exits; a jailed one when the
+	// jail's init reports how its program ended, or exits without a word.
+	exited := c.exited
+	var report <-chan *jailStatus
+	var st *jailStatus
+	if c.status != nil {
+		r := make(chan *jailStatus, 1)
+		go func() { r <- c.reported() }()
+		exited, report = nil, r
+	}
 	// Kill requests may come while the program runs.
 	open := true
 	var syncs []string // answered after the exit frame, which they follow
@@ -349,7 +359,9 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 wait:
 	for {
 		select {
-		case ws = <-c.exited:
+		case ws = <-exited:
+			break wait
+		case st = <-report:
 			break wait
 		case next, ok := <-reqs:
 			if !ok {
@@ -375,11 +387,11 @@ wait:
 		}
 	}
 	stdinQ.close()
-	if req.Last || !open {
-		// Orphans would hold the output open; the execution is over.
+	if !open || req.Last && c.status == nil {
+		// Orphans would hold the output open; the execution is over. A
+		// jail's end with its init.
 		a.killOthers()
 	}
-	drained.Wait()
 	f := agentproto.Frame{}
 	code := ws.ExitStatus()
 	if ws.Signaled() {
@@ -387,16 +399,35 @@ wait:
 		code = 128 + f.Signal
 	}
 	if c.status != nil {
-		st := c.readJailStatus(ws)
+		if st != nil && st.Alone {
+			// Nothing but the init is left in the jail, and nothing can
+			// start there any more: the answer need not wait for the
+			// init's exit, which ends the jail.
+			drained.Wait()
+			f.Clean = cellClean(c.pid)
+		} else {
+			// What is left ends with the init.
+			ws = c.wait()
+			drained.Wait()
+			if st == nil {
+				s := killedStatus(ws)
+				st = &s
+			}
+			f.Clean = cellClean(0)
+		}
 		code, f.Signal, f.Error = st.Exit, st.Signal, st.Error
-		f.Clean = cellClean()
+	} else {
+		drained.Wait()
 	}
 	f.Exit = &code
 	a.send(f)
 	for _, id := range syncs {
 		a.send(agentproto.Frame{Sync: id})
 	}
-	if c.mounts != nil {
+	if c.status != nil {
+		// The next request waits for the jail's end.
+		c.wait()
+		c.status.Close()
 		c.mounts.Close()
 	}
 	return open

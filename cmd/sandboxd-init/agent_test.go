@@ -103,3 +103,29 @@ func TestReadSkipsTornRequests(t *testing.T) {
 		t.Fatal("reading goes on after the end of the stream")
 	}
 }
+
+// A jail's init answers at once only when it is alone: a child still
+// running, or one exited and not yet reaped, is not; once every child is
+// reaped, it is.
+func TestJailInitAlone(t *testing.T) {
+	if !alone() {
+		t.Fatal("not alone with no child")
+	}
+	pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "30"}, &syscall.ProcAttr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alone() {
+		t.Error("alone while a child runs")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(5 * time.Second); !alone(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not alone once the child was killed")
+		}
+	}
+	var ws syscall.WaitStatus
+	if _, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil); err != syscall.ECHILD {
+		t.Errorf("the killed child was not reaped: %v", err)
+	}
+}

@@ -16,6 +16,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,11 +62,13 @@ type jailFile struct {
 // jailStatus is what a jail's init tells the agent, on its fd 3, as JSON
 // lines: that the jail is built (Built), then, once the program has ended,
 // how, or why it never started; or only the latter, when the build failed.
+// Alone says that no process but the init was left in the jail then.
 type jailStatus struct {
 	Built  bool   `json:"built,omitempty"`
 	Exit   int    `json:"exit"`
 	Signal int    `json:"signal,omitempty"`
 	Error  string `json:"error,omitempty"`
+	Alone  bool   `json:"alone,omitempty"`
 }
 
 // The namespaces of a jail. The user namespace maps the sandbox's user
@@ -198,10 +201,26 @@ func (c *child) handOver(req agentproto.Request) {
 	}
 	w := c.program
 	c.program = nil
+	var line bytes.Buffer
+	json.NewEncoder(&line).Encode(prog)
+	size := line.Len()
+	for _, f := range req.Files {
+		size += len(f.Data)
+	}
+	if size <= handOverAtOnce {
+		// Within any pipe's capacity: written at once, with no goroutine
+		// to wake first. Its write fails once the init is gone: nothing
+		// waits on it.
+		for _, f := range req.Files {
+			line.Write(f.Data)
+		}
+		w.Write(line.Bytes())
+		w.Close()
+		return
+	}
 	go func() {
-		// Its write fails once the init is gone: nothing waits on it.
 		defer w.Close()
-		if err := json.NewEncoder(w).Encode(prog); err != nil {
+		if _, err := w.Write(line.Bytes()); err != nil {
 			return
 		}
 		for _, f := range req.Files {
@@ -212,41 +231,66 @@ func (c *child) handOver(req agentproto.Request) {
 	}()
 }
 
-// readJailStatus reads what a jail's init reported, after it exited with
-// ws: its program's end, or, when the init died first, its own.
-func (c *child) readJailStatus(ws syscall.WaitStatus) jailStatus {
-	defer c.status.Close()
+// handOverAtOnce is what handOver writes without a goroutine: one page,
+// which a pipe holds even when its owner's pipe quota is spent.
+const handOverAtOnce = 4096
+
+// reported waits for what a jail's init reports once its program has
+// ended; nil when the init ends without a word.
+func (c *child) reported() *jailStatus {
 	<-c.built
 	if c.early != nil {
-		return *c.early
+		return c.early
 	}
 	var st jailStatus
 	if err := readLine(c.statusLines, &st); err != nil || st.Built {
-		// No word from the init: it was killed (a timeout, or the
-		// program killed its own jail).
-		st = jailStatus{Exit: ws.ExitStatus()}
-		if ws.Signaled() {
-			st.Signal = int(ws.Signal())
-			st.Exit = 128 + st.Signal
-		}
+		return nil
+	}
+	return &st
+}
+
+// killedStatus is the status of a jail whose init exited with ws without
+// a word: it was killed (a timeout, or the program killed its own jail).
+func killedStatus(ws syscall.WaitStatus) jailStatus {
+	st := jailStatus{Exit: ws.ExitStatus()}
+	if ws.Signaled() {
+		st.Signal = int(ws.Signal())
+		st.Exit = 128 + st.Signal
 	}
 	return st
 }
 
-// cellClean reports whether no process but the agent runs in the sandbox:
-// after a jail's init exited, the kernel has killed the rest of its PID
-// namespace, and the sandbox's /proc (the agent's) shows what is left.
-func cellClean() bool {
+// cellClean reports whether no process but the agent, and the jail's init
+// of pid init when it is not 0, runs in the sandbox: the sandbox's /proc
+// (the agent's) shows the jails' processes too.
+func cellClean(init int) bool {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return false
 	}
 	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 && (init == 0 || pid != init) {
 			return false
 		}
 	}
 	return true
+}
+
+// alone reaps the init's children that have exited and reports whether
+// none is left: then nothing but the init runs in its PID namespace, and
+// nothing more can start there.
+func alone() bool {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		switch {
+		case err == syscall.EINTR || err == nil && pid > 0:
+		case err == syscall.ECHILD:
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // runJail is the agent re-executed as a jail's init, PID 1 of the jail.
@@ -282,6 +326,9 @@ func runJail() {
 		report(jailStatus{Exit: 127, Error: step + ": " + err.Error()})
 		os.Exit(1)
 	}
+	// Read in blocking mode: the kernel wakes this thread when the
+	// program comes, rather than Go's poller another that hands over.
+	unix.SetNonblock(4, false)
 	config := bufio.NewReader(os.NewFile(4, "config"))
 	var j agentproto.Jail
 	if err := readLine(config, &j); err != nil {
@@ -345,6 +392,7 @@ func runJail() {
 			st.Signal = int(ws.Signal())
 			st.Exit = 128 + st.Signal
 		}
+		st.Alone = alone()
 		report(st)
 		// Exiting ends the jail: the kernel kills what the program left.
 		os.Exit(0)
