@@ -230,8 +230,8 @@ func (a *agentConn) sync(ctx context.Context, dead <-chan struct{}) error {
 }
 
 // agentExec runs p through the agent and waits for its exit frame, which
-// comes after all of its output.
-func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.ExitResult, error) {
+// comes after all of its output. code is a jailed run's code (Exec).
+func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process, code []agentproto.File) (sandbox.ExitResult, error) {
 	a := s.agent
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -243,7 +243,7 @@ func (s *Sandbox) agentExec(ctx context.Context, p sandbox.Process) (sandbox.Exi
 		}
 	}
 	env := append(append([]string(nil), s.procSpec.Env...), p.Env...)
-	req := agentproto.Request{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: protoFiles(p.WorkspaceFiles), StdinLive: p.StdinLive}
+	req := agentproto.Request{Args: p.Args, Env: env, Stdin: stdin, Last: p.Last, Files: append(protoFiles(p.WorkspaceFiles), code...), StdinLive: p.StdinLive}
 	if p.Jail {
 		if s.jail == nil {
 			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s is not a cell: %w", s.id, errdefs.ErrFailedPrecondition)

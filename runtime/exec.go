@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 
 	"github.com/containerd/errdefs"
@@ -32,23 +31,27 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	case <-s.oomC:
 	default:
 	}
+	if len(p.Files) > 0 && (p.FilesDir == "" || p.FilesDir != filepath.Base(p.FilesDir) || p.FilesDir == "..") {
+		return sandbox.ExitResult{}, fmt.Errorf("files dir %q: %w", p.FilesDir, errdefs.ErrInvalidArgument)
+	}
 	var before sandbox.Stats
 	var beforeErr error
-	var counted sync.WaitGroup
+	var code []agentproto.File
 	if p.Jail {
 		// A cell's counters are its own: an execution's are what changed.
 		// Without a count before, there is no usage (and the daemon does
-		// not reuse the cell). Read while the files are written: nothing
-		// runs in the cell meanwhile.
-		counted.Go(func() {
-			before, beforeErr = s.Stats(cctx)
-			resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
-		})
-	}
-	if len(p.Files) > 0 {
-		if p.FilesDir == "" || p.FilesDir != filepath.Base(p.FilesDir) || p.FilesDir == ".." {
-			return sandbox.ExitResult{}, fmt.Errorf("files dir %q: %w", p.FilesDir, errdefs.ErrInvalidArgument)
+		// not reuse the cell).
+		before, beforeErr = s.Stats(cctx)
+		resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
+		// The code goes with the request, into the jail's own /sandbox:
+		// no file on the host's disk.
+		for name, content := range p.Files {
+			if !plainName(name) {
+				return sandbox.ExitResult{}, fmt.Errorf("sandbox file %q: %w", name, errdefs.ErrInvalidArgument)
+			}
+			code = append(code, agentproto.File{Path: p.FilesDir + "/" + name, Data: content, Mode: 0o644, Code: true})
 		}
+	} else if len(p.Files) > 0 {
 		dir := filepath.Join(s.dir, p.FilesDir)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
@@ -56,20 +59,12 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 		if err := os.Chmod(dir, 0o755); err != nil {
 			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
-		if p.Jail {
-			// Off the answer's path: the directory is this execution's
-			// alone (a jailed run is its execution's only step), and a
-			// removal costs a disk filesystem a few hundred microseconds.
-			defer func() { go os.RemoveAll(dir) }()
-		} else {
-			defer os.RemoveAll(dir)
-		}
+		defer os.RemoveAll(dir)
 		if err := writeFiles(dir, p.Files); err != nil {
 			return sandbox.ExitResult{}, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
 	}
-	counted.Wait()
-	res, err := s.agentExec(ctx, p)
+	res, err := s.agentExec(ctx, p, code)
 	if p.Jail && err == nil && beforeErr == nil {
 		if after, serr := s.Stats(cctx); serr == nil {
 			res.Usage = &sandbox.Stats{CPUNanos: after.CPUNanos - before.CPUNanos, MemoryUsageBytes: after.MemoryUsageBytes,
@@ -115,7 +110,7 @@ func (s *Sandbox) JailReady() bool {
 // them until they are written.
 func writeFiles(dir string, files map[string][]byte) error {
 	for name, content := range files {
-		if name != filepath.Base(name) || name == "." || name == ".." {
+		if !plainName(name) {
 			return fmt.Errorf("sandbox file %q: %w", name, errdefs.ErrInvalidArgument)
 		}
 		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -135,6 +130,11 @@ func writeFiles(dir string, files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// plainName reports whether name is a file name and no path.
+func plainName(name string) bool {
+	return name == filepath.Base(name) && name != "." && name != ".." && name != "/"
 }
 
 // endedAtLimit tells whether the kernel ended the whole sandbox at one of

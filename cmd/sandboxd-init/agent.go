@@ -508,6 +508,9 @@ func writeFiles(files []agentproto.File) error {
 		if f.Mode > 0o777 {
 			return fmt.Errorf("%s: mode %o: %w", f.Path, f.Mode, errInvalid)
 		}
+		if f.Code {
+			return fmt.Errorf("%s: code outside a jailed run: %w", f.Path, errInvalid)
+		}
 		if err := r.writeFile(f.Path, f.Mode, bytes.NewReader(f.Data)); err != nil {
 			return err
 		}
@@ -558,10 +561,10 @@ func place(files []agentproto.File) error {
 	listed := make([]jailFile, len(files))
 	data := make([]io.Reader, len(files))
 	for i, f := range files {
-		listed[i] = jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data))}
+		listed[i] = jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data)), Code: f.Code}
 		data[i] = bytes.NewReader(f.Data)
 	}
-	return placeFrom(io.MultiReader(data...), listed)
+	return placeFrom(io.MultiReader(data...), listed, nil)
 }
 
 // queue is an unbounded FIFO of byte chunks.

@@ -57,6 +57,7 @@ type jailFile struct {
 	Path string `json:"path"`
 	Mode uint32 `json:"mode"`
 	Size int64  `json:"size"`
+	Code bool   `json:"code,omitempty"` // under /sandbox (agentproto.File)
 }
 
 // jailStatus is what a jail's init tells the agent, on its fd 3, as JSON
@@ -197,7 +198,7 @@ func (a *agent) discard(c *child) {
 func (c *child) handOver(req agentproto.Request) {
 	prog := jailProgram{Args: req.Args, Env: req.Env, Dir: req.Dir}
 	for _, f := range req.Files {
-		prog.Files = append(prog.Files, jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data))})
+		prog.Files = append(prog.Files, jailFile{Path: f.Path, Mode: f.Mode, Size: int64(len(f.Data)), Code: f.Code})
 	}
 	w := c.program
 	c.program = nil
@@ -334,7 +335,8 @@ func runJail() {
 	if err := readLine(config, &j); err != nil {
 		fail("jail config", err)
 	}
-	if err := buildJail(j); err != nil {
+	code, err := buildJail(j)
+	if err != nil {
 		fail("building the jail", err)
 	}
 	if err := dropPrivileges(); err != nil {
@@ -353,7 +355,9 @@ func runJail() {
 	if len(prog.Args) == 0 {
 		fail("jail program", errors.New("no program"))
 	}
-	if err := placeFrom(config, prog.Files); err != nil {
+	err = placeFrom(config, prog.Files, code)
+	code.close()
+	if err != nil {
 		fail("files", err)
 	}
 	unix.Close(4)
@@ -408,32 +412,51 @@ func readLine(r *bufio.Reader, v any) error {
 	return json.Unmarshal(line, v)
 }
 
-// placeFrom writes files into the workspace, their contents read from r
-// in order: the files of a run, or of a jail's config.
-func placeFrom(r io.Reader, files []jailFile) error {
-	if len(files) == 0 {
-		return nil
-	}
-	root, err := openRoot(Workspace)
-	if err != nil {
-		return fmt.Errorf("placing files: %v", err)
-	}
-	defer root.close()
+// placeFrom writes files into the workspace, and code files into code
+// (a jail's /sandbox; nil: none may come), their contents read from r in
+// order: the files of a run.
+func placeFrom(r io.Reader, files []jailFile, code *root) error {
+	var workspace *root
+	defer func() {
+		if workspace != nil {
+			workspace.close()
+		}
+	}()
 	for _, f := range files {
-		if f.Size < 0 || f.Size > agentproto.MaxFileSize || f.Mode > 0o777 {
-			return fmt.Errorf("placing %s in /workspace: %w", f.Path, errInvalid)
+		dir, into := Workspace, workspace
+		if f.Code {
+			dir, into = SandboxDir, code
+		}
+		if f.Size < 0 || f.Size > agentproto.MaxFileSize || f.Mode > 0o777 || f.Code && code == nil {
+			return fmt.Errorf("placing %s in %s: %w", f.Path, dir, errInvalid)
+		}
+		if into == nil {
+			var err error
+			if workspace, err = openRoot(Workspace); err != nil {
+				return fmt.Errorf("placing files: %v", err)
+			}
+			into = workspace
 		}
 		src := io.LimitReader(r, f.Size)
-		if err := root.writeFile(f.Path, f.Mode, src); err != nil {
-			return fmt.Errorf("placing %s in /workspace: %v", f.Path, err)
+		if err := into.writeFile(f.Path, f.Mode, src); err != nil {
+			return fmt.Errorf("placing %s in %s: %v", f.Path, dir, err)
 		}
 		// What writeFile left unread (it failed) is not the next file's.
 		if n, _ := io.Copy(io.Discard, src); n != 0 {
-			return fmt.Errorf("placing %s in /workspace: short write", f.Path)
+			return fmt.Errorf("placing %s in %s: short write", f.Path, dir)
 		}
 	}
 	return nil
 }
+
+// SandboxDir is where a program's code is, read-only.
+const SandboxDir = "/sandbox"
+
+// jailCode is the tmpfs that holds a jail's code, mounted where the jail's
+// root is assembled; the jail sees it read-only at /sandbox. The init
+// keeps it open (code), to write the code when it comes: once the root is
+// the jail's, nothing else reaches this mount.
+const jailCode = "/tmp/.jail-code"
 
 // jailRoot is where the jail's root is assembled before pivot_root, under
 // a tmpfs private to the jail's mount namespace.
@@ -443,18 +466,18 @@ const jailRoot = "/tmp/.jail-root"
 // in the sandbox), with fresh /tmp, /workspace, /dev/shm, /dev/mqueue and
 // /proc, that /proc masked as the sandbox's would be; brings up loopback
 // in the new network namespace; and makes the root the jail's.
-func buildJail(j agentproto.Jail) error {
+func buildJail(j agentproto.Jail) (code *root, err error) {
 	size := "size=" + strconv.FormatInt(j.TmpfsBytes, 10)
 	// The binds the fresh /tmp and /workspace would hide, held open before
 	// anything is mounted over them, to be bound again in the jail.
 	binds := make([]int, len(j.Binds))
 	for i, p := range j.Binds {
 		if !strings.HasPrefix(p, "/tmp/") && !strings.HasPrefix(p, Workspace+"/") || strings.Contains(p, "..") {
-			return fmt.Errorf("bind %q: not under /tmp or /workspace", p)
+			return nil, fmt.Errorf("bind %q: not under /tmp or /workspace", p)
 		}
 		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("bind %s: %w", p, err)
+			return nil, fmt.Errorf("bind %s: %w", p, err)
 		}
 		defer unix.Close(fd)
 		binds[i] = fd
@@ -470,11 +493,14 @@ func buildJail(j agentproto.Jail) error {
 	}
 	for _, s := range steps {
 		if err := unix.Mount(s.source, s.target, s.kind, s.flags, s.data); err != nil {
-			return fmt.Errorf("%s: %w", s.what, err)
+			return nil, fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
 	if err := os.Mkdir(jailRoot, 0o755); err != nil {
-		return err
+		return nil, err
+	}
+	if err := os.Mkdir(jailCode, 0o755); err != nil {
+		return nil, err
 	}
 	r := jailRoot
 	steps = []struct {
@@ -489,41 +515,52 @@ func buildJail(j agentproto.Jail) error {
 		{"/workspace", "tmpfs", r + Workspace, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, size + ",mode=0700"},
 		{"/dev/shm", "tmpfs", r + "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "size=65536k,mode=1777"},
 		{"/dev/mqueue", "mqueue", r + "/dev/mqueue", "mqueue", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"the code's tmpfs", "tmpfs", jailCode, "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, size + ",mode=0755"},
+		{"/sandbox", jailCode, r + SandboxDir, "", unix.MS_BIND, ""},
+		{"/sandbox read-only", "", r + SandboxDir, "", unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV, ""},
 	}
 	for _, s := range steps {
 		if err := unix.Mount(s.source, s.target, s.kind, s.flags, s.data); err != nil {
-			return fmt.Errorf("%s: %w", s.what, err)
+			return nil, fmt.Errorf("%s: %w", s.what, err)
 		}
 	}
+	if code, err = openRoot(jailCode); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			code.close()
+		}
+	}()
 	for i, p := range j.Binds {
 		if err := bindAgain(binds[i], r+p); err != nil {
-			return fmt.Errorf("bind %s: %w", p, err)
+			return nil, fmt.Errorf("bind %s: %w", p, err)
 		}
 	}
 	for _, p := range j.ProcMasked {
 		if err := maskPath(r, p); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	procFlags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
 	for _, p := range j.ProcReadOnly {
 		if err := readOnlyPath(r, p, procFlags); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := loopbackUp(); err != nil {
-		return fmt.Errorf("loopback: %w", err)
+		return nil, fmt.Errorf("loopback: %w", err)
 	}
 	if err := os.Chdir(r); err != nil {
-		return err
+		return nil, err
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root: %w", err)
+		return nil, fmt.Errorf("pivot_root: %w", err)
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detaching the old root: %w", err)
+		return nil, fmt.Errorf("detaching the old root: %w", err)
 	}
-	return os.Chdir("/")
+	return code, os.Chdir("/")
 }
 
 // bindAgain binds what fd holds at target, making the mount point.

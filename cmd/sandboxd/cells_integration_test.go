@@ -117,16 +117,20 @@ except OSError as e:
 id -u; grep -E '^(CapEff|CapPrm|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\t ' ' '
 for sig in $(seq 1 31) $(seq 34 64); do kill -$sig 1 2>/dev/null; done; sleep 0.2
 kill -0 1 && echo "init survived"
+echo x >> "$0" 2>/dev/null && echo "wrote its code"
+touch /sandbox/x 2>/dev/null && echo "wrote /sandbox"
+echo "sandbox holds $(ls /sandbox | wc -l)"
 `})
 	out := res.Stdout
 	for _, want := range []string{"init sandboxd-jail ", "clone -1 1\n", "unshare -1 1\n", "\n65534\n", "agent socket 111\n",
 		"CapEff: 0000000000000000", "CapPrm: 0000000000000000", "CapBnd: 0000000000000000", "CapAmb: 0000000000000000", "NoNewPrivs: 1", "Seccomp: 2",
-		"init survived"} {
+		"init survived", "sandbox holds 1\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
 	}
 	if strings.Contains(out, "allowed:") || strings.Contains(out, "wrote /proc/sys") || strings.Contains(out, "inherited fd") ||
+		strings.Contains(out, "wrote its code") || strings.Contains(out, "wrote /sandbox") ||
 		strings.Contains(out, "agent's socket") || strings.Contains(out, "reached the agent") {
 		t.Errorf("a wall let the program through:\n%s", out)
 	}
@@ -174,6 +178,28 @@ func TestCellAgentSocket(t *testing.T) {
 	}
 	if len(agent) != 1 || agent[0] != "flags 00000000 state 03" {
 		t.Errorf("the agent's sockets in the cell: %q, want one connection and no listener", agent)
+	}
+	// A jailed run's code goes with the request into the jail's own
+	// /sandbox: nothing of it is written to the cell's directory on the
+	// host while it runs.
+	hostDir := d.state + "/sandboxes/" + ctrs[0].ID()
+	done := make(chan string, 1)
+	go func() {
+		_, res, body := executeOn(d.sock, api.ExecuteRequest{Language: "bash", Code: "cat $0 >/dev/null; sleep 1; echo slept"})
+		if res.Stdout != "slept\n" {
+			body = "not run: " + body
+		} else {
+			body = ""
+		}
+		done <- body
+	}()
+	for deadline := time.Now().Add(800 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if entries, err := os.ReadDir(hostDir); err != nil || len(entries) > 0 {
+			t.Fatalf("the cell's host directory during a run: %v %v", entries, err)
+		}
+	}
+	if msg := <-done; msg != "" {
+		t.Fatal(msg)
 	}
 	// The channel serves: files, another run.
 	if res := mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: "cat /workspace/f", Files: []api.File{{Path: "f", Content: "given"}}}); res.Stdout != "given" {

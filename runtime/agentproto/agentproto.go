@@ -178,6 +178,10 @@ type File struct {
 	Data []byte `json:"-"`
 	Size int64  `json:"size"`
 	Mode uint32 `json:"mode"`
+	// Code, only in a jailed run, is the program's code: written under
+	// the jail's own /sandbox, which the program sees read-only, rather
+	// than into /workspace.
+	Code bool `json:"code,omitempty"`
 }
 
 // MaxFileSize bounds a file's size as a request gives it, so that a
