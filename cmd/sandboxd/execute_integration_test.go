@@ -163,7 +163,10 @@ func sandboxLeft(ns, id string) []string {
 
 // sandboxWatch finds, while executions run, the sandboxes that run them:
 // a sandbox's files dir holds a dir named after each execution running in
-// it, for as long as it runs (daemon/execute.go). It notes what
+// it, for as long as it runs (daemon/execute.go), but for a cell, whose
+// execution's code goes to its jail with the request: a cell runs one
+// while a process of its cgroup is a child of a jail's init
+// (jailedRunning). It notes what
 // sandboxLeft sees of each sandbox when it is first seen, so that a check
 // that nothing is left later is known to look where the processes were.
 type sandboxWatch struct {
@@ -183,19 +186,25 @@ func watchSandboxes(state, ns string) *sandboxWatch {
 	go func() {
 		seen := map[string]watchedSandbox{}
 		for {
+			note := func(id, execution string) {
+				s, ok := seen[id]
+				if !ok {
+					s.running = sandboxLeft(ns, id)
+				}
+				if !slices.Contains(s.executions, execution) {
+					s.executions = append(s.executions, execution)
+				}
+				seen[id] = s
+			}
 			boxes, _ := os.ReadDir(filepath.Join(state, "sandboxes"))
 			for _, b := range boxes {
 				execs, _ := os.ReadDir(filepath.Join(state, "sandboxes", b.Name()))
 				for _, e := range execs {
-					s, ok := seen[b.Name()]
-					if !ok {
-						s.running = sandboxLeft(ns, b.Name())
-					}
-					if !slices.Contains(s.executions, e.Name()) {
-						s.executions = append(s.executions, e.Name())
-					}
-					seen[b.Name()] = s
+					note(b.Name(), e.Name())
 				}
+			}
+			for id, execution := range jailedRunning(ns) {
+				note(id, execution)
 			}
 			select {
 			case <-w.stop:
@@ -696,9 +705,10 @@ func TestInfoHealthVersion(t *testing.T) {
 	}
 }
 
-// sandboxOf finds the container running an execution: its files dir holds
-// the execution's code.
-func sandboxOf(t *testing.T, state string) string {
+// sandboxOf finds the container running an execution, of the daemon with
+// state dir state and containerd namespace ns: its files dir holds the
+// execution's code, or, a cell, it runs a jail's program (jailedRunning).
+func sandboxOf(t *testing.T, state, ns string) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -708,10 +718,48 @@ func sandboxOf(t *testing.T, state string) string {
 				return d.Name()
 			}
 		}
+		for id := range jailedRunning(ns) {
+			return id
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("no sandbox holds an execution")
 	return ""
+}
+
+// jailedRunning finds the cells of containerd namespace ns that run a
+// program, and the execution each runs: a process of the cell's cgroup
+// whose parent is a jail's init is the program (an idle cell holds its
+// agent and the init of its next jail only), and its code is at
+// /sandbox/<execution id>/.
+func jailedRunning(ns string) map[string]string {
+	procs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "pids", ns, "*", "cgroup.procs")) // cgroup v1
+	if v2, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ns, "*", "cgroup.procs")); len(v2) > 0 {
+		procs = v2
+	}
+	running := map[string]string{}
+	for _, p := range procs {
+		b, _ := os.ReadFile(p)
+		for _, pid := range strings.Fields(string(b)) {
+			stat, _ := os.ReadFile("/proc/" + pid + "/stat")
+			// pid (comm) state ppid ...: comm may hold spaces, not ")".
+			_, rest, _ := strings.Cut(string(stat), ") ")
+			f := strings.Fields(rest)
+			if len(f) < 2 {
+				continue
+			}
+			if parent, _ := os.ReadFile("/proc/" + f[1] + "/cmdline"); string(parent) != "sandboxd-jail\x00" {
+				continue
+			}
+			cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+			if _, code, ok := strings.Cut(string(cmdline), "/sandbox/"); ok {
+				execution, _, _ := strings.Cut(code, "/")
+				running[filepath.Base(filepath.Dir(p))] = execution
+				break
+			}
+		}
+	}
+	return running
 }
 
 func TestClientGoneKillsExecution(t *testing.T) {
@@ -728,7 +776,7 @@ func TestClientGoneKillsExecution(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	id := sandboxOf(t, stateDir)
+	id := sandboxOf(t, stateDir, "sandboxd")
 	conn.Close()
 	deadline = time.Now().Add(5 * time.Second)
 	for pgrep("sleep 4260") {
@@ -779,7 +827,7 @@ sleep 1; echo alive`})
 		}
 		done <- outcome{res, err}
 	}()
-	id := sandboxOf(t, stateDir)
+	id := sandboxOf(t, stateDir, "sandboxd")
 	o := <-done
 	if o.err != nil {
 		t.Fatal(o.err)

@@ -412,8 +412,10 @@ func TestStateDirFullOrReadOnly(t *testing.T) {
 		t.Fatalf("mount: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", state).Run() }) // after the daemon's stop
-	// No pool: each execution creates its sandbox in the state directory.
-	d := startDaemon(t, daemonOpts{dir: dir, config: "[pool]\nsize = 0\n"})
+	// No pool and no cells: each execution creates its sandbox in the
+	// state directory. (A cell's execution writes nothing there: it
+	// would run.)
+	d := startDaemon(t, daemonOpts{dir: dir, config: "[pool]\nsize = 0\nreuse = 1\n"})
 	sock := d.sock
 	exec1 := func() (int, string) {
 		status, body := request(sock, "POST", "/v1/execute", `{"language":"bash","code":"echo ok"}`, nil)

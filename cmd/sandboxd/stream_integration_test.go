@@ -168,7 +168,7 @@ func TestStreamingDisconnectCleansUp(t *testing.T) {
 			break
 		}
 	}
-	id := sandboxOf(t, stateDir)
+	id := sandboxOf(t, stateDir, "sandboxd")
 	conn.Close()
 	deadline = time.Now().Add(5 * time.Second)
 	for pgrep("sleep 4262") || containerExistsIn(t, containerdAddr, "sandboxd", id) {
