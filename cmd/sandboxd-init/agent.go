@@ -499,11 +499,6 @@ func collect(globs []string, max int64) ([]agentproto.Collected, error) {
 
 // writeFiles writes files into the workspace.
 func writeFiles(files []agentproto.File) error {
-	r, err := openRoot(Workspace)
-	if err != nil {
-		return err
-	}
-	defer r.close()
 	for _, f := range files {
 		if f.Mode > 0o777 {
 			return fmt.Errorf("%s: mode %o: %w", f.Path, f.Mode, errInvalid)
@@ -511,6 +506,13 @@ func writeFiles(files []agentproto.File) error {
 		if f.Code {
 			return fmt.Errorf("%s: code outside a jailed run: %w", f.Path, errInvalid)
 		}
+	}
+	r, err := openRoot(Workspace)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	for _, f := range files {
 		if err := r.writeFile(f.Path, f.Mode, bytes.NewReader(f.Data)); err != nil {
 			return err
 		}

@@ -479,3 +479,36 @@ func TestErrorCodes(t *testing.T) {
 		}
 	}
 }
+
+// A run's code goes only where a jail keeps it (its /sandbox, given as
+// code): placed there, confined to it like workspace files; refused when
+// no such place is given (a run that is not jailed) and by the file
+// operations.
+func TestCodeOnlyInAJail(t *testing.T) {
+	dir := t.TempDir()
+	code, err := openRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer code.close()
+	files := []jailFile{{Path: "x1/main.py", Mode: 0o644, Size: 8, Code: true}}
+	if err := placeFrom(strings.NewReader("print(1)"), files, code); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "x1", "main.py")); err != nil || string(b) != "print(1)" {
+		t.Fatalf("the code placed: %q %v", b, err)
+	}
+	escape := []jailFile{{Path: "../out.py", Mode: 0o644, Size: 1, Code: true}}
+	if err := placeFrom(strings.NewReader("x"), escape, code); err == nil {
+		t.Error("code placed outside its root")
+	}
+	if err := placeFrom(strings.NewReader("print(1)"), files, nil); err == nil || !errors.Is(err, errInvalid) {
+		t.Errorf("code outside a jail: %v", err)
+	}
+	if err := place([]agentproto.File{{Path: "main.py", Data: []byte("1"), Code: true}}); err == nil || !errors.Is(err, errInvalid) {
+		t.Errorf("code in a plain run: %v", err)
+	}
+	if err := writeFiles([]agentproto.File{{Path: "main.py", Data: []byte("1"), Code: true}}); err == nil || !errors.Is(err, errInvalid) {
+		t.Errorf("code through a file operation: %v", err)
+	}
+}
