@@ -31,7 +31,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	case <-s.oomC:
 	default:
 	}
-	if len(p.Files) > 0 && (p.FilesDir == "" || p.FilesDir != filepath.Base(p.FilesDir) || p.FilesDir == "..") {
+	if len(p.Files) > 0 && !plainName(p.FilesDir) {
 		return sandbox.ExitResult{}, fmt.Errorf("files dir %q: %w", p.FilesDir, errdefs.ErrInvalidArgument)
 	}
 	var before sandbox.Stats

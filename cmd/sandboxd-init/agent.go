@@ -279,7 +279,7 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 	var err error
 	if req.Jail != nil {
 		if c = a.preparedJail(*req.Jail); c == nil {
-			c, err = a.startJail(*req.Jail, 0)
+			c, err = a.startJail(*req.Jail)
 		}
 		if err == nil {
 			c.handOver(req)

@@ -78,9 +78,8 @@ type jailStatus struct {
 const jailCloneFlags = unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWNET
 
 // startJail starts a jail's init, which builds j and waits for its
-// program (handOver). Once it is built, a Prepared frame carrying
-// prepareID says so, unless prepareID is 0.
-func (a *agent) startJail(j agentproto.Jail, prepareID uint64) (*child, error) {
+// program (handOver).
+func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 	// A process that is not dumpable has its /proc files owned by root:
 	// the agent could not write its child's ID maps. Nothing but jails runs
 	// beside an agent that builds them, and they cannot see it.
@@ -133,10 +132,6 @@ func (a *agent) startJail(j agentproto.Jail, prepareID uint64) (*child, error) {
 		}
 		if !st.Built {
 			c.early = &st
-			return
-		}
-		if prepareID != 0 {
-			a.send(agentproto.Frame{Prepared: prepareID})
 		}
 	}()
 	// Opened while the init may still be read (it is not dumpable once
@@ -153,23 +148,23 @@ func (a *agent) startJail(j agentproto.Jail, prepareID uint64) (*child, error) {
 // prepare builds a jail j ahead, for the next run; one built for j already
 // stays. Either way, id comes back in a Prepared frame once it is built.
 func (a *agent) prepare(j agentproto.Jail, id uint64) {
-	if a.next = a.preparedJail(j); a.next != nil {
-		if id != 0 {
-			go func(c *child) {
-				<-c.built
-				if c.early == nil {
-					a.send(agentproto.Frame{Prepared: id})
-				}
-			}(a.next)
+	c := a.preparedJail(j)
+	if c == nil {
+		var err error
+		if c, err = a.startJail(j); err != nil {
+			a.send(agentproto.Frame{Error: "preparing a jail: " + err.Error()})
+			return
 		}
-		return
-	}
-	c, err := a.startJail(j, id)
-	if err != nil {
-		a.send(agentproto.Frame{Error: "preparing a jail: " + err.Error()})
-		return
 	}
 	a.next = c
+	if id != 0 {
+		go func() {
+			<-c.built
+			if c.early == nil {
+				a.send(agentproto.Frame{Prepared: id})
+			}
+		}()
+	}
 }
 
 // preparedJail returns the jail built ahead if it is a j and still waits
@@ -262,15 +257,15 @@ func killedStatus(ws syscall.WaitStatus) jailStatus {
 }
 
 // cellClean reports whether no process but the agent, and the jail's init
-// of pid init when it is not 0, runs in the sandbox: the sandbox's /proc
-// (the agent's) shows the jails' processes too.
+// of pid init (0: none), runs in the sandbox: the sandbox's /proc (the
+// agent's) shows the jails' processes too.
 func cellClean(init int) bool {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return false
 	}
 	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 && (init == 0 || pid != init) {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 && pid != init {
 			return false
 		}
 	}
