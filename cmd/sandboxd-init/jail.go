@@ -101,8 +101,9 @@ func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 			Dir: "/",
 			// One P: the init makes a few syscalls and waits. Set, it
 			// also spares the Go runtime's read of the cgroup's CPU limit
-			// at start. The program's environment is its own.
-			Env:   []string{"GOMAXPROCS=1"},
+			// at start. The program's environment is its own. The init
+			// starts with the agent's timer slack (slack.go).
+			Env:   []string{"GOMAXPROCS=1", programSlackEnv + "=" + strconv.FormatUint(uint64(programSlack), 10)},
 			Files: append(stdio, statusW.Fd(), programR.Fd()),
 			Sys: &syscall.SysProcAttr{
 				Cloneflags:                 jailCloneFlags,
@@ -360,6 +361,9 @@ func runJail() {
 	if dir == "" {
 		dir = Workspace
 	}
+	// This thread, locked, forks the program, which starts with its slack.
+	jailSlack()
+	unix.Prctl(unix.PR_SET_TIMERSLACK, programSlack, 0, 0, 0)
 	pid, err := syscall.ForkExec(lookPath(prog.Args[0], prog.Env), prog.Args, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   prog.Env,

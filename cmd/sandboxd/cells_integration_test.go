@@ -228,6 +228,36 @@ true`
 	}
 }
 
+// TestProgramTimerSlack: the agent and a jail's init run with a coarse
+// timer slack (cmd/sandboxd-init/slack.go); the programs they start keep
+// the one every process here starts with (the test's own, which
+// containerd, its shim and runc pass on), whether they run in a cell's
+// jail, in a session or as an interpreter session's interpreter.
+func TestProgramTimerSlack(t *testing.T) {
+	own, err := os.ReadFile("/proc/self/timerslack_ns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := string(own)
+	d := cellDaemon(t, 50)
+	const probe = `cat /proc/self/timerslack_ns`
+	for i := range 3 { // the cell's first jail, and jails built ahead
+		if res := mustExecute(t, d.sock, api.ExecuteRequest{Language: "bash", Code: probe}); res.Stdout != want {
+			t.Errorf("one-shot %d: timer slack %q, want %q (stderr %q)", i, res.Stdout, want, res.Stderr)
+		}
+	}
+	sess := createSession(t, d.sock, api.CreateSessionRequest{Language: "bash"})
+	defer request(d.sock, "DELETE", "/v1/sessions/"+sess.ID, "", nil)
+	if res := mustExecute(t, d.sock, api.ExecuteRequest{SessionID: sess.ID, Code: probe}); res.Stdout != want {
+		t.Errorf("in a session: timer slack %q, want %q (stderr %q)", res.Stdout, want, res.Stderr)
+	}
+	interp := createSession(t, d.sock, api.CreateSessionRequest{Language: "python", Interpreter: true})
+	defer request(d.sock, "DELETE", "/v1/sessions/"+interp.ID, "", nil)
+	if res := mustExecute(t, d.sock, api.ExecuteRequest{SessionID: interp.ID, Code: `print(open('/proc/self/timerslack_ns').read(), end='')`}); res.Stdout != want {
+		t.Errorf("in an interpreter session: timer slack %q, want %q (stderr %q)", res.Stdout, want, res.Stderr)
+	}
+}
+
 // TestCellLifecycle: a cell never serves two uids; it is destroyed after
 // an OOM kill, a pids-limit hit and pool.reuse executions.
 func TestCellLifecycle(t *testing.T) {
