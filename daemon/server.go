@@ -72,7 +72,7 @@ func DefaultLimits(cpus int) Limits {
 		MaxConcurrent:  2 * cpus,
 		MaxQueued:      8 * cpus,
 		PoolSize:       2 * cpus,
-		CellReuse:      50,
+		CellReuse:      200,
 		CellIdle:       30 * time.Second,
 		CellMaxAge:     10 * time.Minute,
 

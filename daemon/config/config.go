@@ -158,7 +158,7 @@ type SessionSettings struct {
 // PoolSettings configures the pool of ready sandboxes.
 type PoolSettings struct {
 	Size   int      `toml:"size" comment:"sandboxes started ahead of demand for one-shot executions (default: 2 x CPUs); 0: no pool"`
-	Reuse  int      `toml:"reuse" comment:"one-shot executions of one uid that a sandbox (a cell) serves, each in a fresh jail (default 50); 1: a sandbox for each execution"`
+	Reuse  int      `toml:"reuse" comment:"one-shot executions of one uid that a sandbox (a cell) serves, each in a fresh jail (default 200); 1: a sandbox for each execution"`
 	Idle   Duration `toml:"idle" comment:"how long a used cell waits for its uid's next execution (default 30s)"`
 	MaxAge Duration `toml:"max_age" comment:"how long a cell lives at most (default 10m)"`
 }
