@@ -42,7 +42,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 		// Without a count before, there is no usage (and the daemon does
 		// not reuse the cell).
 		before, beforeErr = s.Stats(cctx)
-		resetPeak(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
+		s.resetPeak()
 		// The code goes with the request, into the jail's own /sandbox:
 		// no file on the host's disk.
 		for name, content := range p.Files {

@@ -64,8 +64,9 @@ func readCgroupStats(v2 bool, cgroupPath string, readFile func(string) ([]byte, 
 // of each file's path through cgroupfs, an open and a close. Its user
 // serializes its calls (Sandbox.mu).
 type cgroupFiles struct {
-	files  map[string]*os.File
-	closed bool
+	files   map[string]*os.File
+	writers map[string]*os.File // opened for writing
+	closed  bool
 }
 
 func (c *cgroupFiles) read(path string) ([]byte, error) {
@@ -95,12 +96,35 @@ func (c *cgroupFiles) read(path string) ([]byte, error) {
 	return buf[:n], err
 }
 
-// close closes the files; later reads open them each time.
+// write writes data to a file from its start, as cgroupfs takes a write.
+func (c *cgroupFiles) write(path string, data []byte) error {
+	if c.closed {
+		return os.WriteFile(path, data, 0)
+	}
+	f := c.writers[path]
+	if f == nil {
+		var err error
+		if f, err = os.OpenFile(path, os.O_WRONLY, 0); err != nil {
+			return err
+		}
+		if c.writers == nil {
+			c.writers = map[string]*os.File{}
+		}
+		c.writers[path] = f
+	}
+	_, err := f.WriteAt(data, 0)
+	return err
+}
+
+// close closes the files; later reads and writes open them each time.
 func (c *cgroupFiles) close() {
 	for _, f := range c.files {
 		f.Close()
 	}
-	c.files, c.closed = nil, true
+	for _, f := range c.writers {
+		f.Close()
+	}
+	c.files, c.writers, c.closed = nil, nil, true
 }
 
 // pidsMax reads the count of forks refused at the pids limit; 0 when the
@@ -120,10 +144,16 @@ func pidsMax(path string, readFile func(string) ([]byte, error)) uint64 {
 // resetPeak starts a new memory peak for a cell's next execution: its
 // counters are the cell's, which serves many. cgroup v1 resets it on a
 // write; v2's memory.peak resets only for the descriptor written to, so
-// there the peak stays the cell's own.
-func resetPeak(v2 bool, cgroupPath string) {
-	if !v2 {
-		os.WriteFile(filepath.Join(cgroupRoot, "memory", cgroupPath, "memory.max_usage_in_bytes"), []byte("0"), 0)
+// there the peak stays the cell's own. The file stays open, as the
+// counters do: 0.1 ms less on the request's path than an open and a close.
+func (s *Sandbox) resetPeak() {
+	if s.c.cgroupV2 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final == nil {
+		s.cgroup.write(filepath.Join(cgroupRoot, "memory", CgroupsPath(s.c.cfg.Namespace, s.id), "memory.max_usage_in_bytes"), []byte("0"))
 	}
 }
 

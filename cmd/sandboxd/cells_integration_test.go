@@ -258,6 +258,32 @@ func TestProgramTimerSlack(t *testing.T) {
 	}
 }
 
+// TestCellMemoryPeak: a cell's executions each report their own memory
+// peak where the kernel can reset it (cgroup v1, docs/api.md): a small
+// program after a big one in the same cell does not report the big one's;
+// on cgroup v2 the peak is the cell's so far.
+func TestCellMemoryPeak(t *testing.T) {
+	d := cellDaemon(t, 50)
+	big := mustExecute(t, d.sock, api.ExecuteRequest{Language: "python", Code: "x = b'x' * (96 << 20); print(len(x) >> 20)"})
+	small := mustExecute(t, d.sock, api.ExecuteRequest{Language: "python", Code: "print(1)"})
+	if big.Stdout != "96\n" || small.Stdout != "1\n" {
+		t.Fatalf("the runs: %+v, %+v", big, small)
+	}
+	if n := containersOf(t, d); n != 1 {
+		t.Fatalf("%d containers: the two runs were not in one cell", n)
+	}
+	if big.Usage.MemoryPeakBytes < 96<<20 {
+		t.Errorf("the big run's peak %d, under the 96 MiB it held", big.Usage.MemoryPeakBytes)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.max_usage_in_bytes"); err == nil {
+		if small.Usage.MemoryPeakBytes <= 0 || small.Usage.MemoryPeakBytes > 48<<20 {
+			t.Errorf("cgroup v1: the small run's peak %d, want its own (under 48 MiB; the big run's was %d)", small.Usage.MemoryPeakBytes, big.Usage.MemoryPeakBytes)
+		}
+	} else if small.Usage.MemoryPeakBytes < big.Usage.MemoryPeakBytes {
+		t.Errorf("cgroup v2: the small run's peak %d, want the cell's so far (%d)", small.Usage.MemoryPeakBytes, big.Usage.MemoryPeakBytes)
+	}
+}
+
 // TestCellLifecycle: a cell never serves two uids; it is destroyed after
 // an OOM kill, a pids-limit hit and pool.reuse executions.
 func TestCellLifecycle(t *testing.T) {
