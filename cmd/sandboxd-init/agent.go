@@ -111,7 +111,6 @@ func runAgent() {
 	// Same-user processes may not read or write this process's memory or
 	// open its file descriptors through /proc.
 	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
-	raiseSlack()
 	// The kernel shields PID 1 from its namespace's signals only while it
 	// has no handler; Go installs handlers (and dies of a SIGSEGV sent by
 	// kill). Taking every signal here keeps programs from killing it.
@@ -294,13 +293,11 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 			dir = Workspace
 		}
 		c, err = a.spawn(func(stdio []uintptr) (int, error) {
-			return withProgramSlack(func() (int, error) {
-				return syscall.ForkExec(lookPath(req.Args[0], req.Env), req.Args, &syscall.ProcAttr{
-					Dir:   dir,
-					Env:   req.Env,
-					Files: stdio,
-					Sys:   &syscall.SysProcAttr{Setsid: true},
-				})
+			return syscall.ForkExec(lookPath(req.Args[0], req.Env), req.Args, &syscall.ProcAttr{
+				Dir:   dir,
+				Env:   req.Env,
+				Files: stdio,
+				Sys:   &syscall.SysProcAttr{Setsid: true},
 			})
 		})
 	}

@@ -70,13 +70,11 @@ func (a *agent) startInterp(args, env []string) (*interp, error) {
 	defer unix.Close(devNull)
 	it := &interp{proc: newProc()}
 	a.mu.Lock()
-	it.pid, err = withProgramSlack(func() (int, error) {
-		return syscall.ForkExec(lookPath(args[0], env), args, &syscall.ProcAttr{
-			Dir:   Workspace,
-			Env:   env,
-			Files: []uintptr{uintptr(devNull), uintptr(pipes[0][1]), uintptr(pipes[1][1]), uintptr(pipes[2][0]), uintptr(pipes[3][1])},
-			Sys:   &syscall.SysProcAttr{Setsid: true},
-		})
+	it.pid, err = syscall.ForkExec(lookPath(args[0], env), args, &syscall.ProcAttr{
+		Dir:   Workspace,
+		Env:   env,
+		Files: []uintptr{uintptr(devNull), uintptr(pipes[0][1]), uintptr(pipes[1][1]), uintptr(pipes[2][0]), uintptr(pipes[3][1])},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	if err == nil {
 		a.waits[it.pid] = it.exited

@@ -97,25 +97,27 @@ func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 	defer programR.Close()
 	uid, gid := os.Getuid(), os.Getgid()
 	c, err := a.spawn(func(stdio []uintptr) (int, error) {
-		return syscall.ForkExec("/proc/self/exe", []string{jailInitName}, &syscall.ProcAttr{
-			Dir: "/",
-			// One P: the init makes a few syscalls and waits. Set, it
-			// also spares the Go runtime's read of the cgroup's CPU limit
-			// at start. The program's environment is its own. The init
-			// starts with the agent's timer slack (slack.go).
-			Env:   []string{"GOMAXPROCS=1", programSlackEnv + "=" + strconv.FormatUint(uint64(programSlack), 10)},
-			Files: append(stdio, statusW.Fd(), programR.Fd()),
-			Sys: &syscall.SysProcAttr{
-				Cloneflags:                 jailCloneFlags,
-				UidMappings:                []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
-				GidMappings:                []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
-				GidMappingsEnableSetgroups: false,
-				// For the build only: mounts, the loopback link, dropping
-				// the bounding set. runJail drops them before the program.
-				// No Pdeathsig: it follows the forking thread, not the
-				// agent; the agent's end ends the sandbox, the jail with it.
-				AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
-			},
+		return forkWithInitSlack(func(programSlack uintptr) (int, error) {
+			return syscall.ForkExec("/proc/self/exe", []string{jailInitName}, &syscall.ProcAttr{
+				Dir: "/",
+				// One P: the init makes a few syscalls and waits. Set, it
+				// also spares the Go runtime's read of the cgroup's CPU limit
+				// at start. The program's environment is its own; its timer
+				// slack is the agent's (slack.go).
+				Env:   []string{"GOMAXPROCS=1", programSlackEnv + "=" + strconv.FormatUint(uint64(programSlack), 10)},
+				Files: append(stdio, statusW.Fd(), programR.Fd()),
+				Sys: &syscall.SysProcAttr{
+					Cloneflags:                 jailCloneFlags,
+					UidMappings:                []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
+					GidMappings:                []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}},
+					GidMappingsEnableSetgroups: false,
+					// For the build only: mounts, the loopback link, dropping
+					// the bounding set. runJail drops them before the program.
+					// No Pdeathsig: it follows the forking thread, not the
+					// agent; the agent's end ends the sandbox, the jail with it.
+					AmbientCaps: []uintptr{unix.CAP_SYS_ADMIN, unix.CAP_NET_ADMIN, unix.CAP_SETPCAP},
+				},
+			})
 		})
 	})
 	if err != nil {
@@ -362,8 +364,7 @@ func runJail() {
 		dir = Workspace
 	}
 	// This thread, locked, forks the program, which starts with its slack.
-	jailSlack()
-	unix.Prctl(unix.PR_SET_TIMERSLACK, programSlack, 0, 0, 0)
+	unix.Prctl(unix.PR_SET_TIMERSLACK, programSlack(), 0, 0, 0)
 	pid, err := syscall.ForkExec(lookPath(prog.Args[0], prog.Env), prog.Args, &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   prog.Env,

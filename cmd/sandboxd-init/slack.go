@@ -1,59 +1,60 @@
 package main
 
 // Timer slack. Go's sysmon thread sleeps 20 µs at a time while a process
-// starts and after any busy spell, which on a VM's timers (and Linux's
-// default 50 µs slack) comes to a wakeup every ~100 µs for milliseconds:
-// in a jail's init and in a cell's agent, together about 1.7 ms of CPU of
-// every execution (docs/performance.md). With a slack of a millisecond
-// the kernel defers those wakeups. Nothing in the agent or a jail's init
-// waits on a finer timer (the agent's one timer is a 10 s stall bound);
-// events wake them as before. The programs keep the slack the sandbox
-// gave the agent: the kernel copies a thread's slack into what it forks,
-// and exec keeps it.
+// starts and after any busy spell, which with Linux's default 50 µs slack
+// on a VM's timers comes to a wakeup every ~100 µs for milliseconds: in a
+// jail's init, about 1 ms of CPU of every execution (docs/performance.md).
+// A jail's init starts with a slack of a millisecond, so that the kernel
+// defers those wakeups. Nothing in the init waits on a timer, nor on
+// sysmon: one goroutine does its work, in order. (The agent keeps its
+// slack: with one P, a goroutine it wakes while another blocks in a
+// system call waits for sysmon to hand the P over.) The kernel copies a
+// thread's slack into what it forks, and exec keeps it: the program gets
+// the agent's slack back from the init.
 
 import (
 	"os"
 	"runtime"
 	"strconv"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// helperSlack is the timer slack of the agent's and a jail's init's
-// threads, in nanoseconds.
-const helperSlack = 1_000_000
+// initSlack is a jail's init's timer slack, in nanoseconds.
+const initSlack = 1_000_000
 
-// programSlackEnv passes programSlack from the agent to a jail's init,
-// which starts with the agent's slack.
+// programSlackEnv passes the agent's slack to a jail's init.
 const programSlackEnv = "SANDBOXD_PROGRAM_TIMERSLACK_NS"
 
-// programSlack is the timer slack a program starts with: the agent's own
-// as the sandbox started it (Linux's default unless set).
-var programSlack uintptr = 50_000
-
-// raiseSlack gives every thread of the agent helperSlack (the threads Go
-// starts later copy it), keeping the slack it started with for programs.
-func raiseSlack() {
-	if n, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0); err == nil && n > 0 {
-		programSlack = uintptr(n)
+// agentSlack is the agent's timer slack, as the sandbox started it
+// (Linux's default unless set); 0 when it could not be read.
+func agentSlack() uintptr {
+	n, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil || n <= 0 {
+		return 0
 	}
-	syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_SET_TIMERSLACK, helperSlack, 0)
+	return uintptr(n)
 }
 
-// jailSlack reads programSlack in a jail's init, from the agent.
-func jailSlack() {
-	if n, err := strconv.ParseUint(os.Getenv(programSlackEnv), 10, 64); err == nil && n > 0 {
-		programSlack = uintptr(n)
-	}
-}
-
-// withProgramSlack runs fork, which forks a program, on a thread whose
-// slack is the program's meanwhile.
-func withProgramSlack(fork func() (int, error)) (int, error) {
+// forkWithInitSlack runs fork, which starts a jail's init, on a thread
+// whose slack is initSlack meanwhile; fork is given the agent's own, for
+// the init's program.
+func forkWithInitSlack(fork func(programSlack uintptr) (int, error)) (int, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	unix.Prctl(unix.PR_SET_TIMERSLACK, programSlack, 0, 0, 0)
-	defer unix.Prctl(unix.PR_SET_TIMERSLACK, helperSlack, 0, 0, 0)
-	return fork()
+	slack := agentSlack()
+	if slack > 0 {
+		unix.Prctl(unix.PR_SET_TIMERSLACK, initSlack, 0, 0, 0)
+		defer unix.Prctl(unix.PR_SET_TIMERSLACK, slack, 0, 0, 0)
+	}
+	return fork(slack)
+}
+
+// programSlack is the slack a jail's program starts with: the agent's,
+// from the init's environment; Linux's default when it is not there.
+func programSlack() uintptr {
+	if n, err := strconv.ParseUint(os.Getenv(programSlackEnv), 10, 64); err == nil && n > 0 {
+		return uintptr(n)
+	}
+	return 50_000
 }

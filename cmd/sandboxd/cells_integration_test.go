@@ -228,11 +228,11 @@ true`
 	}
 }
 
-// TestProgramTimerSlack: the agent and a jail's init run with a coarse
-// timer slack (cmd/sandboxd-init/slack.go); the programs they start keep
-// the one every process here starts with (the test's own, which
-// containerd, its shim and runc pass on), whether they run in a cell's
-// jail, in a session or as an interpreter session's interpreter.
+// TestProgramTimerSlack: a jail's init runs with a coarse timer slack
+// (cmd/sandboxd-init/slack.go); programs keep the one every process here
+// starts with (the test's own, which containerd, its shim, runc and the
+// agent pass on), whether they run in a cell's jail, in a session or as an
+// interpreter session's interpreter.
 func TestProgramTimerSlack(t *testing.T) {
 	own, err := os.ReadFile("/proc/self/timerslack_ns")
 	if err != nil {
