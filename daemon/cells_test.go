@@ -178,9 +178,7 @@ func TestCellsTakeTurns(t *testing.T) {
 	s.Start(ctx)
 	t.Cleanup(func() { s.Close(context.Background()); s.Wait() })
 	pooled := func() int {
-		s.pmu.Lock()
-		p := s.pools[sandboxClass{Runtime: sandbox.DefaultOCIRuntime, Cells: true}]
-		s.pmu.Unlock()
+		p := s.poolOf(sandboxClass{Runtime: sandbox.DefaultOCIRuntime, Cells: true})
 		if p == nil {
 			return 0
 		}

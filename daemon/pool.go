@@ -209,16 +209,20 @@ func (p *pool) take(want sandbox.Limits) Sandbox {
 	}
 }
 
+// poolOf returns a class's pool, or nil.
+func (s *Server) poolOf(c sandboxClass) *pool {
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
+	return s.pools[c]
+}
+
 // takePooled returns a ready sandbox of a class's pool, with the limits
 // wanted, or nil; it never waits.
 func (s *Server) takePooled(c sandboxClass, limits sandbox.Limits) Sandbox {
-	s.pmu.Lock()
-	p := s.pools[c]
-	s.pmu.Unlock()
-	if p == nil {
-		return nil
+	if p := s.poolOf(c); p != nil {
+		return p.take(limits)
 	}
-	return p.take(limits)
+	return nil
 }
 
 // check returns a sandbox taken from the pool if it is still fit to
@@ -252,9 +256,7 @@ func (p *pool) join(r pooled) {
 // pool. A request so never waits longer than its own create, and never
 // on a refill alone (one that fails leaves it its own).
 func (s *Server) acquireSandbox(ctx context.Context, c sandboxClass, limits sandbox.Limits, create func(context.Context) (Sandbox, error)) (Sandbox, error) {
-	s.pmu.Lock()
-	p := s.pools[c]
-	s.pmu.Unlock()
+	p := s.poolOf(c)
 	if p == nil || !p.serves(limits) {
 		return create(ctx)
 	}

@@ -392,6 +392,18 @@ wait:
 		// jail's end with its init.
 		a.killOthers()
 	}
+	// When nothing but a jail's init is left in the jail, nothing can
+	// start there any more: the answer need not wait for the init's exit,
+	// which ends the jail. Otherwise what is left ends with the init.
+	alive := 0 // the jail's init, still running
+	if c.status != nil {
+		if st != nil && st.Alone {
+			alive = c.pid
+		} else {
+			ws = c.wait()
+		}
+	}
+	drained.Wait()
 	f := agentproto.Frame{}
 	code := ws.ExitStatus()
 	if ws.Signaled() {
@@ -399,25 +411,12 @@ wait:
 		code = 128 + f.Signal
 	}
 	if c.status != nil {
-		if st != nil && st.Alone {
-			// Nothing but the init is left in the jail, and nothing can
-			// start there any more: the answer need not wait for the
-			// init's exit, which ends the jail.
-			drained.Wait()
-			f.Clean = cellClean(c.pid)
-		} else {
-			// What is left ends with the init.
-			ws = c.wait()
-			drained.Wait()
-			if st == nil {
-				s := killedStatus(ws)
-				st = &s
-			}
-			f.Clean = cellClean(0)
+		if st == nil {
+			s := killedStatus(ws)
+			st = &s
 		}
 		code, f.Signal, f.Error = st.Exit, st.Signal, st.Error
-	} else {
-		drained.Wait()
+		f.Clean = cellClean(alive)
 	}
 	f.Exit = &code
 	a.send(f)
