@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -294,21 +293,6 @@ func alone() bool {
 
 // runJail is the agent re-executed as a jail's init, PID 1 of the jail.
 func runJail() {
-	// The kernel shields a PID namespace's init from its namespace's
-	// signals only while it has no handler, and Go installs handlers:
-	// taking the signals whose handler would end the init (exit, or
-	// crash for a fault signal sent by kill) keeps the program from ending
-	// its jail's init. Not all of them (signal.Notify()): each signal Go
-	// notifies costs a handoff between threads, all of them together some
-	// milliseconds of every jail; the others Go's handler drops. Before
-	// the thread is locked, which makes each handoff dearer.
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, unix.SIGHUP, unix.SIGINT, unix.SIGTERM, unix.SIGQUIT, unix.SIGABRT,
-		unix.SIGILL, unix.SIGTRAP, unix.SIGBUS, unix.SIGFPE, unix.SIGSEGV, unix.SIGSTKFLT, unix.SIGSYS)
-	go func() {
-		for range sigs {
-		}
-	}()
 	// The program is forked from this thread, which drops the bounding
 	// set for it (dropPrivileges).
 	runtime.LockOSThread()
@@ -324,6 +308,13 @@ func runJail() {
 	fail := func(step string, err error) {
 		report(jailStatus{Exit: 127, Error: step + ": " + err.Error()})
 		os.Exit(1)
+	}
+	// The kernel shields a PID namespace's init only from the signals it
+	// has no handler for, and Go installs handlers for all of them: the
+	// program could end its jail's init with those whose handler exits or
+	// crashes. The kernel discards them instead (signals.go).
+	if err := ignoreSignals(jailIgnoredSignals); err != nil {
+		fail("signals", err)
 	}
 	// Read in blocking mode: the kernel wakes this thread when the
 	// program comes, rather than Go's poller another that hands over.
@@ -343,6 +334,9 @@ func runJail() {
 	if err := installJailFilter(); err != nil {
 		fail("seccomp", err)
 	}
+	// The program's line is decoded on the request's path: the decoder
+	// for its type is built now.
+	json.Unmarshal([]byte(`{"files":[{}]}`), new(jailProgram))
 	// Built: the agent may say so to sandboxd.
 	json.NewEncoder(status).Encode(jailStatus{Built: true})
 	// Built: from here on, the jail waits for its program.
