@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // sigMask reads a signal mask line (SigIgn, SigBlk, ...) of
@@ -44,9 +43,9 @@ func TestJailInitIgnoresSignals(t *testing.T) {
 			fmt.Println("ignoreSignals:", err)
 			os.Exit(1)
 		}
-		// The test signals it now: they must not end it.
+		// The test signals it now, then says so: they must not end it.
 		fmt.Println("ready")
-		time.Sleep(300 * time.Millisecond)
+		bufio.NewReader(os.Stdin).ReadString('\n')
 		child := exec.Command("/bin/sleep", "5")
 		if err := child.Start(); err != nil {
 			fmt.Println(err)
@@ -59,6 +58,10 @@ func TestJailInitIgnoresSignals(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestJailInitIgnoresSignals$")
 	cmd.Env = append(os.Environ(), "SANDBOXD_TEST_IGNORE_SIGNALS=1")
+	signalled, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +78,7 @@ func TestJailInitIgnoresSignals(t *testing.T) {
 	for _, sig := range jailIgnoredSignals {
 		cmd.Process.Signal(sig)
 	}
+	fmt.Fprintln(signalled, "signalled")
 	var out strings.Builder
 	io.Copy(&out, lines)
 	err = cmd.Wait()
