@@ -33,12 +33,12 @@ var baseEnv = []string{
 }
 
 // execute runs one request, in a fresh sandbox or in a session. Call done
-// once the result is sent: a fresh sandbox is torn down then, off the
-// caller's path, but still in its execution slot.
+// once the result is sent: the execution is logged then, and a fresh
+// sandbox torn down, off the caller's path, but still in its execution
+// slot.
 func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Caller, st *stream) (_ *api.ExecuteResult, done func(), _ error) {
 	if req.SessionID != "" {
-		res, err := s.executeInSession(ctx, req, caller, st)
-		return res, func() {}, err
+		return s.executeInSession(ctx, req, caller, st)
 	}
 	c, err := s.validate(req, "")
 	if err != nil {
@@ -113,7 +113,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 	} else if st, err := sb.Stats(ctx); err == nil {
 		res.Usage = api.Usage{CPUMS: int64(st.CPUNanos / 1e6), MemoryPeakBytes: int64(st.MemoryPeakBytes)}
 	}
-	s.finish(res, o, caller)
+	logged := s.finish(res, o, caller)
 	deleteNow, releaseNow = false, false
 	// Out of the count before the client can read the answer and send
 	// another request; the run slot is held until the teardown is over.
@@ -122,35 +122,36 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 		// Back among the caller's cells before the answer, for its next
 		// request; or destroyed off the caller's path.
 		s.releaseCell(key, cl, o.exit, nil)
-		return res, slot.release, nil
+		return res, func() { logged(); slot.release() }, nil
 	}
-	return res, func() { destroy(); slot.release() }, nil
+	return res, func() { logged(); destroy(); slot.release() }, nil
 }
 
 // executeInSession runs a request in a session, in the session's turn.
-func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, caller Caller, st *stream) (*api.ExecuteResult, error) {
+// Call done once the result is sent (execute).
+func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, caller Caller, st *stream) (_ *api.ExecuteResult, done func(), _ error) {
 	x, err := s.sessionFor(req.SessionID, caller)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if req.Runtime != "" && req.Runtime != x.class.Runtime {
-		return nil, invalid("session %s runs on %s: runtime is chosen when a session is created", x.id, x.class.Runtime)
+		return nil, nil, invalid("session %s runs on %s: runtime is chosen when a session is created", x.id, x.class.Runtime)
 	}
 	req.Runtime = x.class.Runtime
 	c, err := s.validate(req, x.lang)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if c.cell = x.interp != nil && c.lang.Name == x.lang; c.cell {
 		if err := checkCell(req); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if c.class.Image != x.class.Image {
-		return nil, invalid("language %s does not run in session %s, whose root is %s", c.lang.Name, x.id, describeRoot(x.class.Image))
+		return nil, nil, invalid("language %s does not run in session %s, whose root is %s", c.lang.Name, x.id, describeRoot(x.class.Image))
 	}
 	if !x.sb.Alive() {
-		return nil, api.Errorf(api.CodeFailedPrecondition, "session %s is dead: its sandbox was killed (see its state); delete it", x.id)
+		return nil, nil, api.Errorf(api.CodeFailedPrecondition, "session %s is dead: its sandbox was killed (see its state); delete it", x.id)
 	}
 	id := newID()
 	res := &api.ExecuteResult{ID: id, SessionID: x.id, Language: c.lang.Name, Runtime: x.class.Runtime}
@@ -160,13 +161,13 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 	start := time.Now()
 	// Waiting for the session's turn, or for a slot, the timeout may come
 	// before the program ever ran: that is a timed-out execution too.
-	timedOut := func(err error) (*api.ExecuteResult, error) {
+	timedOut := func(err error) (*api.ExecuteResult, func(), error) {
 		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
+			return nil, nil, err
 		}
 		res.Status, res.TimedOut, res.ExitCode, res.Signal = api.StatusTimedOut, true, 128+9, "SIGKILL"
 		res.DurationMS = time.Since(start).Milliseconds()
-		return res, nil
+		return res, func() {}, nil
 	}
 	if err := x.acquireTurn(runCtx); err != nil {
 		return timedOut(err)
@@ -182,7 +183,7 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		x.noteCell(o.exit.Cell)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if st, err := x.sb.Stats(ctx); err == nil {
 		// The counters are the session's: this execution's CPU is what
@@ -193,11 +194,11 @@ func (s *Server) executeInSession(ctx context.Context, req *api.ExecuteRequest, 
 		x.mu.Unlock()
 	}
 	s.touch(ctx, x, true)
-	s.finish(res, o, caller)
+	logged := s.finish(res, o, caller)
 	if c.cell {
 		s.cellResult(x, res, o.exit.Cell)
 	}
-	return res, nil
+	return res, logged, nil
 }
 
 // errExecutionAborted is why a cell whose execution never came to its end
@@ -372,8 +373,10 @@ func (o *outcome) note() string {
 	return ""
 }
 
-// finish fills a result from an outcome and logs the execution.
-func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
+// finish fills a result from an outcome and counts it; it returns the
+// execution's log line, to write once the result is sent (a write to a
+// log file or the journal need not delay the answer).
+func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) (logged func()) {
 	res.DurationMS = o.duration.Milliseconds()
 	res.ExitCode = o.exit.ExitCode
 	res.TimedOut = o.exit.Killed
@@ -399,10 +402,10 @@ func (s *Server) finish(res *api.ExecuteResult, o outcome, caller Caller) {
 	if res.TimedOut {
 		s.metrics.timeouts.Inc()
 	}
-	s.log.Info("execute",
-		"id", res.ID, "session_id", res.SessionID, "language", res.Language, "uid", caller.UID, "pid", caller.PID,
+	attrs := []any{"id", res.ID, "session_id", res.SessionID, "language", res.Language, "uid", caller.UID, "pid", caller.PID,
 		"status", res.Status, "exit_code", res.ExitCode, "duration", o.duration.Round(time.Millisecond),
-		"stdout_bytes", o.stdout.Total(), "stderr_bytes", o.stderr.Total())
+		"stdout_bytes", o.stdout.Total(), "stderr_bytes", o.stderr.Total()}
+	return func() { s.log.Info("execute", attrs...) }
 }
 
 func (s *Server) sandboxLimits(memory int64) sandbox.Limits {

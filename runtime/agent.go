@@ -43,8 +43,10 @@ type agentConn struct {
 	// frames.
 	decoders atomic.Int32
 	// prepared is the PrepareID of the last jail the agent said it built
-	// (a Prepared frame, which goes no further).
+	// (a Prepared frame, which goes no further); built, when set, is
+	// called with it before any later frame is passed on.
 	prepared atomic.Uint64
+	built    atomic.Pointer[func(id uint64)]
 	stderr   *bytes.Buffer // the agent's own complaints
 	log      *slog.Logger
 	id       string
@@ -109,6 +111,9 @@ func (a *agentConn) decode(r io.Reader) error {
 		}
 		if f.Prepared != 0 {
 			a.prepared.Store(f.Prepared)
+			if built := a.built.Load(); built != nil {
+				(*built)(f.Prepared)
+			}
 			continue
 		}
 		select {

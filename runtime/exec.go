@@ -41,8 +41,7 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 		// A cell's counters are its own: an execution's are what changed.
 		// Without a count before, there is no usage (and the daemon does
 		// not reuse the cell).
-		before, beforeErr = s.Stats(cctx)
-		s.resetPeak()
+		before, beforeErr = s.countersBefore(cctx)
 		// The code goes with the request, into the jail's own /sandbox:
 		// no file on the host's disk.
 		for name, content := range p.Files {
@@ -86,6 +85,39 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 		}
 	}
 	return res, err
+}
+
+// countersBefore returns a cell's counters before an execution, its memory
+// peak reset: those read once the jail it takes was built (jailBuilt), or,
+// when the execution comes before that, read now.
+func (s *Sandbox) countersBefore(ctx context.Context) (sandbox.Stats, error) {
+	s.aheadMu.Lock()
+	defer s.aheadMu.Unlock()
+	id := s.prepareID.Load()
+	s.aheadTaken = id
+	if id != 0 && s.aheadID == id && s.agent.prepared.Load() == id {
+		return s.ahead, nil
+	}
+	st, err := s.Stats(ctx)
+	s.resetPeak()
+	return st, err
+}
+
+// jailBuilt reads a cell's counters, and resets its memory peak, once its
+// agent says the jail of PrepareID id is built, unless an execution has
+// started on it already (countersBefore).
+func (s *Sandbox) jailBuilt(id uint64) {
+	s.aheadMu.Lock()
+	defer s.aheadMu.Unlock()
+	if id != s.prepareID.Load() || id <= s.aheadTaken {
+		return
+	}
+	st, err := s.Stats(s.c.ctx(context.Background()))
+	if err != nil {
+		return
+	}
+	s.resetPeak()
+	s.ahead, s.aheadID = st, id
 }
 
 // prepareJail asks a cell's agent to build the jail of its next program

@@ -76,6 +76,17 @@ type Sandbox struct {
 	prepareID atomic.Uint64
 	// cells numbers the cells sent to the sandbox's interpreter.
 	cells atomic.Int64
+	// ahead is a cell's counters, read (and its memory peak reset) once
+	// the agent said that the jail of PrepareID aheadID is built: nothing
+	// runs in the cell from then until that jail's program comes, so they
+	// are its execution's counters before, read off its path
+	// (countersBefore). aheadTaken is the last PrepareID an execution
+	// started on: a later read for it would reset the peak under its
+	// program.
+	aheadMu    sync.Mutex
+	ahead      sandbox.Stats
+	aheadID    uint64
+	aheadTaken uint64
 
 	mu      sync.Mutex
 	final   *sandbox.Stats // the counters read just before the sandbox was killed
@@ -205,6 +216,8 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 	s.procSpec = programSpec(sp.Process)
 	s.jail = jailOf(sp, cfg.Limits.TmpfsBytes)
 	if s.jail != nil {
+		built := s.jailBuilt
+		s.agent.built.Store(&built)
 		s.connectAgent(ctx)
 	}
 	s.prepareJail()

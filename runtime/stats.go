@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	cgroup1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroup2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
@@ -64,36 +65,47 @@ func readCgroupStats(v2 bool, cgroupPath string, readFile func(string) ([]byte, 
 // of each file's path through cgroupfs, an open and a close. Its user
 // serializes its calls (Sandbox.mu).
 type cgroupFiles struct {
-	files   map[string]*os.File
+	files   map[string]cgroupFile
 	writers map[string]*os.File // opened for writing
 	closed  bool
+}
+
+// cgroupFile is a counter file held open, and its descriptor: os.File's
+// Fd would ask the kernel for its flags at each read.
+type cgroupFile struct {
+	f  *os.File
+	fd int
 }
 
 func (c *cgroupFiles) read(path string) ([]byte, error) {
 	if c.closed {
 		return os.ReadFile(path)
 	}
-	f := c.files[path]
-	if f == nil {
-		var err error
-		if f, err = os.Open(path); err != nil {
+	cf, ok := c.files[path]
+	if !ok {
+		f, err := os.Open(path)
+		if err != nil {
 			return nil, err
 		}
 		if c.files == nil {
-			c.files = map[string]*os.File{}
+			c.files = map[string]cgroupFile{}
 		}
-		c.files[path] = f
+		cf = cgroupFile{f: f, fd: int(f.Fd())}
+		c.files[path] = cf
 	}
-	// cgroupfs makes a file's content anew for a read from its start.
+	// cgroupfs makes a file's content anew for a read from its start, and
+	// gives it whole to a read with room for it: one pread, where ReadAt
+	// would make a second to see the end.
 	buf := make([]byte, 512)
-	n, err := f.ReadAt(buf, 0)
-	if err == io.EOF {
-		err = nil
-	} else if err == nil {
-		// Longer than any counter file here: read it whole.
-		return io.ReadAll(io.NewSectionReader(f, 0, 1<<20))
+	n, err := syscall.Pread(cf.fd, buf, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "pread", Path: path, Err: err}
 	}
-	return buf[:n], err
+	if n == len(buf) {
+		// Longer than any counter file here: read it whole.
+		return io.ReadAll(io.NewSectionReader(cf.f, 0, 1<<20))
+	}
+	return buf[:n], nil
 }
 
 // write writes data to a file from its start, as cgroupfs takes a write.
@@ -118,8 +130,8 @@ func (c *cgroupFiles) write(path string, data []byte) error {
 
 // close closes the files; later reads and writes open them each time.
 func (c *cgroupFiles) close() {
-	for _, f := range c.files {
-		f.Close()
+	for _, cf := range c.files {
+		cf.f.Close()
 	}
 	for _, f := range c.writers {
 		f.Close()

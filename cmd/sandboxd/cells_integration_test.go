@@ -304,6 +304,38 @@ func TestCellMemoryPeak(t *testing.T) {
 	}
 }
 
+// TestCellUsageAfterIdle: an execution that comes once its cell has built
+// its next jail takes the counters read then (runtime's countersBefore):
+// its CPU and memory peak are its own, neither those of the runs before
+// nor cut short. Heavy and small runs alternate, each after a pause, so
+// that a baseline read once and kept would show.
+func TestCellUsageAfterIdle(t *testing.T) {
+	d := cellDaemon(t, 50)
+	// 300 ms of CPU and 96 MiB held.
+	const heavy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\nx = b'x' * (96 << 20)\nprint(len(x) >> 20)"
+	_, err := os.Stat("/sys/fs/cgroup/memory/memory.max_usage_in_bytes")
+	v1 := err == nil
+	for i := range 2 {
+		r := mustExecute(t, d.sock, api.ExecuteRequest{Language: "python", Code: heavy})
+		if r.Stdout != "96\n" || r.Usage.CPUMS < 250 || r.Usage.MemoryPeakBytes < 96<<20 {
+			t.Errorf("heavy run %d: output %q, CPU %d ms (want at least 250), peak %d (want at least 96 MiB)", i, r.Stdout, r.Usage.CPUMS, r.Usage.MemoryPeakBytes)
+		}
+		// Idle: the cell builds its next jail and reads its counters.
+		time.Sleep(300 * time.Millisecond)
+		r = mustExecute(t, d.sock, api.ExecuteRequest{Language: "python", Code: "print(1)"})
+		if r.Stdout != "1\n" || r.Usage.CPUMS <= 0 || r.Usage.CPUMS >= 150 {
+			t.Errorf("small run %d: output %q, CPU %d ms (want its own, under 150)", i, r.Stdout, r.Usage.CPUMS)
+		}
+		if v1 && (r.Usage.MemoryPeakBytes <= 0 || r.Usage.MemoryPeakBytes > 48<<20) {
+			t.Errorf("small run %d: peak %d, want its own (under 48 MiB)", i, r.Usage.MemoryPeakBytes)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if n := containersOf(t, d); n != 1 {
+		t.Fatalf("%d containers: the runs were not in one cell", n)
+	}
+}
+
 // TestCellLifecycle: a cell never serves two uids; it is destroyed after
 // an OOM kill, a pids-limit hit and pool.reuse executions.
 func TestCellLifecycle(t *testing.T) {
