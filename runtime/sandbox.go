@@ -88,10 +88,12 @@ type Sandbox struct {
 	aheadID    uint64
 	aheadTaken uint64
 
-	mu      sync.Mutex
-	final   *sandbox.Stats // the counters read just before the sandbox was killed
-	cgroup  cgroupFiles    // its counter files, held open until then
-	oomSeen atomic.Uint64  // the OOM kill count last read
+	mu     sync.Mutex
+	final  *sandbox.Stats // the counters read just before the sandbox was killed
+	cgroup cgroupFiles    // its counter files, held open until then
+	// counters are their paths.
+	counters counterFiles
+	oomSeen  atomic.Uint64 // the OOM kill count last read
 }
 
 // ID returns the sandbox's (and its container's) id.

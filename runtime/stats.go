@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -21,41 +20,57 @@ import (
 // cgroupRoot is where the cgroup hierarchies are mounted.
 var cgroupRoot = "/sys/fs/cgroup"
 
+// counterFiles are the paths of a sandbox's counter files in cgroupfs.
+type counterFiles struct {
+	cpu, usage, peak, oomKills, pids string
+}
+
+func counterFilesOf(v2 bool, cgroupPath string) counterFiles {
+	if v2 {
+		dir := filepath.Join(cgroupRoot, cgroupPath)
+		return counterFiles{cpu: dir + "/cpu.stat", usage: dir + "/memory.current", peak: dir + "/memory.peak",
+			oomKills: dir + "/memory.events", pids: dir + "/pids.events"}
+	}
+	memory := filepath.Join(cgroupRoot, "memory", cgroupPath)
+	return counterFiles{cpu: filepath.Join(cgroupRoot, "cpuacct", cgroupPath, "cpuacct.usage"),
+		usage: memory + "/memory.usage_in_bytes", peak: memory + "/memory.max_usage_in_bytes",
+		oomKills: memory + "/memory.oom_control", pids: filepath.Join(cgroupRoot, "pids", cgroupPath, "pids.events")}
+}
+
 // readCgroupStats reads a sandbox's counters straight from cgroupfs: a few
 // small files, where asking containerd costs two IPC round trips and a
 // read of every controller. It fails when the files are not there (another
 // cgroup layout, a runtime that keeps its own), and the caller then asks
 // containerd. readFile reads a file by its path (os.ReadFile, or a
 // sandbox's cgroupFiles).
-func readCgroupStats(v2 bool, cgroupPath string, readFile func(string) ([]byte, error)) (sandbox.Stats, error) {
+func readCgroupStats(v2 bool, files counterFiles, readFile func(string) ([]byte, error)) (sandbox.Stats, error) {
 	var st sandbox.Stats
 	var err error
-	read := func(file string) []byte {
+	read := func(path string) []byte {
 		if err != nil {
 			return nil
 		}
 		var b []byte
-		b, err = readFile(filepath.Join(cgroupRoot, file))
+		b, err = readFile(path)
 		return b
 	}
 	if v2 {
-		dir := cgroupPath
-		st.CPUNanos = field(read(filepath.Join(dir, "cpu.stat")), "usage_usec", &err) * 1000
-		st.MemoryUsageBytes = number(read(filepath.Join(dir, "memory.current")), &err)
-		st.OOMKills = field(read(filepath.Join(dir, "memory.events")), "oom_kill", &err)
-		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, dir, "pids.events"), readFile)
+		st.CPUNanos = field(read(files.cpu), "usage_usec", &err) * 1000
+		st.MemoryUsageBytes = number(read(files.usage), &err)
+		st.OOMKills = field(read(files.oomKills), "oom_kill", &err)
+		st.PidsLimitHits = pidsMax(files.pids, readFile)
 		if err == nil {
 			// memory.peak is from Linux 5.19; before, the peak is unknown.
-			if b, perr := readFile(filepath.Join(cgroupRoot, dir, "memory.peak")); perr == nil {
+			if b, perr := readFile(files.peak); perr == nil {
 				st.MemoryPeakBytes = number(b, &err)
 			}
 		}
 	} else {
-		st.CPUNanos = number(read(filepath.Join("cpuacct", cgroupPath, "cpuacct.usage")), &err)
-		st.MemoryUsageBytes = number(read(filepath.Join("memory", cgroupPath, "memory.usage_in_bytes")), &err)
-		st.MemoryPeakBytes = number(read(filepath.Join("memory", cgroupPath, "memory.max_usage_in_bytes")), &err)
-		st.OOMKills = field(read(filepath.Join("memory", cgroupPath, "memory.oom_control")), "oom_kill", &err)
-		st.PidsLimitHits = pidsMax(filepath.Join(cgroupRoot, "pids", cgroupPath, "pids.events"), readFile)
+		st.CPUNanos = number(read(files.cpu), &err)
+		st.MemoryUsageBytes = number(read(files.usage), &err)
+		st.MemoryPeakBytes = number(read(files.peak), &err)
+		st.OOMKills = field(read(files.oomKills), "oom_kill", &err)
+		st.PidsLimitHits = pidsMax(files.pids, readFile)
 	}
 	return st, err
 }
@@ -186,9 +201,8 @@ func field(b []byte, key string, err *error) uint64 {
 	if *err != nil {
 		return 0
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := bytes.Cut(sc.Bytes(), []byte{' '})
+	for line := range bytes.Lines(b) {
+		k, v, ok := bytes.Cut(line, []byte{' '})
 		if ok && string(k) == key {
 			return number(v, err)
 		}
@@ -227,7 +241,10 @@ func (s *Sandbox) Stats(ctx context.Context) (sandbox.Stats, error) {
 }
 
 func (s *Sandbox) readStats(ctx context.Context) (sandbox.Stats, error) {
-	if st, err := readCgroupStats(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id), s.cgroup.read); err == nil {
+	if s.counters.cpu == "" {
+		s.counters = counterFilesOf(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
+	}
+	if st, err := readCgroupStats(s.c.cgroupV2, s.counters, s.cgroup.read); err == nil {
 		s.oomSeen.Store(st.OOMKills)
 		return st, nil
 	}

@@ -41,7 +41,7 @@ func TestReadCgroupStats(t *testing.T) {
 		"memory/ns/x/memory.max_usage_in_bytes": "8192\n",
 		"memory/ns/x/memory.oom_control":        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
 	})
-	st, err := readCgroupStats(false, "/ns/x", os.ReadFile)
+	st, err := readCgroupStats(false, counterFilesOf(false, "/ns/x"), os.ReadFile)
 	if err != nil || st != (sandbox.Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 2}) {
 		t.Errorf("v1: %+v, %v", st, err)
 	}
@@ -53,13 +53,13 @@ func TestReadCgroupStats(t *testing.T) {
 		"ns/x/memory.peak":    "8192\n",
 		"ns/x/memory.events":  "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
 	})
-	st, err = readCgroupStats(true, "/ns/x", os.ReadFile)
+	st, err = readCgroupStats(true, counterFilesOf(true, "/ns/x"), os.ReadFile)
 	if err != nil || st != (sandbox.Stats{CPUNanos: 1500000, MemoryUsageBytes: 4096, MemoryPeakBytes: 8192, OOMKills: 1}) {
 		t.Errorf("v2: %+v, %v", st, err)
 	}
 
 	// Another layout: the caller must hear of it, to ask containerd.
-	if _, err := readCgroupStats(true, "/ns/missing", os.ReadFile); err == nil {
+	if _, err := readCgroupStats(true, counterFilesOf(true, "/ns/missing"), os.ReadFile); err == nil {
 		t.Error("no error for a missing cgroup")
 	}
 }
