@@ -77,12 +77,13 @@ type Sandbox struct {
 	// cells numbers the cells sent to the sandbox's interpreter.
 	cells atomic.Int64
 	// ahead is a cell's counters, read (and its memory peak reset) once
-	// the agent said that the jail of PrepareID aheadID is built: nothing
-	// runs in the cell from then until that jail's program comes, so they
-	// are its execution's counters before, read off its path
-	// (countersBefore). aheadTaken is the last PrepareID an execution
-	// started on: a later read for it would reset the peak under its
-	// program.
+	// the agent said that the jail of PrepareID aheadID is built: from
+	// then until that jail's program comes, the agent and the jail's init
+	// only wait (their Go runtimes may still spend a few hundred
+	// microseconds of CPU settling), so these are its execution's counters
+	// before, read off its path (countersBefore). aheadTaken is the last
+	// PrepareID an execution started on: a later read for it would reset
+	// the peak under its program.
 	aheadMu    sync.Mutex
 	ahead      sandbox.Stats
 	aheadID    uint64
