@@ -180,7 +180,7 @@ func (s *Sandbox) resetPeak() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.final == nil {
-		s.cgroup.write(filepath.Join(cgroupRoot, "memory", CgroupsPath(s.c.cfg.Namespace, s.id), "memory.max_usage_in_bytes"), []byte("0"))
+		s.cgroup.write(s.counterPaths().peak, []byte("0"))
 	}
 }
 
@@ -214,16 +214,7 @@ func field(b []byte, key string, err *error) uint64 {
 // pidsLimitHit reports whether a fork in the sandbox's cgroup was refused
 // at its pids limit.
 func pidsLimitHit(v2 bool, cgroupPath string) bool {
-	file := filepath.Join(cgroupRoot, "pids", cgroupPath, "pids.events")
-	if v2 {
-		file = filepath.Join(cgroupRoot, cgroupPath, "pids.events")
-	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return false
-	}
-	var ferr error
-	return field(b, "max", &ferr) > 0 && ferr == nil
+	return pidsMax(counterFilesOf(v2, cgroupPath).pids, os.ReadFile) > 0
 }
 
 // Stats reads the sandbox's cgroup counters; once the sandbox is killed,
@@ -240,11 +231,17 @@ func (s *Sandbox) Stats(ctx context.Context) (sandbox.Stats, error) {
 	return s.readStats(ctx)
 }
 
-func (s *Sandbox) readStats(ctx context.Context) (sandbox.Stats, error) {
+// counterPaths returns the paths of the sandbox's counter files, built
+// once. Call it with s.mu held.
+func (s *Sandbox) counterPaths() counterFiles {
 	if s.counters.cpu == "" {
 		s.counters = counterFilesOf(s.c.cgroupV2, CgroupsPath(s.c.cfg.Namespace, s.id))
 	}
-	if st, err := readCgroupStats(s.c.cgroupV2, s.counters, s.cgroup.read); err == nil {
+	return s.counters
+}
+
+func (s *Sandbox) readStats(ctx context.Context) (sandbox.Stats, error) {
+	if st, err := readCgroupStats(s.c.cgroupV2, s.counterPaths(), s.cgroup.read); err == nil {
 		s.oomSeen.Store(st.OOMKills)
 		return st, nil
 	}
