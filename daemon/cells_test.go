@@ -63,6 +63,14 @@ func TestCellsServeOneUID(t *testing.T) {
 	if !rt.Created()[0].Jails {
 		t.Error("the cell was not made a cell")
 	}
+	// Once each answer is out, the cell hears of it: it builds its next
+	// jail then.
+	cell := rt.Sandbox(rt.Created()[0].ID)
+	for deadline := time.Now().Add(5 * time.Second); cell.Answers() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the cell heard of %d answers of its 2 executions", cell.Answers())
+		}
+	}
 	runAs(t, s, 1001, `{"language":"python","code":"3"}`)
 	if n := len(rt.Created()); n != 2 {
 		t.Fatalf("another uid's execution ran in a cell of the first's (%d sandboxes)", n)

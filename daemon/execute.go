@@ -122,7 +122,7 @@ func (s *Server) execute(ctx context.Context, req *api.ExecuteRequest, caller Ca
 		// Back among the caller's cells before the answer, for its next
 		// request; or destroyed off the caller's path.
 		s.releaseCell(key, cl, o.exit, nil)
-		return res, func() { logged(); slot.release() }, nil
+		return res, func() { sb.Answered(); logged(); slot.release() }, nil
 	}
 	return res, func() { logged(); destroy(); slot.release() }, nil
 }

@@ -82,6 +82,10 @@ type Sandbox interface {
 	// execution there would only hand its program over; true for a
 	// sandbox that is not a cell.
 	JailReady() bool
+	// Answered says that the answer of the sandbox's last execution is
+	// out: a cell builds its next jail then, not while the answer is on
+	// its way.
+	Answered()
 	// Delete destroys the sandbox and all in it, even when ctx is done.
 	Delete(ctx context.Context) error
 }

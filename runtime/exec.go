@@ -38,6 +38,8 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	var beforeErr error
 	var code []agentproto.File
 	if p.Jail {
+		// A jail not yet asked for is built for this execution's request.
+		s.prepareDue.Store(0)
 		// A cell's counters are its own: an execution's are what changed.
 		// Without a count before, there is no usage (and the daemon does
 		// not reuse the cell).
@@ -73,8 +75,9 @@ func (s *Sandbox) Exec(ctx context.Context, p sandbox.Process) (sandbox.ExitResu
 	}
 	if p.Jail && err == nil && res.Clean {
 		// The cell may serve again: its next jail is built while it
-		// waits, off the next execution's path.
-		s.prepareJail()
+		// waits, off the next execution's path, once this one's answer
+		// is out (Answered).
+		s.prepareDue.Store(s.prepareID.Add(1))
 	}
 	if err == nil && !res.Killed && res.Signal == int(syscall.SIGKILL) {
 		res.OOMKilled = s.oomKilled(cctx, oomBefore)
@@ -124,9 +127,24 @@ func (s *Sandbox) jailBuilt(id uint64) {
 // now. A jail it cannot build fails that program's run instead.
 func (s *Sandbox) prepareJail() {
 	if s.jail != nil {
-		id := s.prepareID.Add(1)
-		// Apart: the execution's answer need not wait for it.
-		s.agent.sendApart(agentproto.Request{Jail: s.jail, Prepare: true, PrepareID: id})
+		s.sendPrepare(s.prepareID.Add(1))
+	}
+}
+
+// sendPrepare asks for the jail of PrepareID id, apart: an execution's
+// answer need not wait for it.
+func (s *Sandbox) sendPrepare(id uint64) {
+	s.agent.sendApart(agentproto.Request{Jail: s.jail, Prepare: true, PrepareID: id})
+}
+
+// Answered says that the answer of the cell's last execution is out: its
+// agent then ends that execution's jail and builds the next one, about a
+// millisecond of the kernel's and the agent's work that would otherwise
+// share the CPUs with the answer on its way. An execution that comes
+// first builds its jail itself.
+func (s *Sandbox) Answered() {
+	if id := s.prepareDue.Swap(0); id != 0 && id == s.prepareID.Load() {
+		s.sendPrepare(id)
 	}
 }
 

@@ -74,6 +74,9 @@ type Sandbox struct {
 	// prepareID numbers the requests to build the next one ahead.
 	jail      *agentproto.Jail
 	prepareID atomic.Uint64
+	// prepareDue is the PrepareID whose request waits for the answer of
+	// the execution before it (Answered); 0: none waits.
+	prepareDue atomic.Uint64
 	// cells numbers the cells sent to the sandbox's interpreter.
 	cells atomic.Int64
 	// ahead is a cell's counters, read (and its memory peak reset) once

@@ -35,6 +35,9 @@ type agent struct {
 	// next is a jail built ahead, waiting for its program (prepare). The
 	// request loop alone uses it, and interp.
 	next *child
+	// ending is the last run's jail, whose end is to come (endJail). The
+	// request loop alone uses it.
+	ending *child
 	// interp is an interpreter session's interpreter, once started;
 	// starts counts those started.
 	interp *interp
@@ -88,11 +91,14 @@ type child struct {
 	// mounts) would otherwise come with its init's exit, before the run's
 	// answer: it comes when this is closed, after.
 	mounts *os.File
+	// hold keeps a jail's init, alone in its jail once its program has
+	// ended, from exiting until it is closed (endJail).
+	hold *os.File
 }
 
 // close closes the agent's ends of c's pipes.
 func (c *child) close() {
-	for _, f := range []*os.File{c.stdin, c.stdout, c.stderr, c.status, c.program, c.mounts} {
+	for _, f := range []*os.File{c.stdin, c.stdout, c.stderr, c.status, c.program, c.mounts, c.hold} {
 		if f != nil {
 			f.Close()
 		}
@@ -134,6 +140,8 @@ func runAgent() {
 	reqs := make(chan agentproto.Request)
 	go a.read(src, in, reqs)
 	for req := range reqs {
+		// Whatever comes next waits for the last jail's end.
+		a.endJail()
 		switch {
 		case req.Exit:
 			os.Exit(0)
@@ -424,12 +432,28 @@ wait:
 		a.send(agentproto.Frame{Sync: id})
 	}
 	if c.status != nil {
-		// The next request waits for the jail's end.
-		c.wait()
-		c.status.Close()
-		c.mounts.Close()
+		// The jail ends when the next request comes (sandboxd sends the
+		// next jail's once the answer is out): its init's exit and its
+		// namespaces' teardown, a millisecond of the kernel's work, do
+		// not share the CPUs with the answer on its way.
+		a.ending = c
 	}
 	return open
+}
+
+// endJail ends the jail of the last run, if its end is still to come:
+// its init, alone in it, exits once its hold is closed; then its mount
+// namespace goes.
+func (a *agent) endJail() {
+	c := a.ending
+	if c == nil {
+		return
+	}
+	a.ending = nil
+	c.hold.Close()
+	c.wait()
+	c.status.Close()
+	c.mounts.Close()
 }
 
 // spawn starts a child with fork, which gets the child's ends of three

@@ -129,3 +129,36 @@ func TestJailInitAlone(t *testing.T) {
 		t.Errorf("the killed child was not reaped: %v", err)
 	}
 }
+
+// A jail's init that is alone once its program has ended waits, on the
+// pipe whose other end the agent holds (non-blocking or not), until the
+// agent closes it; then it goes on to exit.
+func TestJailInitAwaitsClose(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	fd, err := syscall.Dup(int(r.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	syscall.SetNonblock(fd, true)
+	done := make(chan struct{})
+	go func() {
+		awaitClose(fd)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("the init went on while the agent held its pipe")
+	case <-time.After(200 * time.Millisecond):
+	}
+	w.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the init still waits once the agent closed its pipe")
+	}
+}

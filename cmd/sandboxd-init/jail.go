@@ -94,6 +94,13 @@ func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 		return nil, err
 	}
 	defer programR.Close()
+	holdR, holdW, err := os.Pipe()
+	if err != nil {
+		statusR.Close()
+		programW.Close()
+		return nil, err
+	}
+	defer holdR.Close()
 	uid, gid := os.Getuid(), os.Getgid()
 	c, err := a.spawn(func(stdio []uintptr) (int, error) {
 		return forkWithInitSlack(func(programSlack uintptr) (int, error) {
@@ -104,7 +111,7 @@ func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 				// at start. The program's environment is its own; its timer
 				// slack is the agent's (slack.go).
 				Env:   []string{"GOMAXPROCS=1", programSlackEnv + "=" + strconv.FormatUint(uint64(programSlack), 10)},
-				Files: append(stdio, statusW.Fd(), programR.Fd()),
+				Files: append(stdio, statusW.Fd(), programR.Fd(), holdR.Fd()),
 				Sys: &syscall.SysProcAttr{
 					Cloneflags:                 jailCloneFlags,
 					UidMappings:                []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}},
@@ -122,9 +129,10 @@ func (a *agent) startJail(j agentproto.Jail) (*child, error) {
 	if err != nil {
 		statusR.Close()
 		programW.Close()
+		holdW.Close()
 		return nil, fmt.Errorf("starting the jail: %w", err)
 	}
-	c.status, c.program, c.jail = statusR, programW, j
+	c.status, c.program, c.hold, c.jail = statusR, programW, holdW, j
 	c.statusLines, c.built = bufio.NewReader(io.LimitReader(statusR, 64<<10)), make(chan struct{})
 	go func() {
 		defer close(c.built)
@@ -300,6 +308,7 @@ func runJail() {
 	// program must not inherit it.
 	unix.CloseOnExec(3)
 	unix.CloseOnExec(4)
+	unix.CloseOnExec(5)
 	status := os.NewFile(3, "status")
 	report := func(st jailStatus) {
 		json.NewEncoder(status).Encode(st)
@@ -392,8 +401,25 @@ func runJail() {
 		}
 		st.Alone = alone()
 		report(st)
+		if st.Alone {
+			// Nothing is left to end: the exit, and the jail's teardown
+			// with it, wait for the agent (endJail), after the answer.
+			awaitClose(5)
+		}
 		// Exiting ends the jail: the kernel kills what the program left.
 		os.Exit(0)
+	}
+}
+
+// awaitClose waits until the write end of the pipe whose read end is fd
+// is closed.
+func awaitClose(fd int) {
+	unix.SetNonblock(fd, false)
+	var b [1]byte
+	for {
+		if n, err := unix.Read(fd, b[:]); err != unix.EINTR && n <= 0 {
+			return
+		}
 	}
 }
 

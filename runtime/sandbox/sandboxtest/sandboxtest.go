@@ -231,6 +231,8 @@ type Sandbox struct {
 	deleted bool
 	// building: its next jail is not built yet (SetJailReady).
 	building bool
+	// answers counts Answered.
+	answers int
 }
 
 // ID returns the id the sandbox was created with.
@@ -323,6 +325,21 @@ func (s *Sandbox) JailReady() bool {
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
 	return !s.building
+}
+
+// Answered counts in Answers.
+func (s *Sandbox) Answered() {
+	s.r.mu.Lock()
+	s.answers++
+	s.r.mu.Unlock()
+}
+
+// Answers is how many times the daemon said an execution's answer was
+// out.
+func (s *Sandbox) Answers() int {
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	return s.answers
 }
 
 // Alive reports whether the sandbox is not deleted: its PID 1 runs until
