@@ -29,6 +29,11 @@ const (
 	// backToBackRuns is how many runs the back-to-back row's figures are
 	// the median and p95 of, bare and through the API.
 	backToBackRuns = 200
+	// backToBackRounds is how many blocks of each kind the back-to-back
+	// row alternates; backToBackWarm, the runs before each block through
+	// the API that take the client's cells.
+	backToBackRounds = 4
+	backToBackWarm   = 5
 	// batchPrograms is the batch row's size (BENCH_BATCH overrides it),
 	// batchClients its clients, and bare workers alike.
 	batchPrograms = 1000
@@ -211,20 +216,39 @@ func cpuPerRun(busy time.Duration, n int) float64 {
 }
 
 // backToBack runs python print(1) back to back, with no pacing, from one
-// client on a kept connection: bare in a block while the daemon is idle,
-// then through the API.
+// client on a kept connection, bare and through the API, n runs each in
+// backToBackRounds alternating blocks as the latency rows are (alternate):
+// bare while the daemon is idle; through the API after backToBackWarm
+// runs that take the client's cells (back to back, a client takes turns
+// on two) and once the pool has refilled.
 func backToBack(b *testing.B, w *benchWatch, n int) backToBackRow {
 	row := backToBackRow{Program: "python print(1)", Runs: n}
-	w.baseline(b)
-	bare := make([]time.Duration, n)
-	for i := range bare {
-		bare[i] = timeRun(b, "1\n", "/usr/bin/python3", "-c", "print(1)")
-	}
-	w.ready(b)
 	req := api.ExecuteRequest{Language: "python", Code: "print(1)"}
-	sbx := make([]time.Duration, n)
-	for i := range sbx {
-		sbx[i] = timeAPI(b, "1\n", req)
+	var bare, sbx []time.Duration
+	bareBlock := func() {
+		w.baseline(b)
+		for range n / backToBackRounds {
+			bare = append(bare, timeRun(b, "1\n", "/usr/bin/python3", "-c", "print(1)"))
+		}
+	}
+	apiBlock := func() {
+		w.ready(b)
+		for range backToBackWarm {
+			timeAPI(b, "1\n", req)
+		}
+		w.ready(b)
+		for range n / backToBackRounds {
+			sbx = append(sbx, timeAPI(b, "1\n", req))
+		}
+	}
+	for r := range backToBackRounds {
+		if r%2 == 0 {
+			bareBlock()
+			apiBlock()
+		} else {
+			apiBlock()
+			bareBlock()
+		}
 	}
 	row.BareP50MS, row.BareP95MS = ms(percentile(bare, 50)), ms(percentile(bare, 95))
 	row.P50MS, row.P95MS = ms(percentile(sbx, 50)), ms(percentile(sbx, 95))
@@ -402,7 +426,7 @@ func batchSize() int {
 }
 
 func printBackToBack(r backToBackRow) {
-	fmt.Printf("\nback to back (%s, one-shot through the API, one client on a kept connection, no pacing, %d runs; bare: %d runs back to back, in a block of their own while the daemon is idle)\n", r.Program, r.Runs, r.Runs)
+	fmt.Printf("\nback to back (%s, one-shot through the API, one client on a kept connection, no pacing, %d runs and %d bare, in %d alternating blocks of each; bare: while the daemon is idle; API: after %d runs that take the client's cells, the pool full)\n", r.Program, r.Runs, r.Runs, backToBackRounds, backToBackWarm)
 	fmt.Printf("%-22s %9s %9s %9s %9s %8s %8s %8s %13s\n", "program", "bare p50", "bare p95", "p50", "p95", "p50 x", "p95 x", "p95/p50", "bare p95/p50")
 	fmt.Printf("%-22s %7.1fms %7.1fms %7.1fms %7.1fms %7.2fx %7.2fx %8.2f %13.2f\n", r.Program, r.BareP50MS, r.BareP95MS, r.P50MS, r.P95MS, r.P50Ratio, r.P95Ratio, r.P95OverP50, r.BareP95OverP50)
 }
