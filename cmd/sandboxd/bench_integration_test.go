@@ -229,7 +229,14 @@ func alternate(b *testing.B, w *benchWatch, bareRun, apiRun func() time.Duration
 		w.ready(b)
 		sbx = append(sbx, paced(n, apiRun)...)
 	}
-	for r := range latencyRounds {
+	alternateBlocks(latencyRounds, bareBlock, apiBlock)
+	return bare, sbx, first
+}
+
+// alternateBlocks runs rounds of a bare block and one through the API,
+// bare first in even rounds and the API first in odd ones.
+func alternateBlocks(rounds int, bareBlock, apiBlock func()) {
+	for r := range rounds {
 		if r%2 == 0 {
 			bareBlock()
 			apiBlock()
@@ -238,7 +245,6 @@ func alternate(b *testing.B, w *benchWatch, bareRun, apiRun func() time.Duration
 			bareBlock()
 		}
 	}
-	return bare, sbx, first
 }
 
 // paced runs one n times, one run every latencyPace at most, and returns

@@ -241,15 +241,7 @@ func backToBack(b *testing.B, w *benchWatch, n int) backToBackRow {
 			sbx = append(sbx, timeAPI(b, "1\n", req))
 		}
 	}
-	for r := range backToBackRounds {
-		if r%2 == 0 {
-			bareBlock()
-			apiBlock()
-		} else {
-			apiBlock()
-			bareBlock()
-		}
-	}
+	alternateBlocks(backToBackRounds, bareBlock, apiBlock)
 	row.BareP50MS, row.BareP95MS = ms(percentile(bare, 50)), ms(percentile(bare, 95))
 	row.P50MS, row.P95MS = ms(percentile(sbx, 50)), ms(percentile(sbx, 95))
 	row.P50Ratio, row.P95Ratio = row.P50MS/row.BareP50MS, row.P95MS/row.BareP95MS
