@@ -128,12 +128,7 @@ func BenchmarkSandboxd(b *testing.B) {
 		args:   []string{"--max-concurrent", fmt.Sprint(maxConcurrent), "--max-queued", fmt.Sprint(maxQueued)}})
 	defer func(main string) { socket = main }(socket)
 	socket = served.sock
-	if !waitFor(2*time.Minute, func() bool {
-		target := metricValue(b, socket, "sandboxd_pool_target")
-		return target > 0 && metricValue(b, socket, "sandboxd_pool_ready") == target
-	}) {
-		b.Fatal("the benchmark's daemon did not fill its pools within 2 minutes")
-	}
+	waitPoolFull(b, socket)
 	watch := newBenchWatch(socket)
 	defer watch.c.CloseIdleConnections()
 	var rep benchReport
