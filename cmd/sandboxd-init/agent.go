@@ -42,6 +42,12 @@ type agent struct {
 	// starts counts those started.
 	interp *interp
 	starts int64
+	// outBufs are the buffers a run's stdout and stderr are read into,
+	// one each, kept from run to run (run): a fresh 64 KiB each run was
+	// zeroed, page by page, as the program started.
+	outBufs [3][]byte
+	// procBuf is what cellClean reads /proc's entries into.
+	procBuf [8 << 10]byte
 }
 
 // proc is a process the agent started, whose status the reaper hands on.
@@ -334,11 +340,14 @@ func (a *agent) run(req agentproto.Request, reqs <-chan agentproto.Request) bool
 	}
 	var drained sync.WaitGroup
 	for stream, r := range map[int]*os.File{agentproto.Stdout: c.stdout, agentproto.Stderr: c.stderr} {
+		if a.outBufs[stream] == nil {
+			a.outBufs[stream] = make([]byte, 64<<10)
+		}
+		buf := a.outBufs[stream] // this run's alone: it ends with drained
 		drained.Add(1)
 		go func() {
 			defer drained.Done()
 			defer r.Close()
-			buf := make([]byte, 64<<10)
 			for {
 				n, err := r.Read(buf)
 				if n > 0 {
@@ -424,7 +433,7 @@ wait:
 			st = &s
 		}
 		code, f.Signal, f.Error = st.Exit, st.Signal, st.Error
-		f.Clean = cellClean(alive)
+		f.Clean = a.cellClean(alive)
 	}
 	f.Exit = &code
 	a.send(f)

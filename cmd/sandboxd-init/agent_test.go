@@ -5,13 +5,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"maps"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
@@ -160,5 +166,49 @@ func TestJailInitAwaitsClose(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the init still waits once the agent closed its pipe")
+	}
+}
+
+// eachPid, which the clean check reads /proc with, sees every numeric
+// entry of a directory, over as many reads as its buffer needs, and no
+// other; and it sees this process in /proc.
+func TestEachPid(t *testing.T) {
+	if off := unsafe.Offsetof(unix.Dirent{}.Name); off != direntName {
+		t.Fatalf("linux_dirent64's name is at %d, not %d", off, direntName)
+	}
+	dir := t.TempDir()
+	want := map[int]bool{}
+	for i := range 200 {
+		pid := i*7919 + 1
+		want[pid] = true
+		for _, name := range []string{strconv.Itoa(pid), "x" + strconv.Itoa(pid), strconv.Itoa(pid) + "-"} {
+			if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, name := range []string{"self", "12345678901", "0x10", "١٢"} {
+		os.WriteFile(filepath.Join(dir, name), nil, 0o644)
+	}
+	got := map[int]bool{}
+	// A buffer of a few records: the directory takes many reads.
+	if err := eachPid(dir, make([]byte, 512), func(pid int) bool { got[pid] = true; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("eachPid saw %d pids, want %d: %v", len(got), len(want), got)
+	}
+	seen := 0
+	eachPid(dir, make([]byte, 512), func(int) bool { seen++; return seen < 3 })
+	if seen != 3 {
+		t.Errorf("eachPid went on after visit said stop: %d visits", seen)
+	}
+	self := false
+	if err := eachPid("/proc", make([]byte, 8<<10), func(pid int) bool { self = self || pid == os.Getpid(); return true }); err != nil || !self {
+		t.Errorf("eachPid(/proc) did not see this process (%d): %v", os.Getpid(), err)
+	}
+	// On the host, more than one process runs.
+	if new(agent).cellClean(0) {
+		t.Error("cellClean found the host clean")
 	}
 }

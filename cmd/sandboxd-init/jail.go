@@ -17,6 +17,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -268,18 +269,82 @@ func killedStatus(ws syscall.WaitStatus) jailStatus {
 
 // cellClean reports whether no process but the agent, and the jail's init
 // of pid init (0: none), runs in the sandbox: the sandbox's /proc (the
-// agent's) shows the jails' processes too.
-func cellClean(init int) bool {
-	entries, err := os.ReadDir("/proc")
+// agent's) shows the jails' processes too. What cannot be read makes the
+// sandbox unclean. It runs between the program's end and the answer, and
+// allocates nothing: since the agent's last fork (a jail's), every page it
+// writes costs it a fault.
+func (a *agent) cellClean(init int) bool {
+	clean := true
+	err := eachPid("/proc", a.procBuf[:], func(pid int) bool {
+		clean = pid == 1 || pid == init
+		return clean
+	})
+	return err == nil && clean
+}
+
+// eachPid calls visit with each entry of dir whose name is a number, read
+// into buf, until visit returns false.
+func eachPid(dir string, buf []byte, visit func(pid int) bool) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return false
+		return err
 	}
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != 1 && pid != init {
-			return false
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		for ents := buf[:n]; len(ents) > 0; {
+			name, rest, err := nextDirent(ents)
+			if err != nil {
+				return err
+			}
+			if pid, ok := parsePid(name); ok && !visit(pid) {
+				return nil
+			}
+			ents = rest
 		}
 	}
-	return true
+}
+
+// direntName is where a linux_dirent64 record's name starts, after its
+// inode (8 bytes), offset (8), length (2) and type (1).
+const direntName = 19
+
+// nextDirent splits the first linux_dirent64 record off buf: its name (up
+// to its NUL) and the records after it.
+func nextDirent(buf []byte) (name, rest []byte, err error) {
+	if len(buf) < direntName {
+		return nil, nil, errors.New("a short directory entry")
+	}
+	reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
+	if reclen <= direntName || reclen > len(buf) {
+		return nil, nil, errors.New("a directory entry of a bad length")
+	}
+	name = buf[direntName:reclen]
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	return name, buf[reclen:], nil
+}
+
+// parsePid parses a /proc entry's name as a pid: decimal digits only.
+func parsePid(name []byte) (int, bool) {
+	if len(name) == 0 || len(name) > 10 {
+		return 0, false
+	}
+	pid := 0
+	for _, c := range name {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		pid = pid*10 + int(c-'0')
+	}
+	return pid, true
 }
 
 // alone reaps the init's children that have exited and reports whether
