@@ -47,7 +47,7 @@ type agentConn struct {
 	// called with it before any later frame is passed on.
 	prepared atomic.Uint64
 	built    atomic.Pointer[func(id uint64)]
-	stderr   *bytes.Buffer // the agent's own complaints
+	stderr   *lockedBuffer // the agent's own complaints
 	log      *slog.Logger
 	id       string
 	// closed ends the decoder, even while it waits for a reader of frames.
@@ -58,14 +58,14 @@ type agentConn struct {
 func newAgentConn(log *slog.Logger, id string) (*agentConn, io.Reader, io.Writer, io.Writer) {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	a := &agentConn{in: inW, stdin: inW, stdout: outR, frames: make(chan agentproto.Frame, 256), stderr: &bytes.Buffer{},
+	a := &agentConn{in: inW, stdin: inW, stdout: outR, frames: make(chan agentproto.Frame, 256), stderr: &lockedBuffer{b: &bytes.Buffer{}},
 		log: log, id: id, closed: make(chan struct{})}
 	a.decoders.Add(1)
 	go func() {
 		defer a.decoded()
 		outR.CloseWithError(a.decode(outR))
 	}()
-	return a, inR, outW, &lockedBuffer{b: a.stderr}
+	return a, inR, outW, a.stderr
 }
 
 // useSocket makes c, a connection to the agent's socket (dialAgent), the
@@ -141,6 +141,13 @@ func (a *agentConn) close() {
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  *bytes.Buffer
+}
+
+// head returns up to n bytes of what was written.
+func (l *lockedBuffer) head(n int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b.Bytes()[:min(n, l.b.Len())])
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {

@@ -77,3 +77,32 @@ func TestAgentConnSendApartKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The end of a sandbox's agent that sandboxd did not ask for is logged
+// with what the agent wrote on its stderr: a warning when it said why (a
+// Go runtime's fatal error), otherwise information (killed, as gVisor
+// ends a sandbox out of memory). An end sandboxd asked for is not.
+func TestAgentDeathLogged(t *testing.T) {
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	a, _, _, stderr := newAgentConn(log, "test")
+	defer a.close()
+	s := &Sandbox{c: &Client{log: log}, id: "sbx-test", agent: a}
+
+	s.logDeath(137)
+	if got := logged.String(); !strings.Contains(got, "level=INFO") || !strings.Contains(got, "exit_code=137") || !strings.Contains(got, "container_id=sbx-test") {
+		t.Errorf("a silent death: %q", got)
+	}
+	logged.Reset()
+	io.WriteString(stderr, "runtime: failed to create new OS thread\nfatal error: newosproc\n")
+	s.logDeath(2)
+	if got := logged.String(); !strings.Contains(got, "level=WARN") || !strings.Contains(got, "exit_code=2") || !strings.Contains(got, `fatal error: newosproc`) {
+		t.Errorf("a death with the agent's reason: %q", got)
+	}
+	logged.Reset()
+	s.endAsked.Store(true)
+	s.logDeath(137)
+	if got := logged.String(); got != "" {
+		t.Errorf("an end sandboxd asked for: %q", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,6 +69,9 @@ type Sandbox struct {
 	deleted  bool
 	deleting chan struct{}
 	started  bool // PID 1 was started (it is watched then)
+	// endAsked says sandboxd ends the sandbox (kill, Delete): PID 1's end
+	// is no death to report.
+	endAsked atomic.Bool
 	// agent runs programs and file operations through PID 1's stdio.
 	agent *agentConn
 	// jail is what a cell's programs run in; nil for other sandboxes.
@@ -264,6 +268,7 @@ func (s *Sandbox) watch(ctx context.Context) error {
 		for {
 			st := <-exitC
 			if st.Error() == nil {
+				s.logDeath(st.ExitCode())
 				return
 			}
 			// The wait failed, not the task: containerd restarted or the
@@ -276,6 +281,25 @@ func (s *Sandbox) watch(ctx context.Context) error {
 		}
 	}()
 	return nil
+}
+
+// logDeath logs the end of a sandbox's PID 1 that sandboxd did not ask
+// for: its agent died, killed (as gVisor ends a sandbox out of memory) or
+// failing, in which case it said why on its stderr (a Go runtime's fatal
+// error), and that is a warning.
+func (s *Sandbox) logDeath(exitCode uint32) {
+	if s.endAsked.Load() {
+		return
+	}
+	level := slog.LevelInfo
+	stderr := ""
+	if s.agent != nil {
+		stderr = s.agent.stderr.head(2 << 10)
+	}
+	if stderr != "" {
+		level = slog.LevelWarn
+	}
+	s.c.log.Log(context.Background(), level, "a sandbox died", "container_id", s.id, "exit_code", exitCode, "agent_stderr", stderr)
 }
 
 // rewait waits for containerd to answer again, then for the task anew. It
@@ -397,6 +421,7 @@ func (s *Sandbox) attach(ctx context.Context) error {
 // kernel kills every process in it, double-forked daemons too. The cgroup
 // counters are kept first, as they go with the sandbox.
 func (s *Sandbox) kill(ctx context.Context) {
+	s.endAsked.Store(true)
 	s.keepStats(ctx)
 	if err := s.task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
 		s.c.log.Warn("kill sandbox", "container_id", s.id, "err", err)
@@ -438,6 +463,7 @@ func (s *Sandbox) Delete(ctx context.Context) error {
 	if s.deleted {
 		return nil
 	}
+	s.endAsked.Store(true)
 	dctx, cancel := context.WithTimeout(s.c.ctx(context.WithoutCancel(ctx)), cleanupTimeout)
 	defer cancel()
 	var err error

@@ -123,6 +123,8 @@ func runAgent() {
 	// Same-user processes may not read or write this process's memory or
 	// open its file descriptors through /proc.
 	syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
+	// Before any program can fill the sandbox's task limit (threads.go).
+	boundThreads()
 	// The kernel shields PID 1 from its namespace's signals only while it
 	// has no handler; Go installs handlers (and dies of a SIGSEGV sent by
 	// kill). Taking every signal here keeps programs from killing it.
