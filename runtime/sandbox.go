@@ -238,7 +238,7 @@ func (c *Client) create(ctx context.Context, cfg sandbox.Config) (left *Sandbox,
 // spec: all of it, but what is said to the agent alone.
 func programSpec(p *specs.Process) specs.Process {
 	ps := *p
-	ps.Env = slices.DeleteFunc(slices.Clone(p.Env), func(kv string) bool { return strings.HasPrefix(kv, agentproto.ChannelEnv+"=") })
+	ps.Env = slices.DeleteFunc(slices.Clone(p.Env), func(kv string) bool { return strings.HasPrefix(kv, agentproto.AgentEnvPrefix) })
 	return ps
 }
 

@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 	"github.com/sandboxd/sandboxd/runtime/sandbox"
 )
 
@@ -62,6 +64,7 @@ func SpecOpts(c SpecConfig) []oci.SpecOpts {
 		oci.WithProcessCwd(WorkDir),
 		oci.WithHostname("sandbox"),
 		withEnv(c.Env),
+		withAgentTaskLimit(c.Limits.Pids),
 		withUser(c.UID, c.GID),
 		withNoCapabilities,
 		oci.WithNoNewPrivileges,
@@ -93,6 +96,15 @@ func GenerateSpec(namespace string, c SpecConfig) (*specs.Spec, error) {
 func withEnv(env []string) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		s.Process.Env = append([]string(nil), env...)
+		return nil
+	}
+}
+
+// withAgentTaskLimit tells the agent its sandbox's task limit, which it
+// shares with the programs (programSpec keeps it from them).
+func withAgentTaskLimit(pids int64) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.Env = append(s.Process.Env, agentproto.TaskLimitEnv+"="+strconv.FormatInt(pids, 10))
 		return nil
 	}
 }

@@ -13,12 +13,17 @@ package main
 // each goroutine in a blocking system call at once (the request readers,
 // the frame writer, a fork, a file operation: six at the very most),
 // sysmon, and the template thread that starts threads for a locked one:
-// ten. The agent starts with fourteen: the
-// main thread, sysmon, and agentThreads made idle.
+// ten. The agent starts with fourteen: the main thread, sysmon, and
+// agentThreads made idle; fewer where the task limit is small (a quarter
+// of it), which leaves the programs most of it.
 
 import (
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 const (
@@ -54,10 +59,22 @@ func reserveThreads(n int) {
 	ended.Wait()
 }
 
-// boundThreads sets the agent's Ps and reserves its threads.
+// boundThreads sets the agent's Ps and reserves its threads, within the
+// task limit that sandboxd gives it (agentproto.TaskLimitEnv).
 func boundThreads() {
 	if runtime.GOMAXPROCS(0) > agentMaxProcs {
 		runtime.GOMAXPROCS(agentMaxProcs)
 	}
-	reserveThreads(agentThreads)
+	reserveThreads(threadsWithin(os.Getenv(agentproto.TaskLimitEnv)))
+}
+
+// threadsWithin is how many threads the agent makes under a task limit:
+// agentThreads, or a quarter of the limit if less; none if the limit is
+// not known.
+func threadsWithin(limit string) int {
+	n, err := strconv.Atoi(limit)
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(agentThreads, n/4)
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandboxd/sandboxd/runtime/agentproto"
 )
 
 // threadsChildBlocked is how many goroutines the child of
@@ -31,7 +33,8 @@ func TestReservedThreadsOutlastTaskLimit(t *testing.T) {
 	}
 	run := func(mode string) (string, error) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestReservedThreadsOutlastTaskLimit$")
-		cmd.Env = append(os.Environ(), "SANDBOXD_TEST_THREADS="+mode)
+		// The task limit of a sandbox with the default limits.
+		cmd.Env = append(os.Environ(), "SANDBOXD_TEST_THREADS="+mode, agentproto.TaskLimitEnv+"=128")
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -98,4 +101,14 @@ func threadsChild(reserved bool) {
 	returned.Wait()
 	fmt.Println("all returned")
 	os.Exit(0)
+}
+
+// The agent makes its threads within its sandbox's task limit: a quarter
+// of it at most, none when it is not known.
+func TestThreadsWithin(t *testing.T) {
+	for limit, want := range map[string]int{"128": agentThreads, "48": agentThreads, "32": 8, "8": 2, "3": 0, "": 0, "0": 0, "-5": 0, "x": 0} {
+		if got := threadsWithin(limit); got != want {
+			t.Errorf("threadsWithin(%q) = %d, want %d", limit, got, want)
+		}
+	}
 }

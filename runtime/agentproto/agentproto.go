@@ -151,6 +151,15 @@ const (
 	ChannelName = "@sandboxd-agent"
 )
 
+// TaskLimitEnv, in every agent's environment, is its sandbox's task limit
+// (processes and threads), which the agent shares with its programs: it
+// makes its own threads within it at its start.
+const TaskLimitEnv = "SANDBOXD_AGENT_TASK_LIMIT"
+
+// AgentEnvPrefix begins the names of what the environment of a sandbox's
+// PID 1 says to the agent alone: its programs do not get them.
+const AgentEnvPrefix = "SANDBOXD_AGENT_"
+
 // The classes of a file operation's failure.
 const (
 	CodeNotFound = "not_found" // no such file
