@@ -333,7 +333,10 @@ func TestMemoryBomb(t *testing.T) {
 		if code != 137 || !res.OOMKilled || res.Status != api.StatusOOMKilled {
 			t.Fatalf("exit %d, result %+v", code, res)
 		}
-		if res.Usage.MemoryPeakBytes > 64<<20 || res.Usage.MemoryPeakBytes < 32<<20 {
+		// The peak may pass the limit by a few pages: the kernel charges
+		// what a task being OOM-killed still allocates past the limit (a
+		// forced charge), and the peak counts it (4 KiB once under gVisor).
+		if res.Usage.MemoryPeakBytes > 64<<20+256<<10 || res.Usage.MemoryPeakBytes < 32<<20 {
 			t.Errorf("memory peak %d, want near the 64 MiB limit", res.Usage.MemoryPeakBytes)
 		}
 		// The daemon goes on serving.
