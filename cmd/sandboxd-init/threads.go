@@ -13,9 +13,10 @@ package main
 // each goroutine in a blocking system call at once (the request readers,
 // the frame writer, a fork, a file operation: six at the very most),
 // sysmon, and the template thread that starts threads for a locked one:
-// ten. The agent starts with fourteen: the main thread, sysmon, and
-// agentThreads made idle; fewer where the task limit is small (a quarter
-// of it), which leaves the programs most of it.
+// ten. The agent makes agentThreads idle besides its main thread, sysmon
+// and the template thread: 16 in all under the default limit, counted in
+// a cell; fewer where the task limit is small (a quarter of it), which
+// leaves the programs most of it.
 
 import (
 	"os"
