@@ -91,6 +91,10 @@ type throughputRow struct {
 	CPUMSPerRun     float64 `json:"cpu_ms_per_run"`
 	BareCPUMSPerRun float64 `json:"bare_cpu_ms_per_run"`
 	CPUBeyondMS     float64 `json:"cpu_beyond_ms"`
+	// What the hypervisor took from the machine's CPUs per run, not in
+	// the above (machineCPU).
+	StealMSPerRun     float64 `json:"steal_ms_per_run"`
+	BareStealMSPerRun float64 `json:"bare_steal_ms_per_run"`
 }
 
 type memoryRow struct {
@@ -342,15 +346,16 @@ func throughput(b *testing.B, w *benchWatch, clients int, d time.Duration) throu
 		return
 	}
 	w.baseline(b)
-	cpu0 := machineBusy(b)
+	cpu0 := machineCPU(b)
 	row.BareRuns, _, _ = run(func(i int) (bool, bool) {
 		out, err := exec.Command("/usr/bin/python3", "-c", fmt.Sprintf("print(%d)", i)).Output()
 		return err == nil, string(out) == fmt.Sprintf("%d\n", i)
 	})
-	row.BareCPUMSPerRun = cpuPerRun(machineBusy(b)-cpu0, row.BareRuns)
+	bare := machineCPU(b).since(cpu0)
+	row.BareCPUMSPerRun, row.BareStealMSPerRun = cpuPerRun(bare.busy, row.BareRuns), cpuPerRun(bare.steal, row.BareRuns)
 	row.BarePerSec = float64(row.BareRuns) / elapsed.Seconds()
 	w.ready(b)
-	cpu0 = machineBusy(b)
+	cpu0 = machineCPU(b)
 	row.Runs, row.Errors, row.WrongOutput = run(func(i int) (bool, bool) {
 		body, _ := json.Marshal(api.ExecuteRequest{Language: "python", Code: fmt.Sprintf("print(%d)", i)})
 		status, resp := request(socket, "POST", "/v1/execute", string(body), nil)
@@ -360,7 +365,8 @@ func throughput(b *testing.B, w *benchWatch, clients int, d time.Duration) throu
 	})
 	row.PerSec = float64(row.Runs) / elapsed.Seconds()
 	w.caughtUp(b)
-	row.CPUMSPerRun = cpuPerRun(machineBusy(b)-cpu0, row.Runs)
+	used := machineCPU(b).since(cpu0)
+	row.CPUMSPerRun, row.StealMSPerRun = cpuPerRun(used.busy, row.Runs), cpuPerRun(used.steal, row.Runs)
 	row.CPUBeyondMS = row.CPUMSPerRun - row.BareCPUMSPerRun
 	row.Ratio = row.PerSec / row.BarePerSec
 	if len(took) > 0 {

@@ -1,7 +1,7 @@
 //go:build integration
 
 // The benchmark's baseline (benchWatch: bare runs are timed while the
-// daemon does nothing), the machine's CPU (machineBusy), and the rows of
+// daemon does nothing), the machine's CPU (machineCPU), and the rows of
 // issue 15: back to back at one client, CPU per run, and a batch of
 // distinct programs.
 package main_test
@@ -76,9 +76,11 @@ type batchRow struct {
 	BareErrors int    `json:"bare_errors"`
 	FirstError string `json:"first_error,omitempty"`
 	// Machine CPU per program, as in the throughput rows.
-	CPUMSPerRun     float64 `json:"cpu_ms_per_run"`
-	BareCPUMSPerRun float64 `json:"bare_cpu_ms_per_run"`
-	CPUBeyondMS     float64 `json:"cpu_beyond_ms"`
+	CPUMSPerRun       float64 `json:"cpu_ms_per_run"`
+	BareCPUMSPerRun   float64 `json:"bare_cpu_ms_per_run"`
+	CPUBeyondMS       float64 `json:"cpu_beyond_ms"`
+	StealMSPerRun     float64 `json:"steal_ms_per_run"`
+	BareStealMSPerRun float64 `json:"bare_steal_ms_per_run"`
 }
 
 // benchWatch watches the daemon under measure, over a connection of its
@@ -180,10 +182,11 @@ func (w *benchWatch) ready(b *testing.B) { w.wait(b, false, idleSettle) }
 // (teardowns, cells destroyed, refills), to count it in their CPU.
 func (w *benchWatch) caughtUp(b *testing.B) { w.wait(b, false, 0) }
 
-// machineBusy is the time all the machine's CPUs have been busy since
-// boot, from /proc/stat: total - idle - iowait (guest time is within user
-// time already).
-func machineBusy(b *testing.B) time.Duration {
+// machineCPU is what all the machine's CPUs have done since boot, from
+// /proc/stat: busy, total - idle - iowait - steal (guest time is within
+// user time already), and steal, the time the hypervisor ran others while
+// this VM's CPUs had work, which is no work of this machine's.
+func machineCPU(b *testing.B) cpuTimes {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		b.Fatal(err)
@@ -193,18 +196,29 @@ func machineBusy(b *testing.B) time.Duration {
 	if len(f) < 9 || f[0] != "cpu" {
 		b.Fatalf("/proc/stat: %q", line)
 	}
-	var total, idle int64
+	var total, idle, steal int64
 	for i, s := range f[1:9] { // user nice system idle iowait irq softirq steal
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			b.Fatalf("/proc/stat: %q: %v", line, err)
 		}
 		total += v
-		if i == 3 || i == 4 {
+		switch i {
+		case 3, 4:
 			idle += v
+		case 7:
+			steal = v
 		}
 	}
-	return time.Duration(total-idle) * time.Second / userHZ
+	return cpuTimes{busy: time.Duration(total-idle-steal) * time.Second / userHZ, steal: time.Duration(steal) * time.Second / userHZ}
+}
+
+// cpuTimes is the machine's busy and stolen CPU time (machineCPU).
+type cpuTimes struct{ busy, steal time.Duration }
+
+// since is what the CPUs did from c0 to c.
+func (c cpuTimes) since(c0 cpuTimes) cpuTimes {
+	return cpuTimes{busy: c.busy - c0.busy, steal: c.steal - c0.steal}
 }
 
 // cpuPerRun is busy divided among n runs, in milliseconds.
@@ -358,7 +372,7 @@ func batch(b *testing.B, w *benchWatch, sock string, n int) batchRow {
 	}
 
 	w.baseline(b)
-	cpu0 := machineBusy(b)
+	cpu0 := machineCPU(b)
 	took := run(func(int) func(int) {
 		return func(i int) {
 			code, want := batchProgram(i)
@@ -369,11 +383,12 @@ func batch(b *testing.B, w *benchWatch, sock string, n int) batchRow {
 		}
 	})
 	row.BareSeconds = took.Seconds()
-	row.BareCPUMSPerRun = cpuPerRun(machineBusy(b)-cpu0, n)
+	bare := machineCPU(b).since(cpu0)
+	row.BareCPUMSPerRun, row.BareStealMSPerRun = cpuPerRun(bare.busy, n), cpuPerRun(bare.steal, n)
 
 	w.ready(b)
 	clients := make([]*http.Client, batchClients)
-	cpu0 = machineBusy(b)
+	cpu0 = machineCPU(b)
 	took = run(func(c int) func(int) {
 		clients[c] = keptClient(sock)
 		return func(i int) {
@@ -397,7 +412,8 @@ func batch(b *testing.B, w *benchWatch, sock string, n int) batchRow {
 		}
 	})
 	w.caughtUp(b)
-	row.CPUMSPerRun = cpuPerRun(machineBusy(b)-cpu0, n)
+	used := machineCPU(b).since(cpu0)
+	row.CPUMSPerRun, row.StealMSPerRun = cpuPerRun(used.busy, n), cpuPerRun(used.steal, n)
 	for _, c := range clients {
 		c.CloseIdleConnections()
 	}
@@ -424,17 +440,17 @@ func printBackToBack(r backToBackRow) {
 }
 
 func printCPU(rows []throughputRow) {
-	fmt.Printf("\nmachine CPU per run (throughput rows; all CPUs, /proc/stat busy = total - idle - iowait, over each block, through the API until the daemon has caught up; beyond: sandboxd's minus bare's)\n")
-	fmt.Printf("%-8s %12s %12s %12s\n", "clients", "sandboxd", "bare", "beyond")
+	fmt.Printf("\nmachine CPU per run (throughput rows; all CPUs, /proc/stat busy = total - idle - iowait - steal, over each block, through the API until the daemon has caught up; beyond: sandboxd's minus bare's; steal: the hypervisor's, not counted)\n")
+	fmt.Printf("%-8s %12s %12s %12s %12s %12s\n", "clients", "sandboxd", "bare", "beyond", "steal", "bare steal")
 	for _, t := range rows {
-		fmt.Printf("%-8d %10.1fms %10.1fms %10.1fms\n", t.Clients, t.CPUMSPerRun, t.BareCPUMSPerRun, t.CPUBeyondMS)
+		fmt.Printf("%-8d %10.1fms %10.1fms %10.1fms %10.1fms %10.1fms\n", t.Clients, t.CPUMSPerRun, t.BareCPUMSPerRun, t.CPUBeyondMS, t.StealMSPerRun, t.BareStealMSPerRun)
 	}
 }
 
 func printBatch(r batchRow) {
 	fmt.Printf("\nbatch (%s distinct python programs, each checks its own output, %d clients on kept connections through the API, one-shot; bare: the same programs from %d workers, while the daemon is idle)\n", thousands(r.Programs), r.Clients, r.Clients)
-	fmt.Printf("%8s %9s %9s %9s %10s %8s %7s %7s %7s %10s %10s %10s\n", "programs", "bare s", "s", "bare/s", "sandboxd/s", "ratio", "errors", "wrong", "bare err", "cpu/run", "bare cpu", "beyond")
-	fmt.Printf("%8d %9.2f %9.2f %9.1f %10.1f %7.2fx %7d %7d %7d %8.1fms %8.1fms %8.1fms\n", r.Programs, r.BareSeconds, r.Seconds, r.BarePerSec, r.PerSec, r.Ratio, r.Errors, r.WrongOutput, r.BareErrors, r.CPUMSPerRun, r.BareCPUMSPerRun, r.CPUBeyondMS)
+	fmt.Printf("%8s %9s %9s %9s %10s %8s %7s %7s %7s %10s %10s %10s %10s %10s\n", "programs", "bare s", "s", "bare/s", "sandboxd/s", "ratio", "errors", "wrong", "bare err", "cpu/run", "bare cpu", "beyond", "steal", "bare steal")
+	fmt.Printf("%8d %9.2f %9.2f %9.1f %10.1f %7.2fx %7d %7d %7d %8.1fms %8.1fms %8.1fms %8.1fms %8.1fms\n", r.Programs, r.BareSeconds, r.Seconds, r.BarePerSec, r.PerSec, r.Ratio, r.Errors, r.WrongOutput, r.BareErrors, r.CPUMSPerRun, r.BareCPUMSPerRun, r.CPUBeyondMS, r.StealMSPerRun, r.BareStealMSPerRun)
 	if r.FirstError != "" {
 		fmt.Printf("the first error: %s\n", r.FirstError)
 	}
