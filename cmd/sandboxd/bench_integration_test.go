@@ -351,8 +351,7 @@ func throughput(b *testing.B, w *benchWatch, clients int, d time.Duration) throu
 		out, err := exec.Command("/usr/bin/python3", "-c", fmt.Sprintf("print(%d)", i)).Output()
 		return err == nil, string(out) == fmt.Sprintf("%d\n", i)
 	})
-	bare := machineCPU(b).since(cpu0)
-	row.BareCPUMSPerRun, row.BareStealMSPerRun = cpuPerRun(bare.busy, row.BareRuns), cpuPerRun(bare.steal, row.BareRuns)
+	row.BareCPUMSPerRun, row.BareStealMSPerRun = machineCPU(b).since(cpu0).perRun(row.BareRuns)
 	row.BarePerSec = float64(row.BareRuns) / elapsed.Seconds()
 	w.ready(b)
 	cpu0 = machineCPU(b)
@@ -365,8 +364,7 @@ func throughput(b *testing.B, w *benchWatch, clients int, d time.Duration) throu
 	})
 	row.PerSec = float64(row.Runs) / elapsed.Seconds()
 	w.caughtUp(b)
-	used := machineCPU(b).since(cpu0)
-	row.CPUMSPerRun, row.StealMSPerRun = cpuPerRun(used.busy, row.Runs), cpuPerRun(used.steal, row.Runs)
+	row.CPUMSPerRun, row.StealMSPerRun = machineCPU(b).since(cpu0).perRun(row.Runs)
 	row.CPUBeyondMS = row.CPUMSPerRun - row.BareCPUMSPerRun
 	row.Ratio = row.PerSec / row.BarePerSec
 	if len(took) > 0 {

@@ -221,6 +221,12 @@ func (c cpuTimes) since(c0 cpuTimes) cpuTimes {
 	return cpuTimes{busy: c.busy - c0.busy, steal: c.steal - c0.steal}
 }
 
+// perRun is c's busy and stolen time divided among n runs, in
+// milliseconds.
+func (c cpuTimes) perRun(n int) (busyMS, stealMS float64) {
+	return cpuPerRun(c.busy, n), cpuPerRun(c.steal, n)
+}
+
 // cpuPerRun is busy divided among n runs, in milliseconds.
 func cpuPerRun(busy time.Duration, n int) float64 {
 	if n == 0 {
@@ -383,8 +389,7 @@ func batch(b *testing.B, w *benchWatch, sock string, n int) batchRow {
 		}
 	})
 	row.BareSeconds = took.Seconds()
-	bare := machineCPU(b).since(cpu0)
-	row.BareCPUMSPerRun, row.BareStealMSPerRun = cpuPerRun(bare.busy, n), cpuPerRun(bare.steal, n)
+	row.BareCPUMSPerRun, row.BareStealMSPerRun = machineCPU(b).since(cpu0).perRun(n)
 
 	w.ready(b)
 	clients := make([]*http.Client, batchClients)
@@ -412,8 +417,7 @@ func batch(b *testing.B, w *benchWatch, sock string, n int) batchRow {
 		}
 	})
 	w.caughtUp(b)
-	used := machineCPU(b).since(cpu0)
-	row.CPUMSPerRun, row.StealMSPerRun = cpuPerRun(used.busy, n), cpuPerRun(used.steal, n)
+	row.CPUMSPerRun, row.StealMSPerRun = machineCPU(b).since(cpu0).perRun(n)
 	for _, c := range clients {
 		c.CloseIdleConnections()
 	}
