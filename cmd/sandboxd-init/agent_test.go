@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,14 +43,12 @@ func (s *syncBuffer) String() string {
 // through: the agent is never wedged by what an earlier daemon left.
 func TestReadSkipsTornRequests(t *testing.T) {
 	const requestStall = 300 * time.Millisecond
-	// Blocking, as the agent's stdin is.
-	var fds [2]int
-	if err := syscall.Pipe(fds[:]); err != nil {
-		t.Fatal(err)
-	}
-	r, w := os.NewFile(uintptr(fds[0]), "stdin"), os.NewFile(uintptr(fds[1]), "daemon")
+	// Blocking, as the agent's stdin is, and kept: newStallReader takes
+	// a File of its own for the descriptor, and two Files left to the
+	// collector would close its number twice, the second time another
+	// test's.
+	r, w := blockingPipe(t)
 	defer w.Close()
-	defer runtime.KeepAlive(r)
 	out := &syncBuffer{}
 	a := &agent{out: json.NewEncoder(out)}
 	reqs := make(chan agentproto.Request)
