@@ -55,7 +55,8 @@ type cellPool struct {
 
 // cellsFor reports whether a language's programs may run in cells: one
 // that compiles needs its sandbox's /tmp after the compiler, which a jail
-// does not keep; and only runc runs jails.
+// does not keep; and only runc runs jails (Debian 12's gVisor cannot
+// build one: docs/security.md, "Jails under gVisor").
 func (s *Server) cellsFor(l Language) bool {
 	return s.limits().CellReuse > 1 && l.class().Runtime == sandbox.DefaultOCIRuntime && len(l.Compile) == 0
 }

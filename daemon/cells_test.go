@@ -144,8 +144,9 @@ func TestCellsDestroyedWhenInDoubt(t *testing.T) {
 	})
 }
 
-// Executions a jail cannot hold (a compile step, files to collect) and
-// reuse = 1 run as before: a sandbox each, not jailed.
+// Executions a jail cannot hold (a compile step, files to collect, a
+// runtime that cannot build jails) and reuse = 1 run as before: a sandbox
+// each, not jailed.
 func TestCellsOnlyForJailableExecutions(t *testing.T) {
 	s, rt := cellServer(t, 50, nil)
 	runAs(t, s, 1000, `{"language":"c","code":"int main(){}"}`)
@@ -168,6 +169,18 @@ func TestCellsOnlyForJailableExecutions(t *testing.T) {
 	runAs(t, s1, 1000, `{"language":"python","code":"1"}`)
 	if rt1.LastExec().Jail || len(rt1.Created()) != 2 {
 		t.Errorf("reuse = 1: jailed %v, %d sandboxes", rt1.LastExec().Jail, len(rt1.Created()))
+	}
+	// gVisor cannot build jails (security.md): a sandbox each there too.
+	rt2 := &sandboxtest.Runtime{}
+	lim := DefaultLimits(2)
+	lim.CellReuse, lim.PoolSize = 50, 0
+	s2 := New(Config{Runtime: fakeRuntime{rt2}, Languages: testLanguages, Limits: lim, Version: "test", OCIRuntimes: []string{"runsc"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	t.Cleanup(func() { s2.Close(context.Background()); s2.Wait() })
+	runAs(t, s2, 1000, `{"language":"python","code":"1","runtime":"runsc"}`)
+	runAs(t, s2, 1000, `{"language":"python","code":"1","runtime":"runsc"}`)
+	if rt2.LastExec().Jail || len(rt2.Created()) != 2 || rt2.Created()[1].OCIRuntime != "runsc" {
+		t.Errorf("on runsc: jailed %v, %d sandboxes for 2 executions", rt2.LastExec().Jail, len(rt2.Created()))
 	}
 }
 
