@@ -62,6 +62,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL: build:", err)
 		return 1
 	}
+	defer removeNewRuntimeRoots(runtimeRootsNow())
 	ctd, err := startContainerd(filepath.Join(dir, "ctd"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
@@ -118,6 +119,32 @@ func run(m *testing.M) int {
 		code = 1
 	}
 	return code
+}
+
+// shimRuntimeRoot is where containerd's runc shim keeps runc's (and
+// runsc's) state, whatever containerd's own state directory: a directory
+// per containerd namespace, which outlives the namespace's containers.
+const shimRuntimeRoot = "/run/containerd/runc"
+
+// runtimeRootsNow lists the namespaces' directories under shimRuntimeRoot.
+func runtimeRootsNow() map[string]bool {
+	names := map[string]bool{}
+	entries, _ := os.ReadDir(shimRuntimeRoot)
+	for _, e := range entries {
+		names[e.Name()] = true
+	}
+	return names
+}
+
+// removeNewRuntimeRoots removes the directories that the suite's
+// namespaces left under shimRuntimeRoot, which it would otherwise fill run
+// after run. Only empty ones go: what another containerd keeps there stays.
+func removeNewRuntimeRoots(before map[string]bool) {
+	for name := range runtimeRootsNow() {
+		if !before[name] {
+			os.Remove(filepath.Join(shimRuntimeRoot, name))
+		}
+	}
 }
 
 // buildBinaries builds sandboxd, sandboxctl and sandboxd-init into dir,
