@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -170,17 +171,41 @@ func TestCellsOnlyForJailableExecutions(t *testing.T) {
 	if rt1.LastExec().Jail || len(rt1.Created()) != 2 {
 		t.Errorf("reuse = 1: jailed %v, %d sandboxes", rt1.LastExec().Jail, len(rt1.Created()))
 	}
-	// gVisor cannot build jails (security.md): a sandbox each there too.
+	// gVisor cannot build jails (security.md): a sandbox each there too,
+	// whether the request or its language asks for runsc, and no cells
+	// in the pools.
 	rt2 := &sandboxtest.Runtime{}
 	lim := DefaultLimits(2)
-	lim.CellReuse, lim.PoolSize = 50, 0
-	s2 := New(Config{Runtime: fakeRuntime{rt2}, Languages: testLanguages, Limits: lim, Version: "test", OCIRuntimes: []string{"runsc"},
+	lim.CellReuse, lim.PoolSize = 50, 1
+	langs := append(slices.Clone(testLanguages),
+		Language{LanguageSpec: LanguageSpec{Name: "gpy", FileName: "main.py", Run: []string{"/usr/bin/python3", "/sandbox/main.py"}, Runtime: "runsc"}})
+	s2 := New(Config{Runtime: fakeRuntime{rt2}, Languages: langs, Limits: lim, Version: "test", OCIRuntimes: []string{"runsc"},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	t.Cleanup(func() { s2.Close(context.Background()); s2.Wait() })
-	runAs(t, s2, 1000, `{"language":"python","code":"1","runtime":"runsc"}`)
-	runAs(t, s2, 1000, `{"language":"python","code":"1","runtime":"runsc"}`)
-	if rt2.LastExec().Jail || len(rt2.Created()) != 2 || rt2.Created()[1].OCIRuntime != "runsc" {
-		t.Errorf("on runsc: jailed %v, %d sandboxes for 2 executions", rt2.LastExec().Jail, len(rt2.Created()))
+	ctx, cancel := context.WithCancel(context.Background())
+	s2.Start(ctx)
+	t.Cleanup(func() { cancel(); s2.Close(context.Background()); s2.Wait() })
+	for _, body := range []string{
+		`{"language":"python","code":"1","runtime":"runsc"}`,
+		`{"language":"python","code":"1","runtime":"runsc"}`,
+		`{"language":"gpy","code":"1"}`,
+		`{"language":"gpy","code":"1"}`,
+	} {
+		runAs(t, s2, 1000, body)
+		if e := rt2.LastExec(); e.Jail {
+			t.Errorf("%s: jailed on runsc", body)
+		}
+	}
+	s2.pmu.Lock()
+	for c := range s2.pools {
+		if c.Runtime == "runsc" && c.Cells {
+			t.Errorf("a pool of cells on runsc: %+v", c)
+		}
+	}
+	s2.pmu.Unlock()
+	for _, c := range rt2.Created() {
+		if c.OCIRuntime == "runsc" && c.Jails {
+			t.Errorf("a cell on runsc: %s (%s)", c.ID, c.Kind)
+		}
 	}
 }
 
