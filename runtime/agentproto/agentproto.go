@@ -147,17 +147,18 @@ type Jail struct {
 // connection or a request on stdin, is the channel for the agent's life;
 // the listener is closed then.
 const (
-	ChannelEnv  = "SANDBOXD_AGENT_CHANNEL"
+	ChannelEnv  = AgentEnvPrefix + "CHANNEL"
 	ChannelName = "@sandboxd-agent"
 )
 
 // TaskLimitEnv, in every agent's environment, is its sandbox's task limit
 // (processes and threads), which the agent shares with its programs: it
 // makes its own threads within it at its start.
-const TaskLimitEnv = "SANDBOXD_AGENT_TASK_LIMIT"
+const TaskLimitEnv = AgentEnvPrefix + "TASK_LIMIT"
 
 // AgentEnvPrefix begins the names of what the environment of a sandbox's
-// PID 1 says to the agent alone: its programs do not get them.
+// PID 1 says to the agent alone: its programs do not get them. Every such
+// name is made from it, so that none can reach a program by a typo.
 const AgentEnvPrefix = "SANDBOXD_AGENT_"
 
 // The classes of a file operation's failure.
